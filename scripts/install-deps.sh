@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian 12 machine: the Debian
+# packages that are missing (nothing is reinstalled) and, with --tools, the
+# pinned Go release tools. Idempotent; safe to run before every `make test`.
+set -euo pipefail
+
+APT_PACKAGES=(
+  openssl                                   # reference AES-CBC for make bench
+  python3 python3-nacl python3-cryptography # Debian's interpreter: vectors, Klipper extras' tests
+  swtpm swtpm-tools tpm2-tools              # real TPM 2.0 for internal/seal
+  acl util-linux iproute2                   # setfacl for lmnt setup, setpriv for a second uid
+  systemd systemd-container                 # systemd-analyze, systemd-nspawn
+  debootstrap qemu-user-static binfmt-support # Debian roots for packaging and image tests
+  dpkg-dev apt-utils gnupg                  # signed apt repository
+)
+
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing Debian packages: ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${1:-}" = --tools ]; then
+  gobin=$(go env GOPATH)/bin
+  # Pinned: later goreleaser versions need a newer Go than the one we build with.
+  if ! "$gobin/goreleaser" --version 2>/dev/null | grep -q 'GitVersion:\s*2.15.1'; then
+    echo "install-deps: building goreleaser v2.15.1 (about 8 minutes the first time)"
+    go install github.com/goreleaser/goreleaser/v2@v2.15.1
+  fi
+  if ! "$gobin/nfpm" --version 2>/dev/null | grep -q '2.45.2'; then
+    echo "install-deps: building nfpm v2.45.2"
+    go install github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+  fi
+fi
