@@ -1,0 +1,429 @@
+// Package config builds lmntd's one validated configuration from, lowest
+// precedence first: built-in defaults, /etc/lmntd/lmntd.toml, the
+// [lmnt_marketplace_plugin] section of an old plugin's moonraker.conf (a
+// migration aid), LMNTD_* environment variables and command-line flags. It
+// validates everything at once with errors that name the source, the key and
+// what is allowed, remembers where every value came from (for lmnt doctor),
+// and reloads the file on SIGHUP or when it changes.
+//
+// Secrets never live here: the printer token and key stay sealed in the state
+// directory, and an API key is read from the file api.api_key_file names.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+)
+
+// DefaultConfigFile is where the packaged, commented example is installed.
+const DefaultConfigFile = "/etc/lmntd/lmntd.toml"
+
+// Marketplace base URLs per API profile, and the legacy auth service.
+const (
+	DefaultCurrentURL = "https://api.lmnt.co"
+	DefaultLegacyURL  = "https://api.lmnt.market"
+	DefaultCWSURL     = "https://cws.lmnt.market"
+)
+
+// API profiles (see shared/spec/marketplace-api.md).
+const (
+	ProfileCurrent = "current"
+	ProfileLegacy  = "legacy"
+)
+
+// Config is every setting of lmntd. Field tags: `koanf` is the key in
+// lmntd.toml (nested structs are [sections]); `reload:"live"` marks settings a
+// running daemon applies on reload (all others need a restart); `doc` is the
+// one-line help of the matching command-line flag.
+type Config struct {
+	APIProfile      string `koanf:"api_profile" doc:"marketplace API profile: current or legacy"`
+	DevelopmentMode bool   `koanf:"development_mode" doc:"allow plain-http marketplace URLs outside loopback (development only)"`
+
+	Marketplace Marketplace `koanf:"marketplace"`
+	Push        Push        `koanf:"push"`
+	Log         Log         `koanf:"log"`
+	Paths       Paths       `koanf:"paths"`
+	Seal        Seal        `koanf:"seal"`
+	Klipper     Klipper     `koanf:"klipper"`
+	API         API         `koanf:"api"`
+	Jobs        Jobs        `koanf:"jobs"`
+	Limits      Limits      `koanf:"limits"`
+	Migration   Migration   `koanf:"migration"`
+
+	// Provenance, filled by Load; never part of the file.
+	origins map[string]Source
+	imports []Import
+	notes   []string
+	file    string
+}
+
+// Marketplace is how lmntd reaches the LMNT Marketplace.
+type Marketplace struct {
+	URL           string        `koanf:"url" doc:"marketplace base URL (empty: the api_profile's default)"`
+	CWSURL        string        `koanf:"cws_url" doc:"legacy auth service (CWS) base URL"`
+	CheckInterval time.Duration `koanf:"check_interval" reload:"live" doc:"how often to poll the print queue (5s to 1h)"`
+	TLSCAFile     string        `koanf:"tls_ca_file" doc:"extra PEM CA bundle trusted for HTTPS, besides the system roots"`
+}
+
+// Push is the Firebase event stream that announces queue changes.
+type Push struct {
+	Enabled           bool   `koanf:"enabled" doc:"listen to the push stream (polling continues as a fallback)"`
+	FirebaseProjectID string `koanf:"firebase_project_id" doc:"Firebase project of the push stream"`
+	BaseURL           string `koanf:"base_url" doc:"push stream base URL override (tests); empty: https://<project>-default-rtdb.firebaseio.com"`
+}
+
+// Log settings.
+type Log struct {
+	Level string `koanf:"level" reload:"live" doc:"log level: debug, info, warn or error"`
+}
+
+// Paths are lmntd's own directories.
+type Paths struct {
+	StateDirectory   string `koanf:"state_directory" doc:"durable state: sealed key, token, job journal"`
+	RuntimeDirectory string `koanf:"runtime_directory" doc:"sockets and other run-time files"`
+}
+
+// Seal selects how the printer key is protected at rest.
+type Seal struct {
+	Backend   string `koanf:"backend" doc:"key sealing: auto, tpm or software"`
+	TPMDevice string `koanf:"tpm_device" doc:"TPM 2.0 resource manager device"`
+	TPMPCRs   []int  `koanf:"tpm_pcrs" doc:"SHA-256 PCRs the sealed key is bound to (comma-separated; empty: none)"`
+}
+
+// Klipper is where Klipper runs and how lmntd talks to it.
+type Klipper struct {
+	User           string        `koanf:"user" doc:"the user Klipper runs as (the only uid allowed on the bridge socket)"`
+	ConfigFile     string        `koanf:"config_file" doc:"Klipper's printer.cfg, read to check the lmntd sections"`
+	BridgeSocket   string        `koanf:"bridge_socket" doc:"the bridge socket Klipper's extra connects to"`
+	StatusInterval time.Duration `koanf:"status_interval" doc:"how often the extra sends status while nothing changes (1s to 60s)"`
+}
+
+// API is the local HTTP API.
+type API struct {
+	Socket         string         `koanf:"socket" doc:"unix socket of the local API"`
+	Listen         string         `koanf:"listen" doc:"optional TCP listen address host:port (empty: off)"`
+	TrustedClients []netip.Prefix `koanf:"trusted_clients" reload:"live" doc:"client networks allowed on the TCP listener without an API key (comma-separated CIDRs)"`
+	APIKeyFile     string         `koanf:"api_key_file" doc:"file holding the API key for the TCP listener (mode 0600 or 0640)"`
+}
+
+// Jobs controls how marketplace jobs start.
+type Jobs struct {
+	AutoStart    bool   `koanf:"auto_start" doc:"start jobs without the bed-clear confirmation (LMNT_READY)"`
+	FilamentType string `koanf:"filament_type" doc:"loaded filament type (e.g. PLA) checked against jobs; empty: not checked"`
+}
+
+// Limits bound what one job may cost.
+type Limits struct {
+	MaxDownloadSize     ByteSize      `koanf:"max_download_size" reload:"live" doc:"largest G-code download accepted (e.g. 512MiB)"`
+	DownloadTimeout     time.Duration `koanf:"download_timeout" reload:"live" doc:"whole download must finish within this"`
+	DownloadIdleTimeout time.Duration `koanf:"download_idle_timeout" reload:"live" doc:"abort a download that receives nothing for this long"`
+	RequestTimeout      time.Duration `koanf:"request_timeout" reload:"live" doc:"timeout of one marketplace API request"`
+}
+
+// Migration is the import of the old plugin's moonraker.conf settings.
+type Migration struct {
+	ImportMoonraker bool   `koanf:"import_moonraker" doc:"read [lmnt_marketplace_plugin] of the old plugin's moonraker.conf"`
+	MoonrakerConf   string `koanf:"moonraker_conf" doc:"path of moonraker.conf (empty: next to klipper.config_file)"`
+}
+
+// Import records one setting taken from moonraker.conf.
+type Import struct {
+	Key    string `json:"key"`
+	Source Source `json:"source"`
+	Value  string `json:"value"`
+}
+
+// String renders the import the way lmnt doctor shows it.
+func (i Import) String() string {
+	return fmt.Sprintf("%s = %s imported from moonraker.conf (%s)", i.Key, i.Value, i.Source)
+}
+
+// Setting is one effective setting with where it came from.
+type Setting struct {
+	Key    string `json:"key"`
+	Value  string `json:"value"`
+	Source Source `json:"source"`
+	// Live is true when a reload applies it without a restart.
+	Live bool `json:"live"`
+}
+
+// Settings lists every setting in effect, sorted by key, for lmnt doctor and
+// the status endpoint. The configuration holds no secrets, so all values can
+// be shown.
+func (c *Config) Settings() []Setting {
+	flat := c.flatten()
+	out := make([]Setting, len(schema))
+	for i, f := range schema {
+		out[i] = Setting{Key: f.key, Value: display(flat[f.key]), Source: c.Origin(f.key), Live: f.live}
+	}
+	return out
+}
+
+// Defaults returns the built-in configuration (marketplace.url still empty:
+// it follows api_profile and is resolved by Load).
+func Defaults() Config {
+	return Config{
+		APIProfile: ProfileCurrent,
+		Marketplace: Marketplace{
+			CWSURL:        DefaultCWSURL,
+			CheckInterval: 60 * time.Second,
+		},
+		Push:  Push{Enabled: true, FirebaseProjectID: "lmnt-prod"},
+		Log:   Log{Level: "info"},
+		Paths: Paths{StateDirectory: "/var/lib/lmntd", RuntimeDirectory: "/run/lmntd"},
+		Seal:  Seal{Backend: "auto", TPMDevice: "/dev/tpmrm0", TPMPCRs: []int{}},
+		Klipper: Klipper{
+			User:           "pi",
+			ConfigFile:     "/home/pi/printer_data/config/printer.cfg",
+			BridgeSocket:   "/run/lmntd/klipper.sock",
+			StatusInterval: 5 * time.Second,
+		},
+		API: API{Socket: "/run/lmntd/api.sock", TrustedClients: []netip.Prefix{}},
+		Limits: Limits{
+			MaxDownloadSize:     512 * MiB,
+			DownloadTimeout:     30 * time.Minute,
+			DownloadIdleTimeout: 60 * time.Second,
+			RequestTimeout:      30 * time.Second,
+		},
+		Migration: Migration{ImportMoonraker: true},
+	}
+}
+
+// Origin says where the value of key came from.
+func (c *Config) Origin(key string) Source {
+	if s, ok := c.origins[key]; ok {
+		return s
+	}
+	return Source{Kind: SourceDefault}
+}
+
+// Imports lists the settings in effect that were taken from moonraker.conf,
+// for lmnt doctor ("imported from moonraker.conf").
+func (c *Config) Imports() []Import { return append([]Import(nil), c.imports...) }
+
+// Notes are non-fatal remarks of the load (a missing default file, ignored
+// moonraker.conf options), for logs and lmnt doctor.
+func (c *Config) Notes() []string { return append([]string(nil), c.notes...) }
+
+// File is the config file this configuration was read from ("" if none).
+func (c *Config) File() string { return c.file }
+
+// MoonrakerConfPath is the moonraker.conf to import from ("" when disabled).
+func (c *Config) MoonrakerConfPath() string {
+	if !c.Migration.ImportMoonraker {
+		return ""
+	}
+	if c.Migration.MoonrakerConf != "" {
+		return c.Migration.MoonrakerConf
+	}
+	return filepath.Join(filepath.Dir(c.Klipper.ConfigFile), "moonraker.conf")
+}
+
+// PushStreamURL is the push event stream base URL.
+func (c *Config) PushStreamURL() string {
+	if c.Push.BaseURL != "" {
+		return c.Push.BaseURL
+	}
+	return "https://" + c.Push.FirebaseProjectID + "-default-rtdb.firebaseio.com"
+}
+
+// Keys lists every setting's dotted key, sorted.
+func Keys() []string {
+	out := make([]string, len(schema))
+	for i, f := range schema {
+		out[i] = f.key
+	}
+	return out
+}
+
+// LiveKeys lists the settings a running daemon applies on reload.
+func LiveKeys() []string {
+	var out []string
+	for _, f := range schema {
+		if f.live {
+			out = append(out, f.key)
+		}
+	}
+	return out
+}
+
+// EnvName is the environment variable that sets key.
+func EnvName(key string) string { return "LMNTD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_")) }
+
+// FlagName is the command-line flag (without "--") that sets key.
+func FlagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+// kind is how a setting's text is read.
+type kind int
+
+const (
+	kindString kind = iota
+	kindBool
+	kindDuration
+	kindSize
+	kindPrefixes
+	kindInts
+)
+
+func (k kind) want() string {
+	switch k {
+	case kindString:
+		return "a string"
+	case kindBool:
+		return "true or false"
+	case kindDuration:
+		return `a duration string such as "60s", "5m" or "1h30m"`
+	case kindSize:
+		return `a size such as "512MiB", "2GiB" or a number of bytes`
+	case kindPrefixes:
+		return `a list of IP addresses or CIDRs such as ["192.168.1.0/24", "::1"]`
+	case kindInts:
+		return "a list of integers such as [7]"
+	}
+	return "?"
+}
+
+// field is one setting of the schema derived from Config's tags.
+type field struct {
+	key   string
+	index []int
+	kind  kind
+	live  bool
+	doc   string
+}
+
+var (
+	schema      = buildSchema()
+	schemaByKey = func() map[string]*field {
+		m := make(map[string]*field, len(schema))
+		for _, f := range schema {
+			m[f.key] = f
+		}
+		return m
+	}()
+	sectionNames = func() map[string]bool {
+		m := map[string]bool{}
+		for _, f := range schema {
+			if i := strings.IndexByte(f.key, '.'); i > 0 {
+				m[f.key[:i]] = true
+			}
+		}
+		return m
+	}()
+)
+
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	sizeType     = reflect.TypeOf(ByteSize(0))
+	prefixesType = reflect.TypeOf([]netip.Prefix(nil))
+	intsType     = reflect.TypeOf([]int(nil))
+)
+
+func buildSchema() []*field {
+	var out []*field
+	var walk func(t reflect.Type, prefix string, index []int)
+	walk = func(t reflect.Type, prefix string, index []int) {
+		for i := 0; i < t.NumField(); i++ {
+			sf := t.Field(i)
+			name := sf.Tag.Get("koanf")
+			if name == "" || !sf.IsExported() {
+				continue
+			}
+			idx := append(append([]int(nil), index...), i)
+			key := prefix + name
+			if sf.Type.Kind() == reflect.Struct && sf.Type != durationType {
+				walk(sf.Type, key+".", idx)
+				continue
+			}
+			f := &field{key: key, index: idx, live: sf.Tag.Get("reload") == "live", doc: sf.Tag.Get("doc")}
+			switch {
+			case sf.Type == durationType:
+				f.kind = kindDuration
+			case sf.Type == sizeType:
+				f.kind = kindSize
+			case sf.Type == prefixesType:
+				f.kind = kindPrefixes
+			case sf.Type == intsType:
+				f.kind = kindInts
+			case sf.Type.Kind() == reflect.Bool:
+				f.kind = kindBool
+			case sf.Type.Kind() == reflect.String:
+				f.kind = kindString
+			default:
+				panic(fmt.Sprintf("config: unsupported type %s for %s", sf.Type, key))
+			}
+			out = append(out, f)
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "", nil)
+	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
+	return out
+}
+
+// canonical renders a typed field value in the form the layers use: strings
+// for durations, sizes and prefixes (so koanf can copy them), []string and
+// []int for lists.
+func canonical(f *field, v reflect.Value) any {
+	switch f.kind {
+	case kindString:
+		return v.String()
+	case kindBool:
+		return v.Bool()
+	case kindDuration:
+		return time.Duration(v.Int()).String()
+	case kindSize:
+		return ByteSize(v.Uint()).String()
+	case kindPrefixes:
+		ps := v.Interface().([]netip.Prefix)
+		out := make([]string, len(ps))
+		for i, p := range ps {
+			out[i] = p.String()
+		}
+		return out
+	case kindInts:
+		return append([]int{}, v.Interface().([]int)...)
+	}
+	return nil
+}
+
+// flatten renders every setting of c canonically, keyed by dotted key.
+func (c *Config) flatten() map[string]any {
+	rv := reflect.ValueOf(c).Elem()
+	out := make(map[string]any, len(schema))
+	for _, f := range schema {
+		out[f.key] = canonical(f, rv.FieldByIndex(f.index))
+	}
+	return out
+}
+
+// display renders a canonical value for messages and diffs.
+func display(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("%q", x)
+	case []string:
+		return "[" + strings.Join(quoteAll(x), ", ") + "]"
+	case []int:
+		parts := make([]string, len(x))
+		for i, n := range x {
+			parts[i] = fmt.Sprint(n)
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	return fmt.Sprint(v)
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = fmt.Sprintf("%q", s)
+	}
+	return out
+}

@@ -1,0 +1,574 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net/netip"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/toml/v2"
+	"github.com/knadh/koanf/providers/confmap"
+	envprovider "github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	gotoml "github.com/pelletier/go-toml/v2"
+	"github.com/spf13/pflag"
+)
+
+// ConfigFileEnv names the config file, like --config.
+const ConfigFileEnv = "LMNTD_CONFIG"
+
+// NonConfigEnv are LMNTD_* variables that are not settings and are therefore
+// not reported as unknown: the config file path, and the shared fixture
+// directory the test suite uses.
+var NonConfigEnv = []string{ConfigFileEnv, "LMNTD_SHARED"}
+
+// Options says where Load reads from. The zero value reads the default file
+// and the process environment, without flags.
+type Options struct {
+	// ConfigFile overrides DefaultConfigFile (--config and LMNTD_CONFIG
+	// override this in turn).
+	ConfigFile string
+	// Environ returns the environment; nil means os.Environ.
+	Environ func() []string
+	// Flags is the flag set RegisterFlags filled, after Parse; nil means no
+	// flags. Only flags the user set override anything.
+	Flags *pflag.FlagSet
+}
+
+// ConfigPath returns the config file Load reads and whether it was named
+// explicitly (a missing explicit file is an error; a missing default is not).
+func (o Options) ConfigPath() (path string, explicit bool) {
+	if o.Flags != nil {
+		if f := o.Flags.Lookup(configFlag); f != nil && f.Changed {
+			return f.Value.String(), true
+		}
+	}
+	for _, kv := range o.environ() {
+		if v, ok := strings.CutPrefix(kv, ConfigFileEnv+"="); ok && v != "" {
+			return v, true
+		}
+	}
+	if o.ConfigFile != "" {
+		return o.ConfigFile, true
+	}
+	return DefaultConfigFile, false
+}
+
+func (o Options) environ() []string {
+	if o.Environ != nil {
+		return o.Environ()
+	}
+	return os.Environ()
+}
+
+// layer is one source's settings, converted to canonical values.
+type layer struct {
+	values map[string]any
+	source map[string]Source
+}
+
+func newLayer() *layer { return &layer{values: map[string]any{}, source: map[string]Source{}} }
+
+func (l *layer) set(key string, v any, src Source) {
+	l.values[key] = v
+	l.source[key] = src
+}
+
+// loader collects problems while the layers are read.
+type loader struct {
+	errs  []error
+	notes []string
+}
+
+func (ld *loader) fail(src Source, key string, class error, problem, allowed string) {
+	ld.errs = append(ld.errs, &FieldError{Source: src, Key: key, Class: class, Problem: problem, Allowed: allowed})
+}
+
+// Load builds the configuration from all layers and validates it. On error it
+// returns nil and one joined error with every problem found, one per line,
+// each a *FieldError.
+func Load(opts Options) (*Config, error) {
+	ld := &loader{}
+	path, explicit := opts.ConfigPath()
+
+	defaults := Defaults()
+	base := newLayer()
+	for k, v := range defaults.flatten() {
+		base.set(k, v, Source{Kind: SourceDefault})
+	}
+	fileLayer, fileUsed := ld.readFile(path, explicit)
+	envLayer := ld.readEnv(opts.environ())
+	flagLayer := ld.readFlags(opts.Flags)
+
+	// Where moonraker.conf is, and whether to read it, may itself be set by
+	// any layer but the import.
+	upper := []*layer{base, fileLayer, envLayer, flagLayer}
+	lookup := func(key string) any {
+		for i := len(upper) - 1; i >= 0; i-- {
+			if v, ok := upper[i].values[key]; ok {
+				return v
+			}
+		}
+		return nil
+	}
+	var mrLayer *layer
+	probe := Config{Migration: Migration{
+		ImportMoonraker: lookup("migration.import_moonraker").(bool),
+		MoonrakerConf:   lookup("migration.moonraker_conf").(string),
+	}, Klipper: Klipper{ConfigFile: lookup("klipper.config_file").(string)}}
+	if mrPath := probe.MoonrakerConfPath(); mrPath != "" {
+		mrLayer = ld.readMoonraker(mrPath, fileLayer)
+	} else {
+		mrLayer = newLayer()
+	}
+
+	// Merge with koanf, lowest first.
+	k := koanf.New(".")
+	origins := map[string]Source{}
+	for _, l := range []*layer{base, fileLayer, mrLayer, envLayer, flagLayer} {
+		if err := k.Load(confmap.Provider(l.values, "."), nil); err != nil {
+			return nil, fmt.Errorf("config: merging layers: %w", err)
+		}
+		for key, src := range l.source {
+			origins[key] = src
+		}
+	}
+	// Values that failed to convert were left out of their layer, so the
+	// rest can still be decoded and validated: all problems are reported at once.
+	cfg := &Config{}
+	dc := &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.TextUnmarshallerHookFunc()),
+		ErrorUnused: true,
+		Result:      cfg,
+	}
+	if err := k.UnmarshalWithConf("", cfg, koanf.UnmarshalConf{Tag: "koanf", DecoderConfig: dc}); err != nil {
+		// Every value was converted and checked above; this is a bug.
+		return nil, fmt.Errorf("config: decoding checked values: %w", err)
+	}
+	cfg.origins = origins
+	if cfg.Marketplace.URL == "" {
+		cfg.Marketplace.URL = DefaultCurrentURL
+		if cfg.APIProfile == ProfileLegacy {
+			cfg.Marketplace.URL = DefaultLegacyURL
+		}
+		cfg.origins["marketplace.url"] = Source{Kind: SourceDefault, Name: "api_profile " + cfg.APIProfile}
+	}
+	if fileUsed {
+		cfg.file = path
+	}
+	for key, src := range origins {
+		if src.Kind == SourceMoonraker {
+			cfg.imports = append(cfg.imports, Import{Key: key, Source: src, Value: display(mrLayer.values[key])})
+		}
+	}
+	sort.Slice(cfg.imports, func(i, j int) bool { return cfg.imports[i].Key < cfg.imports[j].Key })
+	cfg.notes = ld.notes
+
+	if errs := append(ld.errs, cfg.validate()...); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// readFile loads the TOML file through koanf. A missing file is an error only
+// when it was named explicitly.
+func (ld *loader) readFile(path string, explicit bool) (*layer, bool) {
+	l := newLayer()
+	src := Source{Kind: SourceFile, Name: path}
+	k := koanf.New(".")
+	if err := k.Load(file.Provider(path), toml.Parser()); err != nil {
+		var pathErr *fs.PathError
+		var decodeErr *gotoml.DecodeError
+		var strictErr *gotoml.StrictMissingError
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && !explicit:
+			ld.notes = append(ld.notes, fmt.Sprintf("%s does not exist; using built-in defaults", path))
+			return l, false
+		case errors.As(err, &pathErr):
+			ld.fail(src, "", ErrUnreadableFile, "cannot read the config file: "+pathErr.Err.Error(),
+				"a readable TOML file; name another with --config or "+ConfigFileEnv)
+		case errors.As(err, &decodeErr):
+			row, col := decodeErr.Position()
+			ld.fail(Source{Kind: SourceFile, Name: fmt.Sprintf("%s:%d:%d", path, row, col)}, "", ErrSyntax,
+				"TOML syntax error: "+decodeErr.Error(), "")
+		case errors.As(err, &strictErr):
+			ld.fail(src, "", ErrSyntax, "TOML error: "+strictErr.Error(), "")
+		default:
+			ld.fail(src, "", ErrSyntax, "TOML error: "+err.Error(), "")
+		}
+		return l, false
+	}
+	ld.convertAll(k.All(), l, func(string) Source { return src }, false)
+	return l, true
+}
+
+// convertAll checks and converts every key of a flattened koanf map into l.
+func (ld *loader) convertAll(flat map[string]any, l *layer, srcOf func(key string) Source, textual bool) {
+	keys := make([]string, 0, len(flat))
+	for k := range flat {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		raw := flat[key]
+		src := srcOf(key)
+		if m, ok := raw.(map[string]any); ok && len(m) == 0 && sectionNames[key] {
+			continue // an empty [section]
+		}
+		if secretKey(key) {
+			ld.fail(src, key, ErrSecretInConfig, "secrets are never kept in the configuration", secretHint)
+			continue
+		}
+		f, ok := schemaByKey[key]
+		if !ok {
+			ld.fail(src, key, ErrUnknownKey, "not a setting of lmntd"+suggest(key), "the keys listed in "+DefaultConfigFile)
+			continue
+		}
+		v, problem := convert(f, raw, textual)
+		if problem != "" {
+			ld.fail(src, key, ErrWrongType, problem, f.kind.want())
+			continue
+		}
+		l.set(key, v, src)
+	}
+}
+
+// readEnv reads LMNTD_* variables through koanf's env provider.
+func (ld *loader) readEnv(environ []string) *layer {
+	l := newLayer()
+	byEnv := map[string]string{}
+	for _, f := range schema {
+		byEnv[EnvName(f.key)] = f.key
+	}
+	ignored := map[string]bool{}
+	for _, n := range NonConfigEnv {
+		ignored[n] = true
+	}
+	keyEnv := map[string]string{}
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "LMNTD_") || ignored[name] {
+			continue
+		}
+		src := Source{Kind: SourceEnv, Name: name}
+		if key, ok := byEnv[name]; ok {
+			keyEnv[key] = name
+			continue
+		}
+		guess := strings.ToLower(strings.TrimPrefix(name, "LMNTD_"))
+		if secretKey(guess) {
+			ld.fail(src, "", ErrSecretInConfig, "secrets are never passed in the environment (other processes can read it)", secretHint)
+			continue
+		}
+		ld.fail(src, "", ErrUnknownKey, "not an lmntd setting", "LMNTD_<SECTION>_<KEY> for a key of "+DefaultConfigFile+", e.g. LMNTD_MARKETPLACE_CHECK_INTERVAL")
+	}
+	k := koanf.New(".")
+	err := k.Load(envprovider.Provider(".", envprovider.Opt{
+		Prefix:      "LMNTD_",
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, value string) (string, any) {
+			return byEnv[name], value // unknown names become "" and are dropped
+		},
+	}), nil)
+	if err != nil {
+		ld.fail(Source{Kind: SourceEnv}, "", ErrInvalidValue, err.Error(), "")
+		return l
+	}
+	ld.convertAll(k.All(), l, func(key string) Source { return Source{Kind: SourceEnv, Name: keyEnv[key]} }, true)
+	return l
+}
+
+// readFlags reads the flags the user set, through koanf's posflag provider.
+func (ld *loader) readFlags(fs *pflag.FlagSet) *layer {
+	l := newLayer()
+	if fs == nil {
+		return l
+	}
+	byFlag := map[string]string{}
+	for _, f := range schema {
+		byFlag[FlagName(f.key)] = f.key
+	}
+	k := koanf.New(".")
+	err := k.Load(posflag.ProviderWithFlag(fs, ".", nil, func(f *pflag.Flag) (string, any) {
+		return byFlag[f.Name], f.Value.String() // flags that are not settings are dropped
+	}), nil)
+	if err != nil {
+		ld.fail(Source{Kind: SourceFlag}, "", ErrInvalidValue, err.Error(), "")
+		return l
+	}
+	ld.convertAll(k.All(), l, func(key string) Source { return Source{Kind: SourceFlag, Name: "--" + FlagName(key)} }, true)
+	return l
+}
+
+// readMoonraker imports the old plugin's settings that lmntd.toml does not set.
+func (ld *loader) readMoonraker(path string, fileLayer *layer) *layer {
+	l := newLayer()
+	fileSrc := Source{Kind: SourceMoonraker, Name: path}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return l
+	}
+	if err != nil {
+		var pathErr *fs.PathError
+		msg := err.Error()
+		if errors.As(err, &pathErr) {
+			msg = pathErr.Err.Error()
+		}
+		ld.fail(fileSrc, "migration.moonraker_conf", ErrUnreadableFile, "cannot read moonraker.conf to import the old plugin's settings: "+msg,
+			"a readable file, or migration.import_moonraker = false")
+		return l
+	}
+	sections, _, err := parseMoonrakerConf(data)
+	if err != nil {
+		src := fileSrc
+		var se *iniSyntaxError
+		if errors.As(err, &se) {
+			src.Line = se.Line
+			err = errors.New(se.Msg)
+		}
+		ld.fail(src, "", ErrSyntax, "moonraker.conf syntax error: "+err.Error(), "fix the file, or migration.import_moonraker = false")
+		return l
+	}
+	sec, ok := sections[moonrakerSection]
+	if !ok {
+		return l
+	}
+	known := map[string]bool{}
+	for _, imp := range moonrakerImports {
+		known[imp.option] = true
+		opt, ok := sec.Options[imp.option]
+		if !ok {
+			continue
+		}
+		src := Source{Kind: SourceMoonraker, Name: path, Line: opt.Line, Option: imp.option}
+		if _, set := fileLayer.values[imp.key]; set {
+			ld.notes = append(ld.notes, fmt.Sprintf("%s: not imported, %s is set in the config file", src, imp.key))
+			continue
+		}
+		text, use, err := imp.convert(opt.Value)
+		if err != nil {
+			ld.fail(src, imp.key, ErrWrongType, err.Error(), "set "+imp.key+" in lmntd.toml to override")
+			continue
+		}
+		if !use {
+			continue
+		}
+		v, problem := convert(schemaByKey[imp.key], text, true)
+		if problem != "" {
+			ld.fail(src, imp.key, ErrWrongType, problem, schemaByKey[imp.key].kind.want())
+			continue
+		}
+		l.set(imp.key, v, src)
+	}
+	names := make([]string, 0, len(sec.Options))
+	for name := range sec.Options {
+		if !known[name] {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		ld.notes = append(ld.notes, fmt.Sprintf("%s:%d: [%s] %s is not used by lmntd", path, sec.Options[name].Line, moonrakerSection, name))
+	}
+	return l
+}
+
+// convert checks one raw value against its field's kind and returns the
+// canonical value, or a problem description. textual values (environment,
+// flags, moonraker.conf) are strings to be parsed; TOML values have types.
+func convert(f *field, raw any, textual bool) (any, string) {
+	describe := func() string { return describeRaw(raw) }
+	switch f.kind {
+	case kindString:
+		if s, ok := raw.(string); ok {
+			return strings.TrimSpace(s), ""
+		}
+	case kindBool:
+		switch x := raw.(type) {
+		case bool:
+			return x, ""
+		case string:
+			if textual {
+				if b, err := strconv.ParseBool(strings.TrimSpace(x)); err == nil {
+					return b, ""
+				}
+			}
+		}
+	case kindDuration:
+		if s, ok := raw.(string); ok {
+			d, err := time.ParseDuration(strings.TrimSpace(s))
+			if err != nil {
+				return nil, fmt.Sprintf("%q is not a duration", s)
+			}
+			return d.String(), ""
+		}
+	case kindSize:
+		switch x := raw.(type) {
+		case string:
+			b, err := ParseByteSize(x)
+			if err != nil {
+				return nil, fmt.Sprintf("%q is not a size", x)
+			}
+			return b.String(), ""
+		case int64:
+			if x >= 0 {
+				return ByteSize(x).String(), ""
+			}
+		}
+	case kindPrefixes:
+		items, ok := listItems(raw, textual)
+		if !ok {
+			break
+		}
+		out := make([]string, 0, len(items))
+		for _, it := range items {
+			s, ok := it.(string)
+			if !ok {
+				return nil, fmt.Sprintf("list element %s is not a string", describeRaw(it))
+			}
+			p, err := parsePrefix(s)
+			if err != nil {
+				return nil, fmt.Sprintf("%q is not an IP address or CIDR", s)
+			}
+			out = append(out, p.String())
+		}
+		return out, ""
+	case kindInts:
+		items, ok := listItems(raw, textual)
+		if !ok {
+			break
+		}
+		out := make([]int, 0, len(items))
+		for _, it := range items {
+			switch x := it.(type) {
+			case int64:
+				if x < math.MinInt32 || x > math.MaxInt32 {
+					return nil, fmt.Sprintf("%d is out of range", x)
+				}
+				out = append(out, int(x))
+			case string:
+				n, err := strconv.Atoi(strings.TrimSpace(x))
+				if err != nil {
+					return nil, fmt.Sprintf("%q is not an integer", x)
+				}
+				out = append(out, n)
+			default:
+				return nil, fmt.Sprintf("list element %s is not an integer", describeRaw(it))
+			}
+		}
+		return out, ""
+	}
+	return nil, "got " + describe()
+}
+
+// listItems returns a TOML array's elements, or splits textual values at
+// commas (an empty string is an empty list).
+func listItems(raw any, textual bool) ([]any, bool) {
+	switch x := raw.(type) {
+	case []any:
+		return x, true
+	case string:
+		if !textual {
+			return nil, false
+		}
+		var out []any
+		for _, p := range strings.Split(x, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// parsePrefix reads a CIDR, or a bare address as a one-address prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func describeRaw(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("string %q", x)
+	case bool:
+		return fmt.Sprintf("boolean %v", x)
+	case int64:
+		return fmt.Sprintf("integer %d", x)
+	case float64:
+		return fmt.Sprintf("float %v", x)
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	case nil:
+		return "nothing"
+	}
+	return fmt.Sprintf("%s %v", reflect.TypeOf(v), v)
+}
+
+// secretHint says where secrets belong instead.
+const secretHint = "no secrets in configuration: the printer key and token are kept sealed in paths.state_directory " +
+	"(lmnt pair, or lmnt keys import-legacy); an API key goes in the file named by api.api_key_file"
+
+// secretKey reports whether a key's name says it holds a secret.
+func secretKey(key string) bool {
+	last := key
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		last = key[i+1:]
+	}
+	if strings.HasSuffix(last, "_file") || strings.HasSuffix(last, "_path") {
+		return false // a path to a secret is what we want
+	}
+	switch last {
+	case "key", "api_key", "apikey", "dek", "psek", "kek":
+		return true
+	}
+	for _, word := range []string{"token", "password", "passwd", "secret", "private_key", "privatekey", "jwt", "passphrase", "credential"} {
+		if strings.Contains(last, word) {
+			return true
+		}
+	}
+	return false
+}
+
+// suggest names a known key close to an unknown one.
+func suggest(key string) string {
+	last := key
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		last = key[i+1:]
+	}
+	if sectionNames[key] {
+		return fmt.Sprintf(" (%s is a [section], not a value)", key)
+	}
+	for _, f := range schema {
+		if strings.HasSuffix(f.key, "."+last) || f.key == last {
+			return fmt.Sprintf(" (did you mean %s?)", f.key)
+		}
+	}
+	return ""
+}

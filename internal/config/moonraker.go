@@ -1,0 +1,240 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// moonrakerSection is the old plugin's section in moonraker.conf.
+const moonrakerSection = "lmnt_marketplace_plugin"
+
+// iniOption is one option of a configparser-style file.
+type iniOption struct {
+	Name  string
+	Value string
+	Line  int
+}
+
+// iniSection is one [section]; repeated sections merge, later options win.
+type iniSection struct {
+	Name    string
+	Line    int
+	Options map[string]*iniOption
+}
+
+// iniSyntaxError is a line configparser would refuse.
+type iniSyntaxError struct {
+	Line int
+	Msg  string
+}
+
+func (e *iniSyntaxError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+
+var (
+	// Moonraker cuts an inline comment at spaces followed by # or ;.
+	moonrakerInlineComment = regexp.MustCompile(` +[#;]`)
+	// ... and un-escapes " \#" and " \;".
+	moonrakerEscapedPrefix = regexp.MustCompile(` \\([#;])`)
+	// Moonraker's section regex (header up to the first "]").
+	moonrakerSectionRE = regexp.MustCompile(`^\s*\[([^]]+)\]`)
+	// Python configparser's SECTCRE (greedy: header up to the last "]").
+	configparserSectionRE = regexp.MustCompile(`^\[(.+)\]`)
+	// Python configparser's OPTCRE with delimiters "=" and ":".
+	configparserOptionRE = regexp.MustCompile(`^(.*?)\s*([=:])\s*(.*)$`)
+)
+
+// srcLine is one line handed to the configparser core, with its line number.
+type srcLine struct {
+	text string
+	line int
+}
+
+// parseMoonrakerConf reads moonraker.conf the way Moonraker's FileSourceWrapper
+// does: whole-line comments and blank lines dropped, tabs expanded to 4,
+// inline comments cut at " #"/" ;" (escaped " \#" kept), [include ...]
+// recorded but not followed, the rest parsed by Python's configparser rules
+// (case-insensitive option names, "key: value" or "key = value", indented
+// continuation lines).
+func parseMoonrakerConf(data []byte) (sections map[string]*iniSection, includes []string, err error) {
+	sections = map[string]*iniSection{}
+	var buf []srcLine
+	flush := func() error {
+		e := configparserRead(buf, sections)
+		buf = buf[:0]
+		return e
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	optIndent := -1
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSuffix(sc.Text(), "\r")
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || trimmed[0] == '#' || trimmed[0] == ';' {
+			continue
+		}
+		line = expandTabs(line, 4)
+		if loc := moonrakerInlineComment.FindStringIndex(line); loc != nil {
+			line = line[:loc[0]]
+		}
+		line = moonrakerEscapedPrefix.ReplaceAllString(line, " $1")
+		indent := len(line) - len(strings.TrimLeft(line, " "))
+		if optIndent != -1 && indent > optIndent {
+			buf = append(buf, srcLine{line, n})
+			continue
+		}
+		if m := moonrakerSectionRE.FindStringSubmatch(line); m != nil {
+			optIndent = -1
+			if strings.HasPrefix(m[1], "include ") {
+				if e := flush(); e != nil {
+					return nil, nil, e
+				}
+				includes = append(includes, strings.TrimSpace(m[1][len("include "):]))
+				continue
+			}
+		} else {
+			optIndent = indent
+		}
+		buf = append(buf, srcLine{line, n})
+	}
+	if e := sc.Err(); e != nil {
+		return nil, nil, e
+	}
+	if e := flush(); e != nil {
+		return nil, nil, e
+	}
+	return sections, includes, nil
+}
+
+// configparserRead is Python's RawConfigParser._read for one buffer (one
+// read_string call) with comments already removed: the current section starts
+// unset, an indented line continues the previous option's value, option
+// names are lower-cased, values are stripped and multi-line values joined
+// with "\n".
+func configparserRead(lines []srcLine, sections map[string]*iniSection) error {
+	var cur *iniSection
+	var opt *iniOption
+	var parts []string
+	indentLevel := 0
+	finish := func() {
+		if opt != nil {
+			opt.Value = strings.TrimRight(strings.Join(parts, "\n"), " \t\r\n")
+		}
+		opt, parts = nil, nil
+	}
+	for _, l := range lines {
+		value := strings.TrimSpace(l.text)
+		if value == "" {
+			if opt != nil {
+				parts = append(parts, "")
+			}
+			continue
+		}
+		curIndent := len(l.text) - len(strings.TrimLeft(l.text, " \t"))
+		if cur != nil && opt != nil && curIndent > indentLevel {
+			parts = append(parts, value)
+			continue
+		}
+		indentLevel = curIndent
+		if m := configparserSectionRE.FindStringSubmatch(value); m != nil {
+			finish()
+			name := m[1]
+			if s, ok := sections[name]; ok {
+				cur = s
+			} else {
+				cur = &iniSection{Name: name, Line: l.line, Options: map[string]*iniOption{}}
+				sections[name] = cur
+			}
+			continue
+		}
+		if cur == nil {
+			return &iniSyntaxError{Line: l.line, Msg: "option outside any [section]"}
+		}
+		m := configparserOptionRE.FindStringSubmatch(value)
+		if m == nil || strings.TrimSpace(m[1]) == "" {
+			return &iniSyntaxError{Line: l.line, Msg: fmt.Sprintf("not an option line (want \"key: value\"): %q", value)}
+		}
+		finish()
+		name := strings.ToLower(strings.TrimRight(m[1], " \t"))
+		opt = &iniOption{Name: name, Line: l.line}
+		parts = []string{strings.TrimSpace(m[3])}
+		cur.Options[name] = opt
+	}
+	finish()
+	return nil
+}
+
+// expandTabs is Python's str.expandtabs.
+func expandTabs(s string, size int) string {
+	if !strings.Contains(s, "\t") {
+		return s
+	}
+	var b strings.Builder
+	col := 0
+	for _, r := range s {
+		if r == '\t' {
+			n := size - col%size
+			b.WriteString(strings.Repeat(" ", n))
+			col += n
+			continue
+		}
+		b.WriteRune(r)
+		col++
+	}
+	return b.String()
+}
+
+// parsePythonBool is configparser's getboolean.
+func parsePythonBool(s string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "1", "yes", "true", "on":
+		return true, nil
+	case "0", "no", "false", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("not a boolean: %q", s)
+}
+
+// moonrakerImport maps one old-plugin option to an lmntd key. convert returns
+// the textual value for the key, or ok=false when nothing is to be imported.
+type moonrakerImport struct {
+	option  string
+	key     string
+	convert func(string) (value string, ok bool, err error)
+}
+
+func importAsIs(s string) (string, bool, error) { return s, true, nil }
+
+var moonrakerImports = []moonrakerImport{
+	{"marketplace_url", "marketplace.url", importAsIs},
+	{"cws_url", "marketplace.cws_url", importAsIs},
+	{"firebase_project_id", "push.firebase_project_id", importAsIs},
+	{"check_interval", "marketplace.check_interval", func(s string) (string, bool, error) {
+		// The old plugin reads whole seconds.
+		secs, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return "", false, fmt.Errorf("check_interval %q is not a number of seconds", s)
+		}
+		return (time.Duration(secs * float64(time.Second))).String(), true, nil
+	}},
+	{"debug_mode", "log.level", func(s string) (string, bool, error) {
+		// debug_mode made the old plugin verbose (and log tokens, which
+		// lmntd never does); off is simply lmntd's default.
+		on, err := parsePythonBool(s)
+		if err != nil {
+			return "", false, fmt.Errorf("debug_mode %q is not a boolean (true/false, yes/no, on/off, 1/0)", s)
+		}
+		return "debug", on, nil
+	}},
+	{"development_mode", "development_mode", func(s string) (string, bool, error) {
+		on, err := parsePythonBool(s)
+		if err != nil {
+			return "", false, fmt.Errorf("development_mode %q is not a boolean (true/false, yes/no, on/off, 1/0)", s)
+		}
+		return strconv.FormatBool(on), true, nil
+	}},
+}
