@@ -1,0 +1,225 @@
+package klipper
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// ProtocolVersion is the bridge protocol version this package speaks
+// (docs/bridge-protocol.md).
+const ProtocolVersion = 1
+
+// MaxPacketSize bounds one packet (one JSON object) in either direction.
+const MaxPacketSize = 65536
+
+// Packet types of the bridge protocol.
+const (
+	TypeHello   = "hello"
+	TypeWelcome = "welcome"
+	TypeStatus  = "status"
+	TypeResult  = "result"
+	TypeFetch   = "fetch"
+	TypeCommand = "command"
+	TypePong    = "pong"
+	TypePrint   = "print"
+	TypeFile    = "file"
+	TypeCancel  = "cancel"
+	TypeConsole = "console"
+	TypePing    = "ping"
+	TypeError   = "error"
+)
+
+// Error codes carried by `error` packets.
+const (
+	CodeForbidden          = "forbidden"
+	CodeUnsupportedVersion = "unsupported_version"
+	CodeHelloRequired      = "hello_required"
+	CodeUnknownType        = "unknown_type"
+	CodeBadPacket          = "bad_packet"
+	CodeUnknownFile        = "unknown_file"
+	CodeBusy               = "busy"
+)
+
+// ConsolePrefix starts every console line the daemon shows in Klipper, so
+// the owner can tell lmntd's messages from Klipper's own.
+const ConsolePrefix = "LMNT:"
+
+// Envelope is the part every packet shares. Request/answer pairs share ID.
+type Envelope struct {
+	V    int    `json:"v"`
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+}
+
+// KlipperInfo identifies the Klipper the extra runs in.
+type KlipperInfo struct {
+	Version  string   `json:"version"`
+	Flavour  string   `json:"flavour"` // "klipper" or "kalico"
+	Features []string `json:"features,omitempty"`
+}
+
+// Hello is what the extra says about itself when it connects.
+type Hello struct {
+	ExtraVersion string      `json:"extra_version"`
+	Klipper      KlipperInfo `json:"klipper"`
+	ConfigFile   string      `json:"config_file"`
+	Sections     []string    `json:"sections,omitempty"`
+}
+
+// KlippyStatus is Klipper's own state (webhooks): ready, startup, shutdown
+// or error, with its message.
+type KlippyStatus struct {
+	State   string `json:"state"`
+	Message string `json:"message"`
+}
+
+// PrintStatsInfo is print_stats' info block (SET_PRINT_STATS_INFO).
+type PrintStatsInfo struct {
+	TotalLayer   *int `json:"total_layer"`
+	CurrentLayer *int `json:"current_layer"`
+}
+
+// PrintStats mirrors Klipper's print_stats status. State is one of
+// standby, printing, paused, complete, cancelled, error.
+type PrintStats struct {
+	State         string         `json:"state"`
+	Filename      string         `json:"filename"`
+	TotalDuration float64        `json:"total_duration"`
+	PrintDuration float64        `json:"print_duration"`
+	FilamentUsed  float64        `json:"filament_used"` // mm
+	Message       string         `json:"message"`
+	Info          PrintStatsInfo `json:"info"`
+}
+
+// VirtualSDCard mirrors Klipper's virtual_sdcard status.
+type VirtualSDCard struct {
+	FilePath     string  `json:"file_path"`
+	Progress     float64 `json:"progress"`
+	IsActive     bool    `json:"is_active"`
+	FilePosition int64   `json:"file_position"`
+	FileSize     int64   `json:"file_size"`
+}
+
+// Status is the extra's report of what Klipper is doing.
+type Status struct {
+	Klippy         KlippyStatus  `json:"klippy"`
+	PrintStats     PrintStats    `json:"print_stats"`
+	VirtualSDCard  VirtualSDCard `json:"virtual_sdcard"`
+	ReadyConfirmed bool          `json:"ready_confirmed"`
+}
+
+// Metadata travels with a print so the extra can set print_stats info
+// (TOTAL_LAYER) and show what it prints. Every field is optional.
+type Metadata struct {
+	TotalLayer     int     `json:"total_layer,omitempty"`
+	EstimatedTime  float64 `json:"estimated_time,omitempty"` // seconds
+	Slicer         string  `json:"slicer,omitempty"`
+	FilamentUsedMM float64 `json:"filament_used_mm,omitempty"`
+	FilamentType   string  `json:"filament_type,omitempty"`
+	LayerHeight    float64 `json:"layer_height,omitempty"`
+	ObjectHeight   float64 `json:"object_height,omitempty"`
+}
+
+// Command is an lmnt G-code command the owner ran in Klipper (LMNT_READY).
+type Command struct {
+	Name string          `json:"name"`
+	Args json.RawMessage `json:"args,omitempty"`
+}
+
+// Packets, one struct per type. Every one embeds Envelope.
+
+type HelloPacket struct {
+	Envelope
+	Hello
+}
+
+type WelcomePacket struct {
+	Envelope
+	DaemonVersion  string `json:"daemon_version"`
+	StatusInterval int    `json:"status_interval"`
+}
+
+type StatusPacket struct {
+	Envelope
+	Status
+}
+
+type ResultPacket struct {
+	Envelope
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+type FetchPacket struct {
+	Envelope
+	Name string `json:"name"`
+}
+
+type CommandPacket struct {
+	Envelope
+	Command
+}
+
+// FilePacket is both `print` (with JobID) and `file` (answer to a fetch).
+type FilePacket struct {
+	Envelope
+	JobID    string   `json:"job_id,omitempty"`
+	Name     string   `json:"name"`
+	Size     int64    `json:"size"`
+	SHA256   string   `json:"sha256"`
+	Metadata Metadata `json:"metadata"`
+}
+
+type CancelPacket struct {
+	Envelope
+	JobID  string `json:"job_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+type ConsolePacket struct {
+	Envelope
+	Text string `json:"text"`
+}
+
+type ErrorPacket struct {
+	Envelope
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Supported []int  `json:"supported,omitempty"`
+}
+
+// NewEnvelope returns the envelope of a version-1 packet.
+func NewEnvelope(typ, id string) Envelope {
+	return Envelope{V: ProtocolVersion, Type: typ, ID: id}
+}
+
+// MaxNameLen bounds a virtual file name sent to Klipper.
+const MaxNameLen = 128
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// ErrInvalidName is returned for a file name Klipper could mangle: only
+// [A-Za-z0-9._-] survive every supported version's FILENAME parsing.
+var ErrInvalidName = errors.New("invalid virtual file name")
+
+// ValidateName checks that name is safe to hand to Klipper as a file name.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidName, len(name), MaxNameLen)
+	case name == "." || name == "..":
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	case !namePattern.MatchString(name):
+		return fmt.Errorf("%w: %q has characters outside [A-Za-z0-9._-]", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// VirtualName is the file name Klipper shows for a job: virtual_<job>.gcode.
+func VirtualName(jobID string) string {
+	return "virtual_" + jobID + ".gcode"
+}
