@@ -1,0 +1,625 @@
+package gcode
+
+import (
+	"bytes"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Metadata is what the slicer wrote about the print, completed by what the
+// inspector derived from the moves. A zero value means unknown: the file does
+// not say it, or says only a placeholder (CuraEngine's command line writes
+// ";TIME:6666" and ";Filament used: 0m" before slicing; those are never
+// reported as truth).
+type Metadata struct {
+	SlicerName    string `json:"slicer,omitempty"`
+	SlicerVersion string `json:"slicer_version,omitempty"`
+	// EstimatedTime is the slicer's print time estimate in seconds.
+	EstimatedTime float64 `json:"estimated_time,omitempty"`
+	// FilamentUsedMM and FilamentUsedG are totals over all extruders.
+	FilamentUsedMM float64 `json:"filament_used_mm,omitempty"`
+	FilamentUsedG  float64 `json:"filament_used_g,omitempty"`
+	// FilamentType is the first extruder's material ("PLA", "PETG", …).
+	FilamentType     string  `json:"filament_type,omitempty"`
+	LayerHeight      float64 `json:"layer_height,omitempty"`
+	FirstLayerHeight float64 `json:"first_layer_height,omitempty"`
+	// ObjectHeight is the printed object's height: the slicer's own figure,
+	// else the highest Z at which material was extruded.
+	ObjectHeight float64 `json:"object_height,omitempty"`
+	// NozzleDiameter is the first extruder's nozzle the file was sliced for.
+	NozzleDiameter float64 `json:"nozzle_diameter,omitempty"`
+	// LayerCount is the slicer's layer total (for Klipper's
+	// SET_PRINT_STATS_INFO TOTAL_LAYER): stated, else counted from layer
+	// markers, else the number of distinct rising extrusion heights.
+	LayerCount int `json:"layer_count,omitempty"`
+	// MaxZ is the highest Z any move reaches, end-of-print lifts included:
+	// the height the printer must have.
+	MaxZ float64 `json:"max_z,omitempty"`
+	// Extents is the print's bounding box when the slicer states a real one.
+	Extents *Extents `json:"extents,omitempty"`
+	// Thumbnails in file order; ThumbnailsSkipped counts the ones dropped
+	// for exceeding a cap or failing to decode.
+	Thumbnails        []Thumbnail `json:"thumbnails,omitempty"`
+	ThumbnailsSkipped int         `json:"thumbnails_skipped,omitempty"`
+}
+
+// Extents is an axis-aligned bounding box in millimetres.
+type Extents struct {
+	MinX float64 `json:"min_x"`
+	MinY float64 `json:"min_y"`
+	MinZ float64 `json:"min_z"`
+	MaxX float64 `json:"max_x"`
+	MaxY float64 `json:"max_y"`
+	MaxZ float64 `json:"max_z"`
+}
+
+// slicerConfig holds the settings read from "; key = value" lines.
+type slicerConfig struct {
+	layerHeight      float64
+	firstLayerHeight float64
+	firstLayerPct    float64 // Slic3r allows "first_layer_height = 75%"
+	nozzle           float64
+	filamentType     string
+}
+
+// metaState collects metadata from comment lines as they pass. Each slicer
+// family writes a different dialect; the fields below are kept per source
+// and combined with fixed priorities in result.
+type metaState struct {
+	opts Options
+
+	slicerName, slicerVersion string
+
+	timeStated       float64 // a slicer's total estimate (PrusaSlicer normal mode, Bambu, S3D, ideaMaker, Cura Griffin)
+	curaTime         float64 // ";TIME:" unless the CLI placeholder
+	curaTimeElapsed  float64 // the last ";TIME_ELAPSED:": CuraEngine's real total
+	filamentMM       float64
+	materialUsedMM   float64 // ideaMaker ";Material#N Used:", summed
+	filamentGTotal   float64 // "total filament used [g]"
+	filamentGSum     float64 // "filament used [g] = a, b", summed
+	filamentType     string  // from a non-config comment
+	nozzle           float64 // from a non-config comment
+	layerHeight      float64 // Cura ";Layer height:", S3D layerHeight
+	s3dFirstPct      float64 // S3D firstLayerHeightPercentage
+	objectHeight     float64 // the slicer's own figure (last ";Z:", max_z_height, MAXZ, Bounding Box)
+	layerCountStated int
+
+	// Layer markers, counted per dialect so that a profile printing two
+	// dialects (";LAYER_CHANGE" plus a custom ";LAYER:[n]") is not counted twice.
+	prusaLayers, bambuLayers, curaLayers, s3dLayers int
+	markers                                         int // all of the above
+	heightAfterMarker                               [2]float64
+
+	cfgBlock, cfgLoose slicerConfig
+	inConfigBlock      bool
+	configBlockSeen    bool
+
+	extents     Extents
+	extentsSeen uint8 // bit per Extents field
+
+	thumb         *thumbDecoder
+	thumbs        []Thumbnail
+	thumbBytes    int
+	thumbsSkipped int
+}
+
+func (s *metaState) init(opts Options) { s.opts = opts }
+
+// comment inspects a comment line; body is what follows the ';'.
+func (s *metaState) comment(body []byte, truncated bool, m *motionState) {
+	t := bytes.TrimSpace(body)
+	if s.thumb != nil {
+		if bytes.Equal(t, s.thumb.endTag) {
+			s.endThumbnail()
+			return
+		}
+		if !bytes.HasPrefix(t, []byte("thumbnail")) {
+			room := min(s.opts.MaxThumbnailBytes, s.opts.MaxThumbnailTotal-s.thumbBytes)
+			s.thumb.data(t, truncated, room)
+			return
+		}
+		s.endThumbnailEarly() // a new block began without the old one ending
+	}
+	if len(t) == 0 || truncated {
+		return // no metadata comment is anywhere near linePrefixCap long
+	}
+	switch t[0] {
+	case 'L':
+		switch {
+		case string(t) == "LAYER_CHANGE": // exactly: not BEFORE_/AFTER_LAYER_CHANGE
+			s.prusaLayers++
+			s.marker(m)
+		case hasPrefix(t, "LAYER:"): // Cura, ideaMaker: ";LAYER:n" (n may be negative for rafts)
+			s.curaLayers++
+			s.marker(m)
+		case hasPrefix(t, "LAYER_COUNT:"):
+			s.layerCountStated = atoi(t[len("LAYER_COUNT:"):], s.layerCountStated)
+		case hasPrefix(t, "Layer height:"):
+			s.layerHeight = atof(t[len("Layer height:"):], s.layerHeight)
+		}
+	case 'C':
+		switch string(t) {
+		case "CHANGE_LAYER": // Bambu Studio
+			s.bambuLayers++
+			s.marker(m)
+		case "CONFIG_BLOCK_START": // Bambu Studio, OrcaSlicer
+			s.inConfigBlock, s.configBlockSeen = true, true
+		case "CONFIG_BLOCK_END":
+			s.inConfigBlock = false
+		}
+	case 'Z':
+		if v, ok := cutPrefix(t, "Z:"); ok { // PrusaSlicer/Orca: the last one is the top layer
+			s.objectHeight = atof(v, s.objectHeight)
+		}
+	case 'H':
+		if v, ok := cutPrefix(t, "HEIGHT:"); ok && s.markers >= 1 && s.markers <= 2 && s.heightAfterMarker[s.markers-1] == 0 {
+			s.heightAfterMarker[s.markers-1] = atof(v, 0)
+		}
+	case 'T':
+		switch {
+		case hasPrefix(t, "TIME_ELAPSED:"):
+			s.curaTimeElapsed = atof(t[len("TIME_ELAPSED:"):], s.curaTimeElapsed)
+		case hasPrefix(t, "TIME:"):
+			// 6666 is what CuraEngine's CLI writes before it knows.
+			if v := atof(t[len("TIME:"):], 0); v > 0 && v != 6666 {
+				s.curaTime = v
+			}
+		}
+	case 'M':
+		s.curaBounds(t)
+		if v, ok := cutPrefix(t, "Material#"); ok { // ideaMaker ";Material#1 Used: 1234.5"
+			if _, n, ok := bytes.Cut(v, []byte("Used:")); ok {
+				s.materialUsedMM += atof(n, 0)
+			}
+		}
+	case 'P':
+		switch {
+		case hasPrefix(t, "PRINT.TIME:"): // Cura's Griffin header
+			s.timeStated = atof(t[len("PRINT.TIME:"):], s.timeStated)
+		case hasPrefix(t, "PRINT.SIZE.MAX.Z:"):
+			s.objectHeight = atof(t[len("PRINT.SIZE.MAX.Z:"):], s.objectHeight)
+		case hasPrefix(t, "Print Time:"): // ideaMaker
+			s.timeStated = atof(t[len("Print Time:"):], s.timeStated)
+		case hasPrefix(t, "Plastic weight: "): // Simplify3D: "12.72 g (0.03 lb)"
+			v, _, _ := bytes.Cut(t[len("Plastic weight: "):], []byte(" g"))
+			s.filamentGTotal = atof(v, s.filamentGTotal)
+		}
+	case 'F':
+		switch {
+		case hasPrefix(t, "Filament used:"): // Cura: "1.30263m" or "1.2m, 0.3m"
+			if v := sumList(t[len("Filament used:"):], "m"); v > 0 {
+				s.filamentMM = v * 1000
+			}
+		case hasPrefix(t, "Filament type = "): // Cura (some machine headers), ideaMaker
+			s.filamentType = firstItem(t[len("Filament type = "):])
+		case hasPrefix(t, "Filament Type #1:"):
+			s.filamentType = firstItem(t[len("Filament Type #1:"):])
+		case hasPrefix(t, "Filament length: "): // Simplify3D: "4231.2 mm (4.23 m)"
+			v, _, _ := bytes.Cut(t[len("Filament length: "):], []byte(" mm"))
+			s.filamentMM = atof(v, s.filamentMM)
+		}
+	case 'N':
+		if v, ok := cutPrefix(t, "Nozzle diameter = "); ok {
+			s.nozzle = atof(v, s.nozzle)
+		}
+	case 'E':
+		if v, ok := cutPrefix(t, "EXTRUDER_TRAIN.0.NOZZLE.DIAMETER:"); ok {
+			s.nozzle = atof(v, s.nozzle)
+		}
+	case 'G':
+		switch {
+		case hasPrefix(t, "Generated with "): // ";Generated with Cura_SteamEngine 4.13.0"
+			name, version, _ := strings.Cut(string(t[len("Generated with "):]), " ")
+			s.identify(name, version)
+		case hasPrefix(t, "GENERATOR.NAME:"):
+			s.identify(string(t[len("GENERATOR.NAME:"):]), "")
+		case hasPrefix(t, "GENERATOR.VERSION:") && s.slicerVersion == "":
+			s.slicerVersion = string(t[len("GENERATOR.VERSION:"):])
+		case hasPrefix(t, "G-Code generated by Simplify3D(R) Version "):
+			s.identify("Simplify3D", string(t[len("G-Code generated by Simplify3D(R) Version "):]))
+		}
+	case 'S':
+		if v, ok := cutPrefix(t, "Sliced by ideaMaker "); ok { // "4.2.1.4630, 2022-08-15 …"
+			version, _, _ := strings.Cut(string(v), ",")
+			s.identify("ideaMaker", version)
+		}
+	case 'B':
+		if v, ok := cutPrefix(t, "BambuStudio "); ok {
+			s.identify("BambuStudio", string(v))
+		} else if v, ok := cutPrefix(t, "Bounding Box:"); ok { // ideaMaker: minX minY minZ maxX maxY maxZ
+			if f := bytes.Fields(v); len(f) == 6 {
+				s.objectHeight = atof(f[5], s.objectHeight)
+			}
+		} else if v, ok := cutPrefix(t, "Build time:"); ok { // Simplify3D
+			s.timeStated = parseDuration(v, s.timeStated)
+		}
+	case 'D':
+		if v, ok := cutPrefix(t, "Dimension:"); ok { // ideaMaker: bed X Y Z, then the nozzle
+			if f := bytes.Fields(v); len(f) == 4 {
+				s.nozzle = atof(f[3], s.nozzle)
+			}
+		}
+	case 't':
+		switch {
+		case hasPrefix(t, "thumbnail"):
+			if d, ok := thumbnailBegin(t); ok {
+				s.beginThumbnail(d)
+			}
+			return
+		case hasPrefix(t, "total filament used [g] = "):
+			s.filamentGTotal = atof(t[len("total filament used [g] = "):], s.filamentGTotal)
+			return
+		case hasPrefix(t, "total layer number:"): // Bambu/Orca header
+			s.layerCountStated = atoi(t[len("total layer number:"):], s.layerCountStated)
+			return
+		case hasPrefix(t, "total layers count = "): // OrcaSlicer footer
+			s.layerCountStated = atoi(t[len("total layers count = "):], s.layerCountStated)
+			return
+		case hasPrefix(t, "total filament length [mm] :"): // Bambu header
+			s.filamentMM = atof(t[len("total filament length [mm] :"):], s.filamentMM)
+			return
+		case hasPrefix(t, "total filament weight [g] :"):
+			s.filamentGTotal = atof(t[len("total filament weight [g] :"):], s.filamentGTotal)
+			return
+		}
+	case 'f':
+		switch {
+		case hasPrefix(t, "filament used [mm] = "): // PrusaSlicer, Orca: one value per extruder
+			s.filamentMM = sumList(t[len("filament used [mm] = "):], "")
+			return
+		case hasPrefix(t, "filament used [g] = "):
+			s.filamentGSum = sumList(t[len("filament used [g] = "):], "")
+			return
+		case hasPrefix(t, "filament used = "): // Slic3r: "990.9mm (2.4cm3)"
+			v, _, _ := bytes.Cut(t[len("filament used = "):], []byte("mm"))
+			s.filamentMM = atof(v, s.filamentMM)
+			return
+		}
+	case 'e':
+		if v, ok := cutPrefix(t, "estimated printing time (normal mode) = "); ok {
+			s.timeStated = parseDuration(v, s.timeStated)
+			return
+		}
+	case 'm':
+		if _, v, ok := bytes.Cut(t, []byte("total estimated time:")); ok && hasPrefix(t, "model printing time:") {
+			s.timeStated = parseDuration(v, s.timeStated) // Bambu header
+			return
+		}
+		if v, ok := cutPrefix(t, "max_z_height:"); ok { // Bambu/Orca header
+			s.objectHeight = atof(v, s.objectHeight)
+			return
+		}
+	case 'g':
+		if v, ok := cutPrefix(t, "generated by "); ok { // PrusaSlicer, SuperSlicer, OrcaSlicer, Slic3r
+			s.identifyGeneratedBy(string(v))
+			return
+		}
+	case 'l':
+		// Simplify3D layer marker: "; layer 1, Z = 0.200"
+		if v, ok := cutPrefix(t, "layer "); ok && len(v) > 0 && isDigit(v[0]) && bytes.Contains(v, []byte(", Z = ")) {
+			s.s3dLayers++
+			s.marker(m)
+			return
+		}
+	}
+	if t[0]-'a' >= 26 {
+		return // the remaining dialects are lowercase keys
+	}
+	// Simplify3D settings: ";   layerHeight,0.2"
+	if s.slicerName == "Simplify3D" && isIdentStart(t[0]) {
+		if key, value, ok := bytes.Cut(t, []byte(",")); ok && isIdentifier(key) {
+			s.simplify3DSetting(string(key), value)
+			return
+		}
+	}
+	s.configLine(t)
+}
+
+// configLine handles "key = value" (PrusaSlicer, SuperSlicer, Slic3r, Orca,
+// Bambu). Values count only inside the config block when the slicer writes
+// one; Slic3r 1.3 writes its config at the end without markers.
+func (s *metaState) configLine(t []byte) {
+	key, value, ok := bytes.Cut(t, []byte(" = "))
+	if !ok || !isIdentifier(key) {
+		return
+	}
+	if bytes.HasSuffix(key, []byte("_config")) { // "; prusaslicer_config = begin"
+		switch string(value) {
+		case "begin":
+			s.inConfigBlock, s.configBlockSeen = true, true
+		case "end":
+			s.inConfigBlock = false
+		}
+		return
+	}
+	cfg := &s.cfgLoose
+	if s.inConfigBlock {
+		cfg = &s.cfgBlock
+	}
+	switch string(key) {
+	case "layer_height":
+		cfg.layerHeight = atof(value, cfg.layerHeight)
+	case "first_layer_height", "initial_layer_print_height":
+		if pct, ok := bytes.CutSuffix(value, []byte("%")); ok {
+			cfg.firstLayerPct = atof(pct, cfg.firstLayerPct)
+		} else {
+			cfg.firstLayerHeight = atof(value, cfg.firstLayerHeight)
+		}
+	case "nozzle_diameter":
+		cfg.nozzle = atof([]byte(firstItem(value)), cfg.nozzle)
+	case "filament_type":
+		cfg.filamentType = firstItem(value)
+	}
+}
+
+func (s *metaState) simplify3DSetting(key string, value []byte) {
+	switch key {
+	case "layerHeight":
+		s.layerHeight = atof(value, s.layerHeight)
+	case "firstLayerHeightPercentage":
+		s.s3dFirstPct = atof(value, s.s3dFirstPct)
+	case "extruderDiameter", "nozzleDiameter":
+		s.nozzle = atof([]byte(firstItem(value)), s.nozzle)
+	case "makerBotModelMaterial":
+		s.filamentType = firstItem(value)
+	}
+}
+
+// curaBounds reads ";MINX:"…";MAXZ:". CuraEngine's CLI writes ±2.14748e+06
+// before slicing; such a box (min > max) is dropped.
+func (s *metaState) curaBounds(t []byte) {
+	if len(t) < 6 || t[4] != ':' || (t[1] != 'I' && t[1] != 'A') {
+		return
+	}
+	var idx int
+	switch string(t[:4]) {
+	case "MINX":
+		idx = 0
+	case "MINY":
+		idx = 1
+	case "MINZ":
+		idx = 2
+	case "MAXX":
+		idx = 3
+	case "MAXY":
+		idx = 4
+	case "MAXZ":
+		idx = 5
+	default:
+		return
+	}
+	v, err := strconv.ParseFloat(string(t[5:]), 64)
+	if err != nil {
+		return
+	}
+	fields := [...]*float64{&s.extents.MinX, &s.extents.MinY, &s.extents.MinZ, &s.extents.MaxX, &s.extents.MaxY, &s.extents.MaxZ}
+	*fields[idx] = v
+	s.extentsSeen |= 1 << idx
+}
+
+func (s *metaState) marker(m *motionState) {
+	s.markers++
+	if s.markers == 1 {
+		m.awaitFirstLayerZ = true
+	}
+}
+
+func (s *metaState) identify(name, version string) {
+	if s.slicerName != "" || name == "" {
+		return
+	}
+	s.slicerName, s.slicerVersion = name, strings.TrimSpace(version)
+}
+
+// identifyGeneratedBy parses "PrusaSlicer 2.5.0 on 2026-11-27 at …" or
+// "Slic3r Prusa Edition 1.41.3+linux64 on …": the name is every word before
+// the first one that starts with a digit, which is the version.
+func (s *metaState) identifyGeneratedBy(v string) {
+	words := strings.Fields(v)
+	for i, w := range words {
+		if isDigit(w[0]) {
+			s.identify(strings.Join(words[:i], " "), w)
+			return
+		}
+	}
+}
+
+func (s *metaState) beginThumbnail(d *thumbDecoder) {
+	if len(s.thumbs) >= s.opts.MaxThumbnails || (d.stated > 0 && d.stated/4*3 > min(s.opts.MaxThumbnailBytes, s.opts.MaxThumbnailTotal-s.thumbBytes)) {
+		d.fail() // still follow the block, to skip its lines
+	}
+	s.thumb = d
+}
+
+func (s *metaState) endThumbnail() {
+	if t, ok := s.thumb.finish(); ok {
+		s.thumbs = append(s.thumbs, t)
+		s.thumbBytes += len(t.Data)
+	} else {
+		s.thumbsSkipped++
+	}
+	s.thumb = nil
+}
+
+// endThumbnailEarly drops a thumbnail block interrupted before its end line.
+func (s *metaState) endThumbnailEarly() {
+	s.thumbsSkipped++
+	s.thumb = nil
+}
+
+// result combines the sources, best first.
+func (s *metaState) result(m *motionState) *Metadata {
+	if s.thumb != nil {
+		s.endThumbnailEarly()
+	}
+	cfg := s.cfgLoose
+	if s.configBlockSeen {
+		cfg = s.cfgBlock
+	}
+	md := &Metadata{
+		SlicerName:        s.slicerName,
+		SlicerVersion:     s.slicerVersion,
+		EstimatedTime:     firstNonZero(s.timeStated, s.curaTimeElapsed, s.curaTime),
+		FilamentUsedMM:    firstNonZero(s.filamentMM, s.materialUsedMM),
+		FilamentUsedG:     firstNonZero(s.filamentGTotal, s.filamentGSum),
+		FilamentType:      cfg.filamentType,
+		LayerHeight:       firstNonZero(cfg.layerHeight, s.layerHeight, s.heightAfterMarker[1]),
+		NozzleDiameter:    firstNonZero(cfg.nozzle, s.nozzle),
+		Thumbnails:        s.thumbs,
+		ThumbnailsSkipped: s.thumbsSkipped,
+	}
+	if md.FilamentType == "" {
+		md.FilamentType = s.filamentType
+	}
+	var pct float64
+	if cfg.firstLayerPct > 0 {
+		pct = cfg.firstLayerPct
+	} else if s.s3dFirstPct > 0 {
+		pct = s.s3dFirstPct
+	}
+	md.FirstLayerHeight = firstNonZero(cfg.firstLayerHeight, round4(pct*md.LayerHeight/100), s.heightAfterMarker[0])
+	if md.FirstLayerHeight == 0 && m.firstLayerZKnown && m.firstLayerZ > 0 {
+		md.FirstLayerHeight = round4(m.firstLayerZ)
+	}
+	md.LayerCount = s.layerCountStated
+	for _, n := range [...]int{s.prusaLayers, s.bambuLayers, s.curaLayers, s.s3dLayers, m.extrusionLevels} {
+		if md.LayerCount == 0 {
+			md.LayerCount = n
+		}
+	}
+	if s.extentsSeen == 0x3f && s.extents.MinX <= s.extents.MaxX && s.extents.MinY <= s.extents.MaxY &&
+		s.extents.MinZ <= s.extents.MaxZ {
+		e := s.extents
+		md.Extents = &e
+		md.ObjectHeight = e.MaxZ
+	}
+	if s.objectHeight > 0 {
+		md.ObjectHeight = s.objectHeight
+	}
+	if md.ObjectHeight == 0 && m.extruded {
+		md.ObjectHeight = round4(m.maxExtrusionZ)
+	}
+	if m.maxZKnown && m.maxZ > 0 {
+		md.MaxZ = round4(m.maxZ)
+	}
+	return md
+}
+
+func firstNonZero(vs ...float64) float64 {
+	for _, v := range vs {
+		if v != 0 {
+			return v
+		}
+	}
+	return 0
+}
+
+// round4 removes the float noise of summed relative moves (0.1 mm / 10⁴).
+func round4(v float64) float64 { return math.Round(v*1e4) / 1e4 }
+
+func hasPrefix(t []byte, p string) bool { return len(t) >= len(p) && string(t[:len(p)]) == p }
+
+func cutPrefix(t []byte, p string) ([]byte, bool) {
+	if !hasPrefix(t, p) {
+		return nil, false
+	}
+	return t[len(p):], true
+}
+
+func isIdentifier(b []byte) bool {
+	if len(b) == 0 || !isIdentStart(b[0]) {
+		return false
+	}
+	for _, c := range b {
+		if !isIdentChar(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// atof parses a number surrounded by blanks; on failure (or a non-finite or
+// negative value, which no metadata field can hold) it keeps old.
+func atof(b []byte, old float64) float64 {
+	v, err := strconv.ParseFloat(string(bytes.TrimSpace(b)), 64)
+	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) || v < 0 {
+		return old
+	}
+	return v
+}
+
+func atoi(b []byte, old int) int {
+	v, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+	if err != nil || v < 0 {
+		return old
+	}
+	return v
+}
+
+// sumList sums "a, b, c" (each optionally followed by unit).
+func sumList(b []byte, unit string) float64 {
+	var sum float64
+	for _, item := range bytes.Split(b, []byte(",")) {
+		item = bytes.TrimSuffix(bytes.TrimSpace(item), []byte(unit))
+		sum += atof(item, 0)
+	}
+	return sum
+}
+
+// firstItem returns the first of a ',' or ';' separated list of settings
+// (one per extruder).
+func firstItem(b []byte) string {
+	if i := bytes.IndexAny(b, ",;"); i >= 0 {
+		b = b[:i]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// parseDuration reads "1d 2h 3m 4s" (PrusaSlicer, Orca, Bambu) and
+// "1 hours 2 minutes" (Simplify3D): numbers each followed by a unit whose
+// first letter is d, h, m or s. It keeps old when nothing parses.
+func parseDuration(b []byte, old float64) float64 {
+	var total float64
+	parts := 0
+	for len(b) > 0 {
+		b = bytes.TrimLeft(b, " \t")
+		i := 0
+		for i < len(b) && (isDigit(b[i]) || b[i] == '.') {
+			i++
+		}
+		if i == 0 {
+			break
+		}
+		n, err := strconv.ParseFloat(string(b[:i]), 64)
+		if err != nil {
+			return old
+		}
+		b = bytes.TrimLeft(b[i:], " \t")
+		if len(b) == 0 {
+			return old
+		}
+		var unit float64
+		switch b[0] {
+		case 'd':
+			unit = 86400
+		case 'h':
+			unit = 3600
+		case 'm':
+			unit = 60
+		case 's':
+			unit = 1
+		default:
+			return old
+		}
+		for len(b) > 0 && b[0]|0x20-'a' < 26 {
+			b = b[1:]
+		}
+		total += n * unit
+		parts++
+	}
+	if parts == 0 {
+		return old
+	}
+	return total
+}
