@@ -6,6 +6,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
   openssl                                   # reference AES-CBC for make bench
+  strace time                               # make bench: no-file check, peak RSS (GNU time)
   python3 python3-nacl python3-cryptography # Debian's interpreter: vectors, Klipper extras' tests
   swtpm swtpm-tools tpm2-tools              # real TPM 2.0 for internal/seal
   acl util-linux iproute2                   # setfacl for lmnt setup, setpriv for a second uid
@@ -29,13 +30,10 @@ fi
 
 if [ "${1:-}" = --tools ]; then
   gobin=$(go env GOPATH)/bin
-  # Pinned: later goreleaser versions need a newer Go than the one we build with.
-  if ! "$gobin/goreleaser" --version 2>/dev/null | grep -q 'GitVersion:\s*2.15.1'; then
+  # Pinned: later goreleaser versions need a newer Go than the one we build
+  # with. It embeds nfpm, which builds the .deb.
+  if ! "$gobin/goreleaser" --version 2>/dev/null | grep -q 'GitVersion:.*v2\.15\.1$'; then
     echo "install-deps: building goreleaser v2.15.1 (about 8 minutes the first time)"
     go install github.com/goreleaser/goreleaser/v2@v2.15.1
-  fi
-  if ! "$gobin/nfpm" --version 2>/dev/null | grep -q '2.45.2'; then
-    echo "install-deps: building nfpm v2.45.2"
-    go install github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
   fi
 fi

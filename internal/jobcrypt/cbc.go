@@ -1,0 +1,287 @@
+package jobcrypt
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Errors of the CBC stream.
+var (
+	ErrEmptyCiphertext  = errors.New("jobcrypt: ciphertext is empty")
+	ErrCiphertextLength = errors.New("jobcrypt: ciphertext length is not a multiple of the 16-byte AES block (truncated or not CBC)")
+	ErrPadding          = errors.New("jobcrypt: bad PKCS#7 padding (wrong key or IV, or corrupt ciphertext)")
+	ErrIV               = errors.New("jobcrypt: IV is not 32 hex characters")
+)
+
+// ParseIVHex parses the job's gcode_iv_hex: 32 hex characters, 16 bytes.
+func ParseIVHex(s string) ([16]byte, error) {
+	var iv [16]byte
+	if len(s) != 2*len(iv) {
+		return iv, fmt.Errorf("%w: got %d characters", ErrIV, len(s))
+	}
+	if _, err := hex.Decode(iv[:], []byte(s)); err != nil {
+		return iv, fmt.Errorf("%w: %v", ErrIV, err)
+	}
+	return iv, nil
+}
+
+// StreamOptions tunes the stream functions. The zero value is the default.
+type StreamOptions struct {
+	// ChunkSize is the ciphertext read and decrypted per step, rounded
+	// down to whole blocks; 0 means DefaultChunkSize.
+	ChunkSize int
+	// Buffers is how many chunks are in flight (one being read and
+	// decrypted while the others are written); 0 means 3. Memory is about
+	// Buffers × ChunkSize and does not grow with the input.
+	Buffers int
+	// Workers is how many goroutines decrypt one chunk; 0 means GOMAXPROCS.
+	Workers int
+}
+
+// DefaultChunkSize is large enough to amortise the per-chunk work
+// (goroutine hand-offs, one writer call) and small enough that three of
+// them stay well inside the daemon's memory budget.
+const DefaultChunkSize = 512 << 10
+
+// minSegment is the least ciphertext a decrypting goroutine gets: below it
+// the hand-off costs more than the parallelism gains.
+const minSegment = 32 << 10
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = DefaultChunkSize
+	}
+	o.ChunkSize -= o.ChunkSize % aes.BlockSize
+	if o.ChunkSize < aes.BlockSize {
+		o.ChunkSize = aes.BlockSize
+	}
+	if o.Buffers <= 1 {
+		o.Buffers = 3
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	return o
+}
+
+// DecryptCBC streams AES-256-CBC/PKCS#7 ciphertext from src to dst and
+// returns the plaintext length written. Memory is fixed (see StreamOptions);
+// only the last plaintext block is held back until src reports EOF, when the
+// padding is checked and stripped. Chunks are decrypted on several cores
+// (CBC decryption of block i needs only ciphertext blocks i and i-1) while
+// the previous chunk is being written.
+//
+// On error, dst has received an unauthenticated prefix of the plaintext:
+// the caller must discard it. Errors: ErrEmptyCiphertext,
+// ErrCiphertextLength, ErrPadding, or src's or dst's error unchanged.
+func DecryptCBC(dst io.Writer, src io.Reader, key *[32]byte, iv *[16]byte, opts StreamOptions) (int64, error) {
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		return 0, err // unreachable: the key length is fixed by the type
+	}
+	return decryptCBCStream(dst, src, block, iv, opts)
+}
+
+// decryptCBCStream is the engine shared by DecryptCBC and Fernet.
+//
+// Buffers circulate between this goroutine (fill with ciphertext, decrypt
+// in place) and one writer goroutine (dst.Write). Each buffer keeps one
+// block of headroom in front, where the previous chunk's held-back last
+// plaintext block is copied, so every chunk reaches dst in a single Write.
+func decryptCBCStream(dst io.Writer, src io.Reader, block cipher.Block, iv *[16]byte, opts StreamOptions) (int64, error) {
+	o := opts.withDefaults()
+	const bs = aes.BlockSize
+
+	free := make(chan []byte, o.Buffers)
+	for range o.Buffers {
+		free <- make([]byte, bs+o.ChunkSize)
+	}
+	type chunk struct{ buf, out []byte }
+	full := make(chan chunk, o.Buffers)
+
+	var (
+		written  int64
+		writeErr error
+		failed   atomic.Bool
+		wg       sync.WaitGroup
+	)
+	wg.Go(func() {
+		for c := range full {
+			if !failed.Load() {
+				n, err := dst.Write(c.out)
+				written += int64(n)
+				if err == nil && n != len(c.out) {
+					err = io.ErrShortWrite
+				}
+				if err != nil {
+					writeErr = err
+					failed.Store(true)
+				}
+			}
+			free <- c.buf
+		}
+	})
+
+	// finish stops the writer and reports its error first: once dst has
+	// failed, anything seen later is a consequence, not the cause.
+	finish := func(err error) (int64, error) {
+		close(full)
+		wg.Wait()
+		for len(free) > 0 {
+			clear(<-free) // plaintext does not linger in freed buffers
+		}
+		if writeErr != nil {
+			return written, writeErr
+		}
+		return written, err
+	}
+
+	dec := newParallelCBC(block, o.Workers)
+	prev := *iv // last ciphertext block before the current chunk
+	var held [bs]byte
+	haveHeld := false
+	var total int64
+	for {
+		buf := <-free
+		if failed.Load() {
+			free <- buf
+			return finish(nil)
+		}
+		ct := buf[bs:]
+		n, eof, err := fill(src, ct)
+		total += int64(n)
+		if err != nil {
+			free <- buf
+			return finish(err)
+		}
+		if eof && total%bs != 0 {
+			free <- buf
+			return finish(fmt.Errorf("%w: %d bytes", ErrCiphertextLength, total))
+		}
+		if eof && total == 0 {
+			free <- buf
+			return finish(ErrEmptyCiphertext)
+		}
+		next := prev
+		if n > 0 {
+			copy(next[:], ct[n-bs:n])
+		}
+		dec.decrypt(&prev, ct[:n])
+		prev = next
+
+		start := bs
+		if haveHeld {
+			start = 0
+			copy(buf[:bs], held[:])
+		}
+		end := bs + n
+		if !eof {
+			// Not the last block yet: hold it back, it may be padding.
+			copy(held[:], buf[end-bs:end])
+			haveHeld = true
+			end -= bs
+			full <- chunk{buf, buf[start:end]}
+			continue
+		}
+		pad, ok := pkcs7Padding(buf[end-bs : end])
+		if !ok {
+			clear(buf)
+			free <- buf
+			return finish(ErrPadding)
+		}
+		full <- chunk{buf, buf[start : end-pad]}
+		return finish(nil)
+	}
+}
+
+// fill reads until p is full or src ends; a short count comes only with eof.
+func fill(src io.Reader, p []byte) (n int, eof bool, err error) {
+	for n < len(p) {
+		m, err := src.Read(p[n:])
+		n += m
+		if err == io.EOF {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
+}
+
+// parallelCBC decrypts chunks in place on several goroutines. CBC
+// decryption of a block needs only that block and the ciphertext block
+// before it, so a chunk splits into segments whose IVs are the ciphertext
+// blocks just before them; all IVs are copied out before any segment is
+// overwritten. The per-segment state is allocated once per stream.
+type parallelCBC struct {
+	modes  []cipher.BlockMode
+	bounds []int
+	ivs    [][aes.BlockSize]byte
+}
+
+// ivSetter is implemented by the standard library's CBC modes.
+type ivSetter interface{ SetIV([]byte) }
+
+func newParallelCBC(block cipher.Block, workers int) *parallelCBC {
+	p := &parallelCBC{
+		modes:  make([]cipher.BlockMode, workers),
+		bounds: make([]int, workers+1),
+		ivs:    make([][aes.BlockSize]byte, workers),
+	}
+	for i := range p.modes {
+		p.modes[i] = cipher.NewCBCDecrypter(block, make([]byte, aes.BlockSize))
+	}
+	return p
+}
+
+// decrypt decrypts ct in place, chained to iv.
+func (p *parallelCBC) decrypt(iv *[16]byte, ct []byte) {
+	const bs = aes.BlockSize
+	segs := min(len(p.modes), len(ct)/minSegment)
+	if segs <= 1 {
+		p.modes[0].(ivSetter).SetIV(iv[:])
+		p.modes[0].CryptBlocks(ct, ct)
+		return
+	}
+	per := len(ct) / bs / segs * bs
+	for i := range segs {
+		p.bounds[i] = i * per
+		if i == 0 {
+			p.ivs[i] = *iv
+		} else {
+			copy(p.ivs[i][:], ct[p.bounds[i]-bs:p.bounds[i]])
+		}
+		p.modes[i].(ivSetter).SetIV(p.ivs[i][:])
+	}
+	p.bounds[segs] = len(ct)
+	var wg sync.WaitGroup
+	for i := 1; i < segs; i++ {
+		seg := ct[p.bounds[i]:p.bounds[i+1]]
+		mode := p.modes[i]
+		wg.Go(func() { mode.CryptBlocks(seg, seg) })
+	}
+	first := ct[:p.bounds[1]]
+	p.modes[0].CryptBlocks(first, first)
+	wg.Wait()
+}
+
+// pkcs7Padding validates the PKCS#7 padding of the final block in constant
+// time and returns its length.
+func pkcs7Padding(last []byte) (int, bool) {
+	n := last[len(last)-1]
+	good := subtle.ConstantTimeLessOrEq(1, int(n)) & subtle.ConstantTimeLessOrEq(int(n), len(last))
+	for i := range len(last) {
+		inPad := subtle.ConstantTimeLessOrEq(len(last)-i, int(n))
+		good &= subtle.ConstantTimeSelect(inPad, subtle.ConstantTimeByteEq(last[i], n), 1)
+	}
+	return int(n), good == 1
+}
