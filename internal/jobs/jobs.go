@@ -1,0 +1,271 @@
+// Package jobs is lmntd's job engine: it takes print jobs from the
+// marketplace (or the local start-print API), keeps a durable journal of each
+// job's state, starts one print at a time when the printer is ready, has the
+// ciphertext downloaded and decrypted into a sealed memfd just before the
+// print, hands it to Klipper, follows the print through Klipper's status
+// events, and reports every step to the marketplace through a durable outbox.
+//
+// Job states: accepted → downloading → ready → printing ⇄ paused →
+// succeeded | failed | cancelled. Every transition is written to the state
+// directory (atomically, fsync'd) before it is acted on; the journal holds ids,
+// states and messages only, never a URL, DEK package, IV or token. A job's
+// pending status reports live in the same record as its state, so a state
+// change and the report it causes are persisted by one atomic write.
+//
+// The engine talks to the rest of the daemon through small consumer-side
+// interfaces (Marketplace, Decryptor, Printer, Clock) with types of its own;
+// the daemon adapts the real marketplace client, pipeline and Klipper bridge
+// to them.
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+)
+
+// State is where a job is in its life.
+type State string
+
+// The job states, in the order a job normally goes through them.
+const (
+	// Accepted: known and journaled, waiting for the printer (queued).
+	Accepted State = "accepted"
+	// Downloading: being downloaded, decrypted and checked into a memfd.
+	Downloading State = "downloading"
+	// Ready: the sealed memfd is complete; the hand-off to Klipper is next.
+	Ready State = "ready"
+	// Printing: handed to Klipper. From here on the job is never
+	// downloaded or printed again, whatever happens.
+	Printing State = "printing"
+	// Paused: Klipper paused the print.
+	Paused State = "paused"
+	// Succeeded: Klipper reported the print complete.
+	Succeeded State = "succeeded"
+	// Failed: the job ended with an error (its message says which).
+	Failed State = "failed"
+	// Cancelled: the owner or Klipper cancelled the job.
+	Cancelled State = "cancelled"
+)
+
+// Terminal reports whether s is a final state.
+func (s State) Terminal() bool {
+	return s == Succeeded || s == Failed || s == Cancelled
+}
+
+// handedOff reports whether a job in state s has been given to Klipper (or
+// is about to be: the printing state is journaled before the hand-off).
+func (s State) handedOff() bool { return s == Printing || s == Paused }
+
+// Status values of the marketplace's job-status call.
+const (
+	StatusProcessing = "processing"
+	StatusPrinting   = "printing"
+	StatusPaused     = "paused"
+	StatusSuccess    = "success"
+	StatusFailure    = "failure"
+)
+
+// Report is one job-status report for the marketplace.
+type Report struct {
+	Status  string `json:"status"`
+	Message string `json:"message,omitempty"`
+	// Stats, on success only (from Klipper's print_stats).
+	FilamentUsed  *float64 `json:"filament_used,omitempty"`  // mm
+	PrintDuration *float64 `json:"print_duration,omitempty"` // s
+	TotalDuration *float64 `json:"total_duration,omitempty"` // s
+}
+
+// Outcome classifies the marketplace's answer to a status report.
+type Outcome int
+
+const (
+	// Retryable: network error, 5xx, 401 (token being refreshed), 408, 429.
+	Retryable Outcome = iota
+	// Delivered: 2xx, the report is done.
+	Delivered
+	// Rejected: any other 4xx; retrying cannot help. The answer is recorded.
+	Rejected
+)
+
+// KeyMaterial is what decrypts one job. It lives in memory only, for one job.
+// No fields set means a plaintext body.
+type KeyMaterial struct {
+	DEKPackage string // "B64(epk):B64(nonce):B64(box)"
+	IVHex      string // 32 hex characters
+	FernetKey  string // URL-safe Base64, local jobs only
+}
+
+func (k KeyMaterial) String() string { return "[key material redacted]" }
+
+// Offer is a job as a marketplace poll announced it. Everything in it stays
+// in memory; only ID, PurchaseID, Name and CreatedAt reach the journal.
+type Offer struct {
+	ID          string
+	PurchaseID  string
+	Name        string
+	CreatedAt   time.Time
+	DownloadURL string // signed; never journaled or logged
+	Keys        KeyMaterial
+}
+
+// LocalJob is a job from the local start-print API. It is never reported to
+// the marketplace. Open is called once, when the printer is ready for the
+// job; a local job that has not started when the daemon stops is failed on
+// restart (its body is gone).
+type LocalJob struct {
+	Name string
+	Open func(ctx context.Context) (io.ReadCloser, error)
+	Keys KeyMaterial
+}
+
+// Metadata is what the engine (and the compatibility check) knows about a
+// decrypted file. Zero values mean unknown.
+type Metadata struct {
+	Slicer         string
+	EstimatedTime  time.Duration
+	TotalLayer     int
+	NozzleDiameter float64 // mm
+	FilamentType   string
+	FilamentUsedMM float64
+	LayerHeight    float64 // mm
+	ObjectHeight   float64 // mm
+	MaxX, MaxY     float64 // mm, the extent of the moves, when known
+	MaxZ           float64
+}
+
+// Prepared is a decrypted, gated job in a sealed memfd: the only place the
+// plaintext exists. The engine closes File when the print ends or fails.
+type Prepared struct {
+	File     *memfd.File
+	Size     int64
+	SHA256   string // hex
+	Metadata Metadata
+}
+
+// PrinterStatus is the Klipper side as the bridge last saw it.
+type PrinterStatus struct {
+	// Connected: the Klipper extra is connected and has sent a status.
+	Connected bool
+	// Session identifies the bridge connection (for example the time it
+	// was established). A print handed over one session and not shown by
+	// the next one did not survive whatever broke the connection.
+	Session       string
+	Klippy        string // ready, startup, shutdown, error
+	KlippyMessage string
+	// print_stats
+	PrintState    string // standby, printing, paused, complete, cancelled, error
+	Filename      string
+	PrintMessage  string
+	PrintDuration float64
+	TotalDuration float64
+	FilamentUsed  float64
+	// virtual_sdcard
+	Progress float64 // 0..1
+	SDActive bool
+}
+
+// PrintRequest describes the file handed to Klipper.
+type PrintRequest struct {
+	JobID    string
+	Name     string // virtual_<job id>.gcode
+	Size     int64
+	SHA256   string
+	Metadata Metadata
+}
+
+// Marketplace is what the engine needs from the marketplace client. The
+// poller feeds new jobs in through Engine.Offer.
+type Marketplace interface {
+	// Download opens the job's ciphertext (or plaintext) body.
+	Download(ctx context.Context, job Offer) (io.ReadCloser, error)
+	// PostStatus makes one attempt to deliver a report. answer is the
+	// server's reply (status line and a short body) for the record.
+	PostStatus(ctx context.Context, jobID string, r Report) (o Outcome, answer string, err error)
+}
+
+// Decryptor turns a body into a sealed memfd (the pipeline: decrypt, gate,
+// metadata). Its errors name the stage that failed.
+type Decryptor interface {
+	Prepare(ctx context.Context, jobID string, body io.Reader, keys KeyMaterial) (*Prepared, error)
+}
+
+// Printer is the Klipper side, through the bridge.
+type Printer interface {
+	Status() PrinterStatus
+	// Subscribe signals changes of Status until cancel is called.
+	// Signals may coalesce: after one, the engine reads Status.
+	Subscribe() (changed <-chan struct{}, cancel func())
+	// Print hands the sealed memfd to Klipper and returns once Klipper has
+	// accepted (or refused) it. The printer does not keep f open beyond
+	// the call: Klipper gets its own descriptor.
+	Print(ctx context.Context, req PrintRequest, f *memfd.File) error
+	// Cancel asks Klipper to cancel the print of jobID.
+	Cancel(ctx context.Context, jobID, reason string) error
+	// Console shows a line ("LMNT: …") on Klipper's console.
+	Console(text string) error
+}
+
+// CompatibilityCheck vets a decrypted job against the printer before it
+// reaches Klipper (nozzle, bed size, filament). An error fails the job with
+// its message. It must not block for long.
+type CompatibilityCheck func(ctx context.Context, jobID string, m Metadata) error
+
+// Errors returned by the engine's API.
+var (
+	ErrUnknownJob   = errors.New("jobs: no such job")
+	ErrFinished     = errors.New("jobs: job already finished")
+	ErrInvalidJobID = errors.New("jobs: invalid job id")
+	// ErrHandOffUncertain is wrapped by Printer.Print when the connection
+	// broke before Klipper answered: Klipper may or may not have started
+	// the print. The engine then waits for Klipper's status to tell.
+	ErrHandOffUncertain = errors.New("jobs: hand-off outcome unknown")
+)
+
+// validID admits ids that are safe as file names and in Klipper's virtual
+// file name (Klipper cuts names at '#', '*', ';'; dots are kept out so no id
+// can be "." or "..").
+var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+func checkID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("%w %q: want 1-128 of [A-Za-z0-9_-]", ErrInvalidJobID, id)
+	}
+	return nil
+}
+
+// VirtualName is the file name Klipper shows for a job.
+func VirtualName(jobID string) string { return "virtual_" + jobID + ".gcode" }
+
+// urlQuery matches the query string of a URL, which for a signed download
+// URL is a credential.
+var urlQuery = regexp.MustCompile(`(https?://[^\s?"']*)\?[^\s"']*`)
+
+// redact removes URL query strings from a message that may quote an error
+// from the HTTP client, and bounds its length.
+func redact(msg string) string {
+	msg = urlQuery.ReplaceAllString(msg, "$1?[redacted]")
+	msg = strings.ToValidUTF8(msg, "?")
+	const maxLen = 500
+	if len(msg) > maxLen {
+		msg = strings.ToValidUTF8(msg[:maxLen], "") + "…"
+	}
+	return msg
+}
+
+// parseCreated reads the marketplace's created_at (RFC 3339, with or
+// without zone).
+func parseCreated(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("unrecognised time %q", s)
+}

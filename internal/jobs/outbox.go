@@ -1,0 +1,154 @@
+package jobs
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// The outbox is the set of pending reports in the job records. One sender
+// delivers them one at a time: each job's reports in order (only the oldest
+// pending report of a job is ever in flight), jobs interleaved by age, each
+// retried with backoff until the marketplace accepts or refuses it for good.
+
+// queueReportLocked appends a report to r's outbox. Pending heartbeats of
+// r are dropped first: a newer report supersedes them, so an offline
+// printer keeps at most one heartbeat per job, not one per 30 s.
+func (e *Engine) queueReportLocked(r *record, rep Report, heartbeat bool) {
+	p := pendingReport{Seq: r.Seq, Heartbeat: heartbeat, Report: rep, Queued: e.clock.Now()}
+	if len(r.Pending) > 0 && r.Pending[0].Heartbeat {
+		// The superseded heartbeat was being retried: its successor
+		// keeps the backoff instead of hammering a server that is down.
+		p.Attempts, p.NextAttempt = r.Pending[0].Attempts, r.Pending[0].NextAttempt
+	}
+	kept := r.Pending[:0]
+	for _, q := range r.Pending {
+		if !q.Heartbeat {
+			kept = append(kept, q)
+		}
+	}
+	r.Pending = append(kept, p)
+}
+
+// nextDueLocked finds the report to send now: the head of some job's
+// outbox whose retry time has come, oldest first. Otherwise it returns how
+// long until the next one is due (0: nothing pending).
+func (e *Engine) nextDueLocked(now time.Time) (id string, p pendingReport, wait time.Duration) {
+	var best *record
+	for _, r := range e.recs {
+		if len(r.Pending) == 0 {
+			continue
+		}
+		head := r.Pending[0]
+		if head.NextAttempt.After(now) {
+			if d := head.NextAttempt.Sub(now); wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
+		if best == nil || head.Queued.Before(best.Pending[0].Queued) {
+			best = r
+		}
+	}
+	if best == nil {
+		return "", pendingReport{}, wait
+	}
+	return best.ID, best.Pending[0], 0
+}
+
+func (e *Engine) runOutbox(ctx context.Context) {
+	var timer Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for ctx.Err() == nil {
+		e.mu.Lock()
+		id, p, wait := e.nextDueLocked(e.clock.Now())
+		e.mu.Unlock()
+		if id != "" {
+			e.deliver(ctx, id, p)
+			continue
+		}
+		if timer != nil {
+			timer.Stop()
+			timer = nil
+		}
+		if wait > 0 {
+			timer = e.clock.NewTimer(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.outboxWake:
+		case <-timerC(timer):
+			timer = nil
+		}
+	}
+}
+
+// sameReport tells whether the head of the outbox is still the report that
+// was sent (a heartbeat may have been superseded meanwhile).
+func sameReport(a, b pendingReport) bool {
+	return a.Seq == b.Seq && a.Heartbeat == b.Heartbeat && a.Queued.Equal(b.Queued) && a.Report.Status == b.Report.Status
+}
+
+func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
+	sctx, cancel := context.WithTimeout(ctx, e.o.SendTimeout)
+	outcome, answer, err := e.o.Marketplace.PostStatus(sctx, id, p.Report)
+	cancel()
+	if ctx.Err() != nil {
+		return // shutting down: the report stays pending for the next run
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.recs[id]
+	if r == nil || len(r.Pending) == 0 || !sameReport(r.Pending[0], p) {
+		return
+	}
+	switch outcome {
+	case Delivered:
+		r.Pending = r.Pending[1:]
+		e.log.Debug("status report delivered", "job", id, "status", p.Report.Status)
+	case Rejected:
+		r.Pending = r.Pending[1:]
+		r.Rejected = append(r.Rejected, rejectedReport{Report: p.Report, Answer: redact(answer), At: e.clock.Now()})
+		e.log.Warn("marketplace refused a status report for good", "job", id, "status", p.Report.Status, "answer", redact(answer))
+	default:
+		h := &r.Pending[0]
+		h.Attempts++
+		delay := backoff(e.o.RetryMin, e.o.RetryMax, h.Attempts)
+		h.NextAttempt = e.clock.Now().Add(delay)
+		level := e.log.Debug
+		if h.Attempts >= 3 {
+			level = e.log.Warn
+		}
+		var errText string
+		if err != nil {
+			errText = redact(err.Error())
+		}
+		level("status report not delivered; will retry", "job", id, "status", p.Report.Status,
+			"attempt", h.Attempts, "retry_in", delay, "err", errText, "answer", redact(answer))
+		e.broadcastLocked()
+		return // nothing to persist: retries restart promptly after a restart
+	}
+	if err := e.st.save(r); err != nil {
+		e.log.Error("journal write failed after a delivery", "job", id, "err", err)
+	}
+	e.broadcastLocked()
+}
+
+// backoff is min·2^(attempt-1), capped at max, with ±20 % jitter so a fleet
+// does not retry in lockstep.
+func backoff(min, max time.Duration, attempt int) time.Duration {
+	d := min
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	jitter := time.Duration(rand.Int64N(int64(d)/5*2+1)) - d/5
+	return d + jitter
+}
