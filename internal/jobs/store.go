@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/atomicfile"
 )
 
 // record is one job's journal entry and its outbox: the file
@@ -106,7 +108,7 @@ func (s *store) save(r *record) error {
 	if err != nil {
 		return fmt.Errorf("jobs: encode record %s: %w", r.ID, err)
 	}
-	if err := writeFileAtomic(s.dir, r.ID+".json", data); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, r.ID+".json"), data); err != nil {
 		return fmt.Errorf("jobs: journal job %s: %w", r.ID, err)
 	}
 	return nil
@@ -116,7 +118,7 @@ func (s *store) remove(id string) error {
 	if err := os.Remove(filepath.Join(s.dir, id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return syncDir(s.dir)
+	return atomicfile.SyncDir(s.dir)
 }
 
 // prune drops the oldest finished records without pending reports beyond
@@ -140,47 +142,6 @@ func (s *store) prune(recs map[string]*record, keep int) {
 		}
 		delete(recs, r.ID)
 	}
-}
-
-func writeFileAtomic(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	ok = true
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // bedState is the persisted bed-clear confirmation (<state>/bed.json).
@@ -210,5 +171,5 @@ func loadBed(stateDir string) (bedState, error) {
 
 func saveBed(stateDir string, b bedState) error {
 	data, _ := json.Marshal(b)
-	return writeFileAtomic(stateDir, "bed.json", data)
+	return atomicfile.Write(filepath.Join(stateDir, "bed.json"), data)
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/lmnt-marketplace/lmntd/hw"
+	"github.com/lmnt-marketplace/lmntd/internal/atomicfile"
 )
 
 // SoftwareOptions configure the software backend.
@@ -209,7 +210,7 @@ func (s *SoftwareSealer) keyFile(create bool) ([]byte, error) {
 		if _, err := rand.Read(key); err != nil {
 			return nil, err
 		}
-		if err := writeFileExclusive(path, key); err != nil {
+		if err := atomicfile.Create(path, key); err != nil {
 			clear(key)
 			if errors.Is(err, fs.ErrExist) {
 				return s.keyFile(false) // another process won the race; use its file

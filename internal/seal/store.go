@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/atomicfile"
 )
 
 // KeyFileName is the sealed printer key in the state directory.
@@ -84,7 +86,7 @@ func (s *Store) Create(secret []byte, keyID string) error {
 	if err := s.verify(s.sealer, data, secret); err != nil {
 		return err
 	}
-	if err := writeFileExclusive(s.path, data); err != nil {
+	if err := atomicfile.Create(s.path, data); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("seal: %s: %w", s.path, ErrExists)
 		}
@@ -161,17 +163,17 @@ func (s *Store) Reseal() (Info, error) {
 	if err := os.Link(s.path, bak); err != nil {
 		return Info{}, fmt.Errorf("seal: keeping the old blob as %s: %w", bak, err)
 	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(s.path)); err != nil {
 		return Info{}, err
 	}
 	restore := func(cause error) error {
 		if rerr := os.Rename(bak, s.path); rerr != nil {
 			return fmt.Errorf("seal: reseal failed (%v) and restoring %s failed too (%v): the old blob is %s", cause, s.path, rerr, bak)
 		}
-		_ = syncDir(filepath.Dir(s.path))
+		_ = atomicfile.SyncDir(filepath.Dir(s.path))
 		return fmt.Errorf("seal: reseal failed, the old blob is back in place: %w", cause)
 	}
-	if err := writeFileAtomic(s.path, data); err != nil {
+	if err := atomicfile.Write(s.path, data); err != nil {
 		return Info{}, restore(err)
 	}
 	onDisk, err := os.ReadFile(s.path)
@@ -186,7 +188,7 @@ func (s *Store) Reseal() (Info, error) {
 	if err := os.Remove(bak); err != nil {
 		s.log.Warn("resealed, but the previous blob could not be removed", "path", bak, "err", err)
 	}
-	_ = syncDir(filepath.Dir(s.path))
+	_ = atomicfile.SyncDir(filepath.Dir(s.path))
 	env, _ := decodeEnvelope(s.path, data)
 	s.log.Info("printer key resealed", "from", old.Backend, "to", env.Backend, "key_id", env.KeyID)
 	return env.Info, nil
@@ -205,7 +207,7 @@ func (s *Store) Retire() (string, error) {
 		}
 		return "", err
 	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(s.path)); err != nil {
 		return "", err
 	}
 	s.log.Warn("sealed printer key retired", "path", dst)

@@ -1,4 +1,7 @@
-package seal
+// Package atomicfile writes small state files (the sealed key, the token,
+// the job journal) so that a crash or power cut leaves either the old or the
+// new content, never a mix, and never a file others can read.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,10 +9,9 @@ import (
 	"path/filepath"
 )
 
-// writeFileAtomic replaces path with data so that a crash leaves either the
-// old or the new file, never a mix: a 0600 temp file in the same directory,
+// Write replaces path with data: a 0600 temp file in the same directory,
 // fsync, rename over path, fsync the directory.
-func writeFileAtomic(path string, data []byte) error {
+func Write(path string, data []byte) error {
 	tmp, err := writeTemp(path, data)
 	if err != nil {
 		return err
@@ -18,12 +20,13 @@ func writeFileAtomic(path string, data []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return SyncDir(filepath.Dir(path))
 }
 
-// writeFileExclusive creates path with data, durably, failing with
-// fs.ErrExist if it already exists (a hard link cannot replace a file).
-func writeFileExclusive(path string, data []byte) error {
+// Create writes path durably like Write but fails with an error matching
+// fs.ErrExist if path already exists: a hard link, unlike a rename, never
+// replaces a file.
+func Create(path string, data []byte) error {
 	tmp, err := writeTemp(path, data)
 	if err != nil {
 		return err
@@ -32,7 +35,7 @@ func writeFileExclusive(path string, data []byte) error {
 	if err := os.Link(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return SyncDir(filepath.Dir(path))
 }
 
 func writeTemp(path string, data []byte) (string, error) {
@@ -63,7 +66,8 @@ func writeTemp(path string, data []byte) (string, error) {
 	return name, nil
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, making a rename or link in it durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
