@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+)
+
+// DefaultSocket is where lmntd's API listens.
+const DefaultSocket = "/run/lmntd/api.sock"
+
+// client talks to lmntd's API socket.
+type client struct {
+	socket string
+	hc     *http.Client
+}
+
+func newClient(socket string) *client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableCompression: true,
+	}
+	return &client{socket: socket, hc: &http.Client{Transport: tr}}
+}
+
+// apiError is an error answer of the API.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+// connError explains why the socket could not be reached.
+func (c *client) connError(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("lmntd is not running (nothing listens on %s): start it with `sudo systemctl start lmntd`, or pass --socket", c.socket)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("permission denied on %s: add yourself to group lmnt (`sudo usermod -aG lmnt $USER`, then log in again) or use sudo", c.socket)
+	}
+	return fmt.Errorf("cannot reach lmntd on %s: %w", c.socket, err)
+}
+
+// do sends a request and decodes a JSON answer into out (when non-nil).
+func (c *client) do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://lmntd"+path, body)
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return c.connError(err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return c.connError(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("reading lmntd's answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
+			return &apiError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return &apiError{Status: resp.StatusCode, Code: "http", Message: fmt.Sprintf("lmntd answered %s", resp.Status)}
+	}
+	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = append((*raw)[:0], data...)
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("unreadable answer from lmntd: %w", err)
+	}
+	return nil
+}
+
+func (c *client) get(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodGet, path, nil, "", out)
+}
+
+func (c *client) post(ctx context.Context, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	return c.do(ctx, http.MethodPost, path, body, "application/json", out)
+}
+
+// waitForSocket waits until the daemon answers (the demo starts it).
+func (c *client) waitForSocket(ctx context.Context, every time.Duration) error {
+	for {
+		err := c.get(ctx, "/lmnt/v1/status", nil)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lmntd did not answer on %s: %w", c.socket, err)
+		case <-time.After(every):
+		}
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,514 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
+	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
+	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+)
+
+// demoFixture is the default job: a 20 mm cube sliced with PrusaSlicer,
+// from the shared slicer fixtures.
+const demoFixture = "prusaslicer_cube20_pla_0.20mm.gcode"
+
+// demo runs the whole system on this machine without privileges: the
+// marketplace simulator (HTTPS with its own CA), the real lmntd binary
+// with a temporary state directory and the software sealer, and a Klipper
+// stand-in on the bridge socket. It pairs, prints one job and verifies
+// that Klipper read exactly the source bytes.
+func (e *env) demo(args []string) (int, error) {
+	fs := e.flags("demo", "demo [--gcode FILE] [--print-seconds N] [--timeout D] [--verbose]")
+	gcodePath := fs.String("gcode", "", "G-code file to print (default: the PrusaSlicer cube from the shared fixtures)")
+	printSeconds := fs.Float64("print-seconds", 3, "how long the stand-in takes to \"print\" the file")
+	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+	verbose := fs.Bool("verbose", false, "show lmntd's log as it runs")
+	lmntdPath := fs.String("lmntd", "", "lmntd binary (default: lmntd next to this lmnt)")
+	if err := parse(fs, args, 0); err != nil {
+		return 2, err
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, *timeout)
+	defer cancel()
+	d := &demoRun{env: e, verbose: *verbose}
+	err := d.run(ctx, *gcodePath, *lmntdPath, *printSeconds)
+	d.cleanup()
+	if err != nil {
+		if d.logFile != "" && !*verbose {
+			d.showLogTail()
+		}
+		return 1, err
+	}
+	fmt.Fprintln(e.stdout, "demo: everything worked; temporary files removed")
+	return 0, nil
+}
+
+type demoRun struct {
+	*env
+	verbose bool
+	tmp     string
+	logFile string
+	logData []byte
+	sim     *marketsim.Server
+	daemon  *exec.Cmd
+	exited  chan error
+	stopKl  context.CancelFunc
+	klDone  chan struct{}
+}
+
+func (d *demoRun) say(format string, args ...any) {
+	fmt.Fprintf(d.stdout, "demo: "+format+"\n", args...)
+}
+
+func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSeconds float64) error {
+	start := time.Now()
+	src, srcName, err := demoGcode(gcodePath)
+	if err != nil {
+		return err
+	}
+	srcSum := sha256.Sum256(src)
+	if lmntdPath == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		lmntdPath = filepath.Join(filepath.Dir(exe), "lmntd")
+	}
+	if _, err := os.Stat(lmntdPath); err != nil {
+		return fmt.Errorf("lmntd binary not found at %s (build it with `make build`, or pass --lmntd): %w", lmntdPath, err)
+	}
+	if d.tmp, err = os.MkdirTemp("", "lmnt-demo-"); err != nil {
+		return err
+	}
+	d.say("temporary state in %s", d.tmp)
+
+	// 1. The marketplace.
+	if d.sim, err = marketsim.New(marketsim.Options{KeepAlive: 200 * time.Millisecond}); err != nil {
+		return fmt.Errorf("starting the marketplace simulator: %w", err)
+	}
+	d.say("marketplace simulator at %s (HTTPS, its own CA), push stream at %s", d.sim.URL(), d.sim.PushURL())
+
+	// 2. lmntd, as a child process with a temporary configuration.
+	paths, err := d.writeFiles()
+	if err != nil {
+		return err
+	}
+	if err := d.startDaemon(lmntdPath, paths); err != nil {
+		return err
+	}
+	c := newClient(paths.apiSocket)
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	err = c.waitForSocket(wctx, 50*time.Millisecond)
+	wcancel()
+	if err != nil {
+		return d.daemonErr(err)
+	}
+	d.say("lmntd %s is serving on %s (software-sealed key in %s)", lmntdPath, paths.apiSocket, paths.state)
+
+	// 3. Klipper, played by the stand-in, on the bridge socket.
+	speed := int64(float64(len(src)) / max(printSeconds, 0.1))
+	kl := standin.New(standin.Config{SocketPath: paths.bridge, Speed: speed, ConfigFile: paths.printerCfg,
+		OnConsole: func(line string) { d.say("klipper console: %s", line) }})
+	klCtx, stopKl := context.WithCancel(context.Background())
+	d.stopKl, d.klDone = stopKl, make(chan struct{})
+	go func() { defer close(d.klDone); _ = kl.Run(klCtx) }()
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	err = kl.WaitConnected(cctx, true)
+	ccancel()
+	if err != nil {
+		return d.daemonErr(fmt.Errorf("the Klipper stand-in did not connect to %s: %w", paths.bridge, err))
+	}
+	d.say("Klipper stand-in connected to the bridge socket %s", paths.bridge)
+
+	// 4. Pairing: the code, approved in the "web shop" (the simulator's admin API).
+	var p api.Pairing
+	if err := c.post(ctx, "/machine/lmnt_marketplace/pair/start", api.PairRequest{PrinterName: "Demo printer",
+		Manufacturer: "LMNT", Model: "Stand-in", ExtruderCount: 1}, &p); err != nil {
+		return d.daemonErr(fmt.Errorf("pair/start: %w", err))
+	}
+	d.say("pairing code %s: approving it as the owner would in the LMNT Marketplace", p.PairingCode)
+	var approved struct {
+		PrinterID string `json:"printer_id"`
+	}
+	if err := adminPost(ctx, d.sim.AdminURL()+"/admin/pairings/approve", "application/json",
+		mustJSON(map[string]string{"code": p.PairingCode}), &approved); err != nil {
+		return err
+	}
+	if err := pollUntil(ctx, 100*time.Millisecond, func() (bool, error) {
+		if err := c.get(ctx, "/machine/lmnt_marketplace/pair/status", &p); err != nil {
+			return false, err
+		}
+		if p.Status == "expired" || p.Status == "failed" {
+			return false, fmt.Errorf("pairing %s: %s", p.Status, p.Message)
+		}
+		return p.Status == "paired", nil
+	}); err != nil {
+		return d.daemonErr(err)
+	}
+	d.say("paired as printer %s (%s)", p.PrinterID, p.PrinterName)
+	if err := c.post(ctx, "/lmnt/v1/ready", nil, nil); err != nil {
+		return d.daemonErr(err)
+	}
+	d.say("bed confirmed clear (lmnt ready)")
+
+	// 5. A purchase: the simulator encrypts the G-code for this printer's key.
+	var job marketsim.JobInfo
+	if err := adminPost(ctx, d.sim.AdminURL()+"/admin/jobs?printer_id="+approved.PrinterID, "application/octet-stream", src, &job); err != nil {
+		return err
+	}
+	d.say("job %s created from %s (%d bytes of G-code, %d bytes of ciphertext)", job.ID, srcName, len(src), job.CiphertextSize)
+
+	// 6. Follow it.
+	if err := d.follow(ctx, c, job.ID); err != nil {
+		return d.daemonErr(err)
+	}
+
+	// 7. Verify what Klipper read.
+	var rec *standin.PrintRecord
+	for _, r := range kl.Prints() {
+		if r.JobID == job.ID {
+			r := r
+			rec = &r
+		}
+	}
+	want := hex.EncodeToString(srcSum[:])
+	switch {
+	case rec == nil:
+		return fmt.Errorf("the Klipper stand-in never received job %s", job.ID)
+	case rec.BytesRead != int64(len(src)) || rec.SHA256 != want:
+		return fmt.Errorf("Klipper read %d bytes with SHA-256 %s; the source has %d bytes with SHA-256 %s", rec.BytesRead, rec.SHA256, len(src), want)
+	}
+	d.say("verified: Klipper read %d bytes, SHA-256 %s, identical to %s", rec.BytesRead, rec.SHA256, srcName)
+
+	// 8. What the marketplace heard (the outbox delivers asynchronously).
+	var history []marketsim.StatusPost
+	if err := pollUntil(ctx, 100*time.Millisecond, func() (bool, error) {
+		history = d.sim.StatusHistory(job.ID)
+		return len(history) > 0 && history[len(history)-1].Status == jobs.StatusSuccess, nil
+	}); err != nil {
+		return fmt.Errorf("the marketplace never received the success report: %w", err)
+	}
+	d.say("the marketplace's status history for job %s:", job.ID)
+	for _, h := range history {
+		line := fmt.Sprintf("  %s  %-10s", h.At.Local().Format("15:04:05.000"), h.Status)
+		if h.Message != "" {
+			line += "  " + h.Message
+		}
+		if h.FilamentUsed != nil {
+			line += fmt.Sprintf("  filament %.0f mm", *h.FilamentUsed)
+		}
+		if h.PrintDuration != nil {
+			line += fmt.Sprintf("  print %.1f s", *h.PrintDuration)
+		}
+		fmt.Fprintln(d.stdout, line)
+	}
+	d.say("done in %.1f s", time.Since(start).Seconds())
+	return nil
+}
+
+// follow prints download, decrypt and print progress until the job ends.
+func (d *demoRun) follow(ctx context.Context, c *client, jobID string) error {
+	lastLine, lastState := "", jobs.State("")
+	lastDecile := -1
+	transferSaid := false
+	return pollUntil(ctx, 25*time.Millisecond, func() (bool, error) {
+		var st api.Status
+		if err := c.get(ctx, "/lmnt/v1/status", &st); err != nil {
+			return false, err
+		}
+		if t := st.Transfer; t != nil && t.JobID == jobID && t.Done && !transferSaid {
+			transferSaid = true
+			d.say("job %s: downloaded, decrypted and checked %d bytes of ciphertext into a sealed memfd in %.0f ms",
+				jobID, t.Bytes, t.Seconds*1000)
+		}
+		for _, f := range st.Jobs.Finished {
+			if f.ID != jobID {
+				continue
+			}
+			if f.State != jobs.Succeeded {
+				return false, fmt.Errorf("job %s ended %s: %s", jobID, f.State, f.Message)
+			}
+			d.say("job %s: %s (%s)", jobID, f.State, f.Message)
+			return true, nil
+		}
+		line := ""
+		for _, q := range st.Jobs.Queue {
+			if q.ID == jobID {
+				line = "queued"
+				if st.Jobs.Waiting != "" {
+					line += ": " + st.Jobs.Waiting
+				}
+			}
+		}
+		if a := st.Jobs.Active; a != nil && a.ID == jobID {
+			switch a.State {
+			case jobs.Downloading:
+				line = "downloading and decrypting (one stream, nothing on disk)"
+				if t := st.Transfer; t != nil && t.JobID == jobID && !t.Done && t.Total > 0 {
+					line = fmt.Sprintf("downloading and decrypting: %d%%", t.Bytes*100/t.Total/10*10)
+				}
+			case jobs.Ready:
+				line = "decrypted and checked; handing the sealed memfd to Klipper"
+			case jobs.Printing, jobs.Paused:
+				if dec := int(a.Progress * 10); dec != lastDecile || a.State != lastState {
+					lastDecile = dec
+					line = fmt.Sprintf("%s: %d%%", a.State, dec*10)
+				} else {
+					line = lastLine
+				}
+			}
+			lastState = a.State
+		}
+		if line != "" && line != lastLine {
+			d.say("job %s: %s", jobID, line)
+			lastLine = line
+		}
+		return false, nil
+	})
+}
+
+type demoPaths struct {
+	config, state, runtime, apiSocket, bridge, printerCfg, host string
+}
+
+// writeFiles lays out the temporary configuration: lmntd.toml, the CA, a
+// printer.cfg with the lmnt sections and a host root with a machine-id
+// for the software sealer's board binding.
+func (d *demoRun) writeFiles() (demoPaths, error) {
+	p := demoPaths{
+		config: filepath.Join(d.tmp, "lmntd.toml"), state: filepath.Join(d.tmp, "state"), runtime: filepath.Join(d.tmp, "run"),
+		printerCfg: filepath.Join(d.tmp, "printer_data", "config", "printer.cfg"), host: filepath.Join(d.tmp, "host"),
+	}
+	p.apiSocket, p.bridge = filepath.Join(p.runtime, "api.sock"), filepath.Join(p.runtime, "klipper.sock")
+	caFile := filepath.Join(d.tmp, "marketplace-ca.pem")
+	me, err := user.Current()
+	if err != nil {
+		return p, err
+	}
+	var mid [16]byte
+	if _, err := rand.Read(mid[:]); err != nil {
+		return p, err
+	}
+	printerCfg := fmt.Sprintf("[virtual_sdcard]\npath: %s\n\n[%s]\n%s: %s\n\n[%s]\n\n%s\n",
+		filepath.Join(d.tmp, "printer_data", "gcodes"), klippercfg.SectionBridge, klippercfg.BridgeSocketOption, p.bridge,
+		klippercfg.SectionSecurePrint, klippercfg.MacroSnippet)
+	toml := fmt.Sprintf(`# lmnt demo: a temporary lmntd against the marketplace simulator.
+api_profile = "current"
+
+[marketplace]
+url = %q
+tls_ca_file = %q
+check_interval = "5s"
+
+[push]
+enabled = true
+base_url = %q
+
+[paths]
+state_directory = %q
+runtime_directory = %q
+
+[seal]
+backend = "software"
+
+[klipper]
+user = %q
+config_file = %q
+bridge_socket = %q
+status_interval = "1s"
+
+[api]
+socket = %q
+
+[migration]
+import_moonraker = false
+`, d.sim.URL(), caFile, d.sim.PushURL(), p.state, p.runtime, me.Username, p.printerCfg, p.bridge, p.apiSocket)
+	files := []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{
+		{caFile, d.sim.CACertPEM(), 0o644},
+		{p.printerCfg, []byte(printerCfg), 0o644},
+		{filepath.Join(p.host, "etc", "machine-id"), []byte(hex.EncodeToString(mid[:]) + "\n"), 0o444},
+		{p.config, []byte(toml), 0o644},
+	}
+	for _, f := range files {
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			return p, err
+		}
+		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+func (d *demoRun) startDaemon(bin string, p demoPaths) error {
+	d.logFile = filepath.Join(d.tmp, "lmntd.log")
+	logf, err := os.Create(d.logFile)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "--config", p.config, "--host-root", p.host)
+	// A clean environment: no systemd variables, no LMNTD_* settings of the
+	// caller's shell.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + d.tmp, "LANG=C.UTF-8"}
+	if d.verbose {
+		cmd.Stdout, cmd.Stderr = io.MultiWriter(logf, d.stderr), io.MultiWriter(logf, d.stderr)
+	} else {
+		cmd.Stdout, cmd.Stderr = logf, logf
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting %s: %w", bin, err)
+	}
+	d.daemon, d.exited = cmd, make(chan error, 1)
+	go func() { d.exited <- cmd.Wait(); logf.Close() }()
+	return nil
+}
+
+// daemonErr adds lmntd's exit to an error when it died.
+func (d *demoRun) daemonErr(err error) error {
+	select {
+	case werr := <-d.exited:
+		d.exited <- werr
+		return fmt.Errorf("%w (lmntd exited: %v)", err, werr)
+	default:
+		return err
+	}
+}
+
+// cleanup stops everything the demo started and removes its files.
+func (d *demoRun) cleanup() {
+	if d.daemon != nil {
+		_ = d.daemon.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-d.exited:
+			if err != nil {
+				fmt.Fprintf(d.stderr, "demo: lmntd exited: %v\n", err)
+			}
+		case <-time.After(10 * time.Second):
+			fmt.Fprintln(d.stderr, "demo: lmntd did not stop within 10 s; killing it")
+			_ = d.daemon.Process.Kill()
+			<-d.exited
+		}
+	}
+	if d.stopKl != nil {
+		d.stopKl()
+		<-d.klDone
+	}
+	if d.sim != nil {
+		d.sim.Close()
+	}
+	if d.logFile != "" {
+		d.logData, _ = os.ReadFile(d.logFile)
+	}
+	if d.tmp != "" {
+		if err := os.RemoveAll(d.tmp); err != nil {
+			fmt.Fprintf(d.stderr, "demo: removing %s: %v\n", d.tmp, err)
+		}
+	}
+}
+
+func (d *demoRun) showLogTail() {
+	lines := strings.Split(strings.TrimRight(string(d.logData), "\n"), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	fmt.Fprintln(d.stderr, "demo: the end of lmntd's log:")
+	for _, l := range lines {
+		fmt.Fprintln(d.stderr, "  "+l)
+	}
+}
+
+// demoGcode reads the job's G-code: --gcode, or the fixture from
+// $LMNTD_SHARED/fixtures or ../shared/fixtures.
+func demoGcode(path string) ([]byte, string, error) {
+	if path == "" {
+		var tried []string
+		for _, dir := range []string{os.Getenv("LMNTD_SHARED"), filepath.Join("..", "shared")} {
+			if dir == "" {
+				continue
+			}
+			cand := filepath.Join(dir, "fixtures", demoFixture)
+			tried = append(tried, cand)
+			if _, err := os.Stat(cand); err == nil {
+				path = cand
+				break
+			}
+		}
+		if path == "" {
+			return nil, "", fmt.Errorf("no G-code to print: %s not found (tried %s); pass --gcode FILE", demoFixture, strings.Join(tried, ", "))
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(data) == 0 {
+		return nil, "", fmt.Errorf("%s is empty", path)
+	}
+	return data, filepath.Base(path), nil
+}
+
+func pollUntil(ctx context.Context, every time.Duration, f func() (bool, error)) error {
+	for {
+		done, err := f()
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// adminPost calls the simulator's admin API (plain http on loopback).
+func adminPost(ctx context.Context, url, contentType string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("marketplace simulator admin call: %w", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("marketplace simulator admin call %s: %s: %s", url, resp.Status, bytes.TrimSpace(data))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package daemon
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+
+	"github.com/lmnt-marketplace/lmntd/internal/identity"
+	"github.com/lmnt-marketplace/lmntd/internal/jobcrypt"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/pipeline"
+)
+
+// decryptor adapts the pipeline to the engine. The printer's private key is
+// used only inside the key source, under the keyring's read lock, so a key
+// import cannot wipe it mid-use.
+type decryptor struct{ d *daemon }
+
+func (p *decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, keys jobs.KeyMaterial) (*jobs.Prepared, error) {
+	in := pipeline.Input{Body: body, Name: "lmnt-" + jobID, Logger: p.d.log}
+	switch {
+	case keys.DEKPackage != "":
+		pkg := keys.DEKPackage
+		in.Key = func() (*jobcrypt.DEK, error) {
+			var dek *jobcrypt.DEK
+			err := p.d.keys.with(func(k *identity.Key) error {
+				var err error
+				dek, err = pipeline.DEKPackage(pkg, k.Private())()
+				return err
+			})
+			return dek, err
+		}
+	case keys.FernetKey != "":
+		in.Key = pipeline.FernetKey(keys.FernetKey)
+	}
+	if keys.IVHex != "" {
+		iv, err := jobcrypt.ParseIVHex(keys.IVHex)
+		if err != nil {
+			return nil, fmt.Errorf("the job's IV: %w", err)
+		}
+		in.IV = &iv
+	}
+	res, err := pipeline.Run(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	return &jobs.Prepared{File: res.File, Size: res.Size, SHA256: hex.EncodeToString(res.SHA256[:]),
+		Metadata: jobs.MetadataFromGcode(res.Metadata)}, nil
+}

@@ -1,0 +1,207 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
+)
+
+// Clock skew limits: past a minute the token's times and the marketplace
+// disagree noticeably; past an hour TLS and token expiry break.
+const (
+	skewWarn = time.Minute
+	skewFail = time.Hour
+)
+
+// doctor runs the health checks. Required checks failing ⇒ broken; wanted
+// ones ⇒ degraded (greenboot's required/wanted split).
+func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
+	cfg := d.cfg.Load()
+	var r api.DoctorReport
+	add := func(c api.Check) { r.Checks = append(r.Checks, c) }
+
+	// Configuration (it loaded, or the daemon would not run).
+	cc := api.Check{Name: "config", Required: true, Result: api.CheckOK, Detail: "loaded from " + orDefault(cfg.File(), "built-in defaults")}
+	for _, im := range cfg.Imports() {
+		cc.Detail += fmt.Sprintf("; %s = %s imported from moonraker.conf (%s)", im.Key, im.Value, im.Source.String())
+	}
+	for _, n := range cfg.Notes() {
+		cc.Detail += "; " + n
+	}
+	add(cc)
+
+	// State directory.
+	sc := api.Check{Name: "state directory", Required: true, Result: api.CheckOK, Detail: cfg.Paths.StateDirectory}
+	if f, err := os.CreateTemp(cfg.Paths.StateDirectory, ".doctor-*"); err != nil {
+		sc.Result, sc.Detail, sc.Fix = api.CheckFail, err.Error(), "the state directory must be writable by lmntd (StateDirectory= in the unit)"
+	} else {
+		f.Close()
+		os.Remove(f.Name())
+	}
+	add(sc)
+
+	// Sealing.
+	state, keyID, backendName, problem, advice, _, _ := d.keys.state()
+	kc := api.Check{Name: "printer key", Required: true}
+	switch state {
+	case keyOK:
+		kc.Result, kc.Detail = api.CheckOK, fmt.Sprintf("key %s sealed with %s", shortID(keyID), backendName)
+	default:
+		kc.Result, kc.Detail, kc.Fix = api.CheckFail, problem, advice
+	}
+	add(kc)
+	if state == keyOK && backendName != d.keys.configuredBackend() {
+		add(api.Check{Name: "sealing backend", Result: api.CheckWarn,
+			Detail: fmt.Sprintf("sealed with %s, configured %s", backendName, d.keys.configuredBackend()),
+			Fix:    "lmnt keys reseal --to " + d.keys.configuredBackend()})
+	}
+
+	// Pairing and token.
+	client := d.mkt.Load()
+	tok, paired := client.Token()
+	pc := api.Check{Name: "pairing"}
+	switch {
+	case client.PairingLost():
+		pc.Result, pc.Detail, pc.Fix = api.CheckFail, "the marketplace refused the printer token", "lmnt pair"
+	case !paired:
+		pc.Result, pc.Detail, pc.Fix = api.CheckWarn, "not paired", "lmnt pair"
+	default:
+		pc.Result, pc.Detail = api.CheckOK, "paired as printer "+tok.PrinterID
+	}
+	add(pc)
+	now := time.Now()
+	if paired {
+		tc := api.Check{Name: "clock vs token", Result: api.CheckOK}
+		switch {
+		case !tok.ObtainedAt.IsZero() && tok.ObtainedAt.Sub(now) > skewWarn:
+			skew := tok.ObtainedAt.Sub(now).Round(time.Second)
+			tc.Result = api.CheckWarn
+			if skew > skewFail {
+				tc.Result, tc.Required = api.CheckFail, true
+			}
+			tc.Detail = fmt.Sprintf("the token was issued %s in this printer's future: the clock is behind", skew)
+			tc.Fix = "enable time synchronisation (timedatectl set-ntp true)"
+		case !tok.Expiry.IsZero() && now.After(tok.Expiry):
+			tc.Result, tc.Detail, tc.Fix = api.CheckFail, "the printer token expired at "+tok.Expiry.UTC().Format(time.RFC3339)+" (or the clock is ahead)",
+				"check the clock; lmntd keeps retrying the refresh"
+		default:
+			tc.Detail = "token valid until " + tok.Expiry.UTC().Format(time.RFC3339)
+		}
+		add(tc)
+	}
+
+	// Klipper config.
+	kr := d.configReport()
+	kcfg := api.Check{Name: "klipper config", Result: api.CheckOK, Detail: kr.StatusLine() + " (" + kr.ConfigFile + ")"}
+	if !kr.OK() {
+		kcfg.Result = api.CheckFail
+		var fixes []string
+		for _, f := range kr.Findings {
+			if f.Severity == klippercfg.SeverityError && f.Fix != "" {
+				fixes = append(fixes, f.Fix)
+			}
+		}
+		kcfg.Fix = strings.Join(fixes, "; ")
+	} else if kr.Count(klippercfg.SeverityWarning) > 0 {
+		kcfg.Result = api.CheckWarn
+	}
+	if u := kr.Printer.Unknowns(); len(u) > 0 {
+		kcfg.Detail += "; not checked: " + strings.Join(u, ", ")
+	}
+	add(kcfg)
+
+	// Bridge.
+	kl := d.bridge.State()
+	bc := api.Check{Name: "klipper bridge"}
+	if kl.Connected {
+		bc.Result, bc.Detail = api.CheckOK, fmt.Sprintf("connected (Klipper %s, extra %s)", kl.Hello.Klipper.Version, kl.Hello.ExtraVersion)
+	} else {
+		bc.Result, bc.Detail = api.CheckFail, "Klipper's extra is not connected to "+cfg.Klipper.BridgeSocket
+		bc.Fix = "add [encrypted_file_bridge] to printer.cfg (lmnt setup), make Klipper's user a member of group lmnt, restart Klipper"
+	}
+	add(bc)
+
+	// Marketplace reachability and clock against its Date header.
+	mc := api.Check{Name: "marketplace"}
+	if offline {
+		mc.Result, mc.Detail = api.CheckSkip, "offline"
+		add(mc)
+	} else {
+		add(d.checkMarketplace(ctx, client.BaseURL(), cfg.Marketplace.TLSCAFile))
+	}
+	r.Grade()
+	return r
+}
+
+func (d *daemon) configReport() *klippercfg.Report {
+	if d.kcfg != nil {
+		if r := d.kcfg.Latest(); r != nil {
+			return r
+		}
+	}
+	c := d.cfg.Load()
+	return klippercfg.Inspect(c.Klipper.ConfigFile, klippercfg.CheckOptions{BridgeSocket: c.Klipper.BridgeSocket})
+}
+
+// checkMarketplace makes one unauthenticated request to the marketplace
+// origin: any HTTP answer proves DNS, route and TLS; its Date header shows
+// how far this printer's clock is off.
+func (d *daemon) checkMarketplace(ctx context.Context, base, caFile string) api.Check {
+	c := api.Check{Name: "marketplace"}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if caFile != "" {
+		if pem, err := os.ReadFile(caFile); err == nil {
+			pool.AppendCertsFromPEM(pem)
+		}
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: http.ProxyFromEnvironment}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/", nil)
+	if err != nil {
+		c.Result, c.Detail = api.CheckFail, err.Error()
+		return c
+	}
+	start := time.Now()
+	resp, err := hc.Do(req)
+	if err != nil {
+		c.Result, c.Detail, c.Fix = api.CheckFail, "unreachable: "+err.Error(), "check the network, DNS and marketplace.url"
+		return c
+	}
+	resp.Body.Close()
+	rtt := time.Since(start)
+	c.Result, c.Detail = api.CheckOK, fmt.Sprintf("%s answered in %s", base, rtt.Round(time.Millisecond))
+	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		skew := time.Until(date) // positive: the marketplace is ahead of us
+		abs := skew
+		if abs < 0 {
+			abs = -abs
+		}
+		if abs > skewWarn+rtt {
+			c.Result = api.CheckWarn
+			if abs > skewFail {
+				c.Result, c.Required = api.CheckFail, true
+			}
+			c.Detail += fmt.Sprintf("; this printer's clock is off by %s against the marketplace", skew.Round(time.Second))
+			c.Fix = "enable time synchronisation (timedatectl set-ntp true)"
+		}
+	}
+	return c
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,181 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
+)
+
+// runMarketplace runs the poller, the push stream and the token refresher
+// while the printer is paired, and restarts them when the pairing or the
+// settings change.
+func (d *daemon) runMarketplace(ctx context.Context) {
+	for {
+		client := d.mkt.Load()
+		_, paired := client.Token()
+		if paired && !client.PairingLost() {
+			d.runLoops(ctx, client)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.loopsRestart:
+		}
+	}
+}
+
+// kickLoops restarts the marketplace loops (new pairing, lost pairing,
+// reloaded settings).
+func (d *daemon) kickLoops() {
+	select {
+	case d.loopsRestart <- struct{}{}:
+	default:
+	}
+}
+
+func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	cfg := d.cfg.Load()
+	poller := client.NewPoller(marketplace.PollerOptions{Interval: cfg.Marketplace.CheckInterval, MinInterval: d.o.PollMinInterval})
+	d.poller.Store(poller)
+	defer d.poller.Store(nil)
+
+	var wg sync.WaitGroup
+	ended := make(chan error, 3)
+	run := func(f func() error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); ended <- f() }()
+	}
+	run(func() error {
+		return poller.Run(ctx, func(ctx context.Context, js []marketplace.Job) {
+			d.notePoll(nil)
+			d.engine.Offer(jobs.OffersFromJobs(js))
+		})
+	})
+	run(func() error {
+		return client.RunTokenRefresher(ctx, marketplace.RefresherOptions{})
+	})
+	if cfg.Push.Enabled {
+		run(func() error { return client.RunPush(ctx, marketplace.PushOptions{}, poller.Trigger) })
+	}
+	d.log.Info("marketplace: polling", "every", cfg.Marketplace.CheckInterval, "push", cfg.Push.Enabled)
+	select {
+	case <-ctx.Done():
+	case err := <-ended:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Warn("marketplace: loops stopped", "err", err)
+		}
+	case <-d.loopsRestart:
+		d.kickLoops() // let runMarketplace see it after the loops ended
+	}
+	cancel()
+	wg.Wait()
+}
+
+// triggerPoll asks for a poll now (the engine after a restart, check_jobs).
+func (d *daemon) triggerPoll() {
+	if p := d.poller.Load(); p != nil {
+		p.Trigger()
+	}
+}
+
+func (d *daemon) notePoll(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lastPoll = time.Now()
+	d.lastPollErr = ""
+	if err != nil {
+		d.lastPollErr = err.Error()
+	}
+}
+
+// marketAdapter gives the engine the current marketplace client (it is
+// rebuilt when limits reload) and counts download progress.
+type marketAdapter struct{ d *daemon }
+
+func (m marketAdapter) client() jobs.MarketplaceClient {
+	return jobs.MarketplaceClient{Client: m.d.mkt.Load()}
+}
+
+func (m marketAdapter) Download(ctx context.Context, o jobs.Offer) (io.ReadCloser, error) {
+	c := m.d.mkt.Load()
+	dl, err := c.Download(ctx, marketplace.Job{ID: o.ID, PurchaseID: o.PurchaseID, DownloadURL: o.DownloadURL,
+		DEKPackage: o.Keys.DEKPackage, IVHex: o.Keys.IVHex})
+	if err != nil {
+		return nil, err
+	}
+	return m.d.progress.track(o.ID, dl, dl.Size), nil
+}
+
+func (m marketAdapter) PostStatus(ctx context.Context, jobID string, r jobs.Report) (jobs.Outcome, string, error) {
+	return m.client().PostStatus(ctx, jobID, r)
+}
+
+func (m marketAdapter) Job(ctx context.Context, jobID string) (jobs.Offer, error) {
+	return m.client().Job(ctx, jobID)
+}
+
+// transfers tracks the body being read for the job being prepared, for
+// status and the demo's progress lines.
+type transfers struct {
+	mu  sync.Mutex
+	cur *transfer
+}
+
+type transfer struct {
+	jobID    string
+	total    int64 // -1 unknown
+	started  time.Time
+	done     atomic.Int64
+	finished atomic.Int64 // unix nanoseconds; 0 while running
+}
+
+func (t *transfers) track(jobID string, rc io.ReadCloser, total int64) io.ReadCloser {
+	tr := &transfer{jobID: jobID, total: total, started: time.Now()}
+	t.mu.Lock()
+	t.cur = tr
+	t.mu.Unlock()
+	return &countingBody{rc: rc, tr: tr, done: func() { tr.finished.Store(time.Now().UnixNano()) }}
+}
+
+func (t *transfers) current() *api.Transfer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cur == nil {
+		return nil
+	}
+	tr := t.cur
+	out := &api.Transfer{JobID: tr.jobID, Bytes: tr.done.Load(), Total: tr.total}
+	end := time.Now()
+	if f := tr.finished.Load(); f != 0 {
+		out.Done, end = true, time.Unix(0, f)
+	}
+	out.Seconds = end.Sub(tr.started).Seconds()
+	return out
+}
+
+type countingBody struct {
+	rc   io.ReadCloser
+	tr   *transfer
+	done func()
+	once sync.Once
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	c.tr.done.Add(int64(n))
+	return n, err
+}
+
+func (c *countingBody) Close() error {
+	c.once.Do(c.done)
+	return c.rc.Close()
+}

@@ -1,0 +1,199 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+
+	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+)
+
+// sdNotify sends state to systemd (a no-op without NOTIFY_SOCKET).
+func sdNotify(log *slog.Logger, state string) {
+	if _, err := sddaemon.SdNotify(false, state); err != nil {
+		log.Warn("sd_notify failed", "err", err)
+	}
+}
+
+func monotonicUsec() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return "0"
+	}
+	return strconv.FormatInt(ts.Nano()/1000, 10)
+}
+
+// health tracks whether the daemon's main loops are running.
+type health struct {
+	mu      sync.Mutex
+	running map[string]bool
+	failed  map[string]error
+}
+
+func (h *health) start(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.running == nil {
+		h.running, h.failed = map[string]bool{}, map[string]error{}
+	}
+	h.running[name] = true
+}
+
+func (h *health) end(name string, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.running[name] = false
+	if err != nil {
+		h.failed[name] = err
+	}
+}
+
+// down lists the loops that stopped.
+func (h *health) down() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for name, ok := range h.running {
+		if !ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// snapshot asks the engine for its state within a deadline: an engine that
+// cannot answer is stuck, and a stuck daemon must not feed the watchdog.
+func (d *daemon) snapshot(timeout time.Duration) (jobs.Snapshot, bool) {
+	ch := make(chan jobs.Snapshot, 1)
+	go func() { ch <- d.engine.Snapshot() }()
+	select {
+	case s := <-ch:
+		return s, true
+	case <-time.After(timeout):
+		return jobs.Snapshot{}, false
+	}
+}
+
+// summary is the daemon's state in words (the systemd STATUS= line).
+func (d *daemon) summary() string {
+	snap, ok := d.snapshot(5 * time.Second)
+	if !ok {
+		return "job engine not responding"
+	}
+	return d.summarize(snap)
+}
+
+func (d *daemon) summarize(snap jobs.Snapshot) string {
+	if state, _, _, problem, advice, _, _ := d.keys.state(); state == keyBroken {
+		if advice == "" {
+			advice = problem
+		}
+		return "sealed key does not unseal: " + advice
+	}
+	client := d.mkt.Load()
+	tok, paired := client.Token()
+	switch {
+	case client.PairingLost():
+		return "pairing lost (the marketplace refused the token): run lmnt pair"
+	case !paired:
+		if p := d.pair.status(); p.Status == pairPending {
+			return "not paired: pairing code " + p.PairingCode + " waiting for approval in the LMNT Marketplace"
+		}
+		return "not paired: run lmnt pair"
+	}
+	if a := snap.Active; a != nil {
+		switch a.State {
+		case jobs.Downloading:
+			if t := d.progress.current(); t != nil && t.JobID == a.ID && !t.Done && t.Total > 0 {
+				return fmt.Sprintf("downloading job %s (%d%%)", a.ID, t.Bytes*100/t.Total)
+			}
+			return "downloading job " + a.ID
+		case jobs.Ready:
+			return "starting job " + a.ID
+		case jobs.Paused:
+			return fmt.Sprintf("paused job %s (%.0f%%)", a.ID, a.Progress*100)
+		default:
+			return fmt.Sprintf("printing job %s (%.0f%%)", a.ID, a.Progress*100)
+		}
+	}
+	name := d.printerInfo().Name
+	if name == "" {
+		name = tok.PrinterID
+	}
+	head := "paired as " + name
+	kl := d.bridge.State()
+	switch {
+	case !kl.Connected:
+		return head + "; Klipper not connected: is [encrypted_file_bridge] in printer.cfg?"
+	case kl.HaveStatus && kl.Status.Klippy.State != "" && kl.Status.Klippy.State != "ready":
+		return head + "; Klipper " + kl.Status.Klippy.State
+	}
+	if n := len(snap.Queue); n > 0 {
+		s := fmt.Sprintf("%s; Klipper ready; %d job(s) queued", head, n)
+		if snap.Waiting != "" {
+			s += ": " + snap.Waiting
+		}
+		return s
+	}
+	return head + "; Klipper ready; idle"
+}
+
+// superviseStatus keeps STATUS= current, feeds the watchdog while the main
+// loops are healthy, and carries out a restart-when-idle request.
+func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
+	wd, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil {
+		d.log.Warn("watchdog settings unreadable", "err", err)
+	}
+	tick := time.Second
+	if wd > 0 {
+		tick = min(tick, wd/4)
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	changes, unsubscribe := d.bridge.Subscribe()
+	defer unsubscribe()
+	last := ""
+	var lastPing time.Time
+	for {
+		updated := d.engine.Updated()
+		select {
+		case <-ctxDone.Done():
+			return
+		case <-t.C:
+		case <-updated:
+		case <-changes:
+		}
+		snap, responsive := d.snapshot(5 * time.Second)
+		down := d.health.down()
+		healthy := responsive && len(down) == 0
+		if wd > 0 && healthy && time.Since(lastPing) >= wd/3 {
+			sdNotify(d.log, "WATCHDOG=1")
+			lastPing = time.Now()
+		}
+		var s string
+		switch {
+		case !responsive:
+			s = "job engine not responding"
+		case len(down) > 0:
+			s = fmt.Sprintf("degraded: %v stopped; see journalctl -u lmntd", down)
+		default:
+			s = d.summarize(snap)
+		}
+		if s != last {
+			sdNotify(d.log, "STATUS="+s)
+			d.log.Info("status", "summary", s)
+			last = s
+		}
+		if d.restartIdle.Load() && responsive && snap.Active == nil {
+			d.log.Info("restarting as requested: no job is downloading, decrypting or printing")
+			d.stop(ErrRestartRequested)
+			return
+		}
+	}
+}
