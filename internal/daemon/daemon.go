@@ -178,6 +178,13 @@ func (d *daemon) run(parent context.Context) (err error) {
 		Logger:      d.log.With("part", "jobs"),
 		AutoStart:   cfg.Jobs.AutoStart,
 		RequestPoll: d.triggerPoll,
+		// Each decrypted job is compared with printer.cfg as last read
+		// and the filament the owner configured, before it reaches Klipper.
+		Check: jobs.PrinterCheck{
+			Printer:      func() klippercfg.Printer { return d.configReport().Printer },
+			FilamentType: func() string { return d.cfg.Load().Jobs.FilamentType },
+			Logger:       d.log.With("part", "compat"),
+		}.Check,
 	})
 	if err != nil {
 		return fmt.Errorf("job journal in %s: %w", cfg.Paths.StateDirectory, err)

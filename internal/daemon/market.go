@@ -175,6 +175,10 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Size is the announced length (-1 unknown): the engine reports download
+// progress from it (jobs.SizedBody).
+func (c *countingBody) Size() int64 { return c.tr.total }
+
 func (c *countingBody) Close() error {
 	c.once.Do(c.done)
 	return c.rc.Close()

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/compat"
 	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/jobcrypt"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
+	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
 	"github.com/lmnt-marketplace/lmntd/internal/pipeline"
@@ -50,8 +52,17 @@ func (m MarketplaceClient) Download(ctx context.Context, o Offer) (io.ReadCloser
 	if err != nil {
 		return nil, err
 	}
-	return d, nil
+	return SizedDownload{ReadCloser: d, Length: d.Size}, nil
 }
+
+// SizedDownload is a body with its announced length (a SizedBody).
+type SizedDownload struct {
+	io.ReadCloser
+	Length int64 // -1: unknown
+}
+
+// Size returns the announced length.
+func (s SizedDownload) Size() int64 { return s.Length }
 
 // PostStatus makes one delivery attempt.
 func (m MarketplaceClient) PostStatus(ctx context.Context, jobID string, r Report) (Outcome, string, error) {
@@ -95,18 +106,19 @@ func (k KlipperPrinter) Status() PrinterStatus {
 	st := k.Server.State()
 	s := st.Status
 	return PrinterStatus{
-		Connected:     st.Connected && st.HaveStatus,
-		Session:       st.ConnectedAt.Format(time.RFC3339Nano),
-		Klippy:        s.Klippy.State,
-		KlippyMessage: s.Klippy.Message,
-		PrintState:    s.PrintStats.State,
-		Filename:      s.PrintStats.Filename,
-		PrintMessage:  s.PrintStats.Message,
-		PrintDuration: s.PrintStats.PrintDuration,
-		TotalDuration: s.PrintStats.TotalDuration,
-		FilamentUsed:  s.PrintStats.FilamentUsed,
-		Progress:      s.VirtualSDCard.Progress,
-		SDActive:      s.VirtualSDCard.IsActive,
+		Connected:      st.Connected && st.HaveStatus,
+		Session:        st.ConnectedAt.Format(time.RFC3339Nano),
+		Klippy:         s.Klippy.State,
+		KlippyMessage:  s.Klippy.Message,
+		PrintState:     s.PrintStats.State,
+		Filename:       s.PrintStats.Filename,
+		PrintMessage:   s.PrintStats.Message,
+		PrintDuration:  s.PrintStats.PrintDuration,
+		TotalDuration:  s.PrintStats.TotalDuration,
+		FilamentUsed:   s.PrintStats.FilamentUsed,
+		Progress:       s.VirtualSDCard.Progress,
+		SDActive:       s.VirtualSDCard.IsActive,
+		ReadyConfirmed: s.ReadyConfirmed,
 	}
 }
 
@@ -157,11 +169,48 @@ func MetadataFromGcode(m *gcode.Metadata) Metadata {
 		ObjectHeight:   m.ObjectHeight,
 		MaxZ:           m.MaxZ,
 	}
-	if e := m.Extents; e != nil {
-		out.MaxX, out.MaxY = e.MaxX, e.MaxY
-		out.MaxZ = max(out.MaxZ, e.MaxZ)
+	if m.Extents != nil {
+		e := *m.Extents
+		out.Extents = &e
 	}
 	return out
+}
+
+// PrinterCheck is the engine's CompatibilityCheck (package compat) against
+// Klipper's printer.cfg as the daemon last read it and the owner's
+// configured filament type. Unknown values on either side never block.
+type PrinterCheck struct {
+	// Printer returns the printer as printer.cfg describes it now (a zero
+	// Printer when printer.cfg was never read: nothing is known).
+	Printer func() klippercfg.Printer
+	// FilamentType returns jobs.filament_type ("" when not set); it is
+	// read for each job, so a configuration reload applies to the next one.
+	FilamentType func() string
+	Logger       *slog.Logger
+}
+
+// Check compares one decrypted job with the printer; its error (a
+// *compat.IncompatibleError) names every mismatch.
+func (c PrinterCheck) Check(_ context.Context, jobID string, m Metadata) error {
+	var p klippercfg.Printer
+	if c.Printer != nil {
+		p = c.Printer()
+	}
+	var opts compat.Options
+	if c.FilamentType != nil {
+		opts.FilamentType = c.FilamentType()
+	}
+	res := compat.Check(compat.Job{NozzleDiameter: m.NozzleDiameter, FilamentType: m.FilamentType,
+		ObjectHeight: m.ObjectHeight, MaxZ: m.MaxZ, Extents: m.Extents}, p, opts)
+	if log := c.Logger; log != nil {
+		for _, u := range res.Unchecked {
+			log.Info("compatibility not checked", "job", jobID, "item", u.Item, "reason", u.Reason)
+		}
+		for _, n := range res.Notes {
+			log.Warn("compatibility note", "job", jobID, "item", n.Item, "note", n.Message)
+		}
+	}
+	return res.Err()
 }
 
 // ErrNoPrinterKey: a job carries a DEK package but the decryptor has no way

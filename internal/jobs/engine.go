@@ -102,6 +102,9 @@ type Engine struct {
 	changed     chan struct{}
 	running     bool
 	bedWaitSaid bool
+	// printSeen: Klipper showed a print in progress (ours or the owner's
+	// own) that has not been seen ending yet.
+	printSeen bool
 
 	wake       chan struct{}
 	outboxWake chan struct{}
@@ -188,6 +191,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	e.status = e.o.Printer.Status()
+	e.followBedLocked(PrinterStatus{}, e.status)
 	if len(e.recovering) > 0 {
 		e.recoveryTimer = e.clock.NewTimer(e.o.RecoveryWait)
 	}
@@ -406,9 +410,14 @@ func (e *Engine) step(ctx context.Context) {
 		return
 	}
 	if reason := e.blockedLocked(); reason != "" {
-		if !e.bedWaitSaid && !e.o.AutoStart && !e.bed.Clear && e.status.Connected {
+		if reason == bedWaitReason && !e.bedWaitSaid {
+			// Said once per wait, to the owner at the printer and, in
+			// the job's message, to whoever follows the job.
 			e.bedWaitSaid = true
-			e.console("job waiting: confirm the bed is clear with LMNT_READY")
+			e.console("waiting for LMNT_READY: is the bed clear?")
+			if err := e.transition(r, Accepted, reason, &Report{Status: StatusProcessing, Message: reason}); err != nil {
+				e.log.Error("journal", "err", err)
+			}
 		}
 		return
 	}
@@ -464,21 +473,34 @@ func (e *Engine) blockedLocked() string {
 	case st.PrintState == "printing" || st.PrintState == "paused" || st.SDActive:
 		return "Waiting for the current print to finish"
 	case !e.o.AutoStart && !e.bed.Clear:
-		return "Waiting for the owner to confirm the bed is clear (LMNT_READY)"
+		return bedWaitReason
 	}
 	return ""
 }
+
+// bedWaitReason is why a job waits after a print ended, until the owner
+// confirms the bed is clear (LMNT_READY in Klipper, the pairing page, or
+// `lmnt ready`).
+const bedWaitReason = "Waiting for the owner to confirm the bed is clear (LMNT_READY)"
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
 }
 
+// displayName is how console lines name a job. The extra drops any line
+// with a run of 20 or more token-like characters (its secret filter), so an
+// id that long is shortened to its ends: enough to recognise it in
+// `lmnt jobs` or the marketplace.
 func displayName(r *record) string {
-	if r.Name != "" {
-		return r.Name + " (" + r.ID + ")"
+	id := r.ID
+	if len(id) >= 20 { // ids are ASCII (validID)
+		id = id[:8] + "…" + id[len(id)-4:]
 	}
-	return r.ID
+	if r.Name != "" {
+		return r.Name + " (" + id + ")"
+	}
+	return id
 }
 
 // prepare downloads (or opens) and decrypts one job into a sealed memfd on
@@ -513,13 +535,63 @@ func (e *Engine) prepare(ctx context.Context, id string, local bool, offer Offer
 			}
 		}
 		defer body.Close()
-		p, err := e.o.Decryptor.Prepare(ctx, id, body, keys)
+		var in io.Reader = body
+		if sb, ok := body.(SizedBody); ok && sb.Size() > 0 {
+			in = &progressReader{r: body, total: sb.Size(), report: func(percent int) { e.downloadProgress(id, percent) }}
+		}
+		p, err := e.o.Decryptor.Prepare(ctx, id, in, keys)
 		if err != nil {
 			return prepResult{id: id, err: fmt.Errorf("Could not decrypt and check the file: %w", err)}
 		}
 		return prepResult{id: id, prepared: p}
 	})
 	e.prepDone <- res
+}
+
+// progressReader calls report with the percentage read each time another
+// tenth of total has been read (10 % … 90 %; the end is reported by the
+// job's next state).
+type progressReader struct {
+	r      io.Reader
+	total  int64
+	read   int64
+	tenths int64
+	report func(percent int)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.read += int64(n)
+	done := min(p.read, p.total)
+	if t := done * 10 / p.total; t > p.tenths && t < 10 {
+		p.tenths = t
+		p.report(int(done * 100 / p.total))
+	}
+	return n, err
+}
+
+// downloadProgress shows a job's download (and, in the same stream,
+// decryption) progress: on Klipper's console, in its message and, as a
+// processing report that a newer one supersedes like a heartbeat, to the
+// marketplace.
+func (e *Engine) downloadProgress(id string, percent int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, r := e.active, e.recs[id]
+	if a == nil || a.id != id || r == nil || r.State != Downloading {
+		return
+	}
+	msg := fmt.Sprintf("Downloading: %d%%", percent)
+	r.Message = msg
+	if !r.Local && e.o.Marketplace != nil {
+		e.queueReportLocked(r, Report{Status: StatusProcessing, Message: msg}, true)
+		if err := e.st.save(r); err != nil {
+			e.log.Error("journal write failed", "job", r.ID, "err", err)
+		}
+		e.kickOutbox()
+	}
+	e.broadcastLocked()
+	e.console(fmt.Sprintf("downloading %s: %d%%", displayName(r), percent))
 }
 
 // onPrepared continues a job whose file is ready (or failed): compatibility
@@ -643,12 +715,53 @@ func (e *Engine) cancelInKlipper(id, reason string) {
 func (e *Engine) onStatus(st PrinterStatus) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	prev := e.status
 	e.status = st
 	if len(e.recovering) > 0 && st.Connected {
 		e.resolveRecoveryLocked()
 	}
 	e.monitorLocked(st)
+	e.followBedLocked(prev, st)
 	e.broadcastLocked()
+}
+
+// followBedLocked keeps the bed-clear state in step with Klipper. Any print
+// that ends, ours or one the owner started in Klipper, leaves the bed
+// occupied. The extra's ready_confirmed (LMNT_READY, remembered by the
+// extra while lmntd was not connected and cleared when a print starts)
+// confirms it clear when it turns true.
+func (e *Engine) followBedLocked(prev, st PrinterStatus) {
+	if !st.Connected {
+		return // an unknown state ends nothing; the next status tells
+	}
+	running := st.PrintState == "printing" || st.PrintState == "paused"
+	switch st.PrintState {
+	case "printing", "paused":
+		e.printSeen = true
+	case "complete", "cancelled", "error":
+		// A short print can start and end between two statuses: a new
+		// end state within one connection is a print that ended too. A
+		// new connection's first status only repeats what Klipper
+		// showed before (possibly to a previous run of lmntd).
+		sameSession := prev.Connected && prev.Session == st.Session
+		if e.printSeen || sameSession && (prev.PrintState != st.PrintState || prev.Filename != st.Filename) {
+			e.printEndedLocked()
+		}
+		e.printSeen = false
+	default: // standby: a print seen running was reset, or Klipper restarted
+		if e.printSeen {
+			e.printEndedLocked()
+		}
+		e.printSeen = false
+	}
+	turnedTrue := !prev.Connected || prev.Session != st.Session || !prev.ReadyConfirmed
+	if st.ReadyConfirmed && turnedTrue && !running && !e.bed.Clear {
+		if err := e.confirmBedLocked(); err != nil {
+			e.log.Error("bed-clear confirmation from Klipper", "err", err)
+		} else {
+			e.log.Info("bed confirmed clear in Klipper (LMNT_READY)")
+		}
+	}
 }
 
 // monitorLocked follows the active print through Klipper's status.
@@ -800,8 +913,12 @@ func (e *Engine) printEndedLocked() {
 	if e.o.AutoStart {
 		return
 	}
-	e.bed = bedState{Clear: false, At: e.clock.Now()}
 	e.bedWaitSaid = false
+	if !e.bed.Clear {
+		return // already waiting for a confirmation
+	}
+	e.bed = bedState{Clear: false, At: e.clock.Now()}
+	e.broadcastLocked()
 	if err := saveBed(e.o.StateDir, e.bed); err != nil {
 		e.log.Error("could not persist the bed-clear state", "err", err)
 	}
@@ -981,6 +1098,10 @@ func (e *Engine) Cancel(id, reason string) error {
 func (e *Engine) ConfirmBedClear() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.confirmBedLocked()
+}
+
+func (e *Engine) confirmBedLocked() error {
 	e.bed = bedState{Clear: true, At: e.clock.Now()}
 	e.broadcastLocked()
 	e.kick()

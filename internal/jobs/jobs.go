@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
 )
 
@@ -136,8 +137,10 @@ type Metadata struct {
 	FilamentUsedMM float64
 	LayerHeight    float64 // mm
 	ObjectHeight   float64 // mm
-	MaxX, MaxY     float64 // mm, the extent of the moves, when known
-	MaxZ           float64
+	// MaxZ is the highest Z any move reaches (end-of-print lifts included).
+	MaxZ float64
+	// Extents is the print's bounding box when the slicer states one.
+	Extents *gcode.Extents
 }
 
 // Prepared is a decrypted, gated job in a sealed memfd: the only place the
@@ -169,6 +172,9 @@ type PrinterStatus struct {
 	// virtual_sdcard
 	Progress float64 // 0..1
 	SDActive bool
+	// ReadyConfirmed: the owner ran LMNT_READY in Klipper since the last
+	// print there (the extra keeps it while lmntd is not connected).
+	ReadyConfirmed bool
 }
 
 // PrintRequest describes the file handed to Klipper.
@@ -188,6 +194,14 @@ type Marketplace interface {
 	// PostStatus makes one attempt to deliver a report. answer is the
 	// server's reply (status line and a short body) for the record.
 	PostStatus(ctx context.Context, jobID string, r Report) (o Outcome, answer string, err error)
+}
+
+// SizedBody is optionally implemented by the body Marketplace.Download (or
+// LocalJob.Open) returns: its announced length in bytes, -1 when unknown.
+// With it the engine reports download progress on Klipper's console and to
+// the marketplace.
+type SizedBody interface {
+	Size() int64
 }
 
 // Decryptor turns a body into a sealed memfd (the pipeline: decrypt, gate,

@@ -198,8 +198,14 @@ class EncryptedFileBridge:
         """Tell the daemon the owner ran an lmnt G-code command."""
         if name == "LMNT_READY":
             # Carried by every status too, so a confirmation given while
-            # lmntd is offline still reaches it after the reconnect.
+            # lmntd is offline still reaches it after the reconnect. It
+            # covers the print that has just ended (secure_print refuses
+            # it during a print), so that end must not clear it again.
             self.ready_confirmed = True
+            print_stats = self.printer.lookup_object("print_stats", None)
+            if print_stats is not None:
+                self.last_print_state = print_stats.get_status(
+                    self.reactor.monotonic()).get("state")
         if not self.is_connected():
             return False
         self._send({"type": "command", "name": name, "args": args})
@@ -542,10 +548,10 @@ class EncryptedFileBridge:
                 "info": {"total_layer": info.get("total_layer"),
                          "current_layer": info.get("current_layer")},
             }
-            if ps.get("state") == "printing" and (
-                    self.last_print_state != "printing"):
-                # A confirmation covers the bed as it was; a new print
-                # occupies it again.
+            if ps.get("state") in ("printing", "paused") or (
+                    self.last_print_state in ("printing", "paused")):
+                # A confirmation covers the bed as it was: a print that
+                # runs, or has just ended, occupies it again.
                 self.ready_confirmed = False
             self.last_print_state = ps.get("state")
         vsd = self.printer.lookup_object("virtual_sdcard", None)

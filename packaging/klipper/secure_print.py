@@ -315,6 +315,19 @@ class SecurePrint:
         if bridge is None:
             raise gcmd.error("LMNT: [encrypted_file_bridge] is missing from "
                              "printer.cfg")
+        print_stats = self.printer.lookup_object("print_stats", None)
+        state = None
+        if print_stats is not None:
+            state = print_stats.get_status(
+                self.reactor.monotonic()).get("state")
+        if state in ("printing", "paused"):
+            # The bed is not clear while a print is on it. Not an error:
+            # from a print's own end G-code an error would fail the print.
+            gcmd.respond_info("LMNT: a print is %s; LMNT_READY ignored. Run "
+                              "it once the print has ended and the bed is "
+                              "clear (or set auto_start in lmntd.toml for "
+                              "automatic part removal)" % (state,))
+            return
         args = {k.lower(): v
                 for k, v in gcmd.get_command_parameters().items()}
         if bridge.send_command("LMNT_READY", args):

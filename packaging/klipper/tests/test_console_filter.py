@@ -14,7 +14,7 @@ class ConsoleFilter(unittest.TestCase):
         ".gcode",
         "LMNT: downloading 40%",
         "LMNT: decrypting 90%",
-        "LMNT: waiting for LMNT_READY: confirm the bed is clear",
+        "LMNT: waiting for LMNT_READY: is the bed clear?",
         "LMNT: started Benchy_with_Supports_PLA_MK3S_2h13m.gcode",
         "LMNT: failed: nozzle 0.6 mm in the job, 0.4 mm on this printer",
         "LMNT: Würfel fertig ✓",

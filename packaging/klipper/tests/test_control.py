@@ -237,12 +237,91 @@ class ReadyAndConsole(RigTestCase):
         self.assertIn("// LMNT: bed clear, confirmation sent to lmntd",
                       self.console())
 
+    def test_lmnt_ready_during_a_print_is_ignored(self):
+        self.connect()
+        self.vsd.hold_moves = True
+        self.daemon.send(cmd="print", file=fixture(CUBE), job_id="busy",
+                         metadata={"total_layer": 100})
+        self.assertTrue(self.daemon.wait("result", self.pump)["ok"])
+        self.wait_status(lambda s: s["print_stats"]["state"] == "printing",
+                         "printing status")
+        # Not an error: from the print's own end G-code an error would
+        # fail the print.
+        self.printer.gcode.run_script("LMNT_READY")
+        self.assertTrue(any(l.startswith("// LMNT: a print is printing; "
+                                         "LMNT_READY ignored")
+                            for l in self.console()), self.console())
+        self.assertEqual(self.print_state()["state"], "printing")
+        self.vsd.hold_moves = False
+        self.run_until(lambda: self.print_state()["state"] == "complete",
+                       "complete")
+        status = self.wait_status(
+            lambda s: s["print_stats"]["state"] == "complete", "complete")
+        self.assertFalse(status["ready_confirmed"])
+        self.assertEqual([e for e in self.daemon.events
+                          if e["event"] == "command"], [])
+        # After the print the confirmation counts, and the end it covers
+        # does not clear it again.
+        self.printer.gcode.run_script("LMNT_READY")
+        self.assertEqual(self.daemon.wait("command", self.pump)["name"],
+                         "LMNT_READY")
+        self.wait_status(lambda s: s["ready_confirmed"]
+                         and s["print_stats"]["state"] == "complete",
+                         "ready_confirmed after the print")
+
+    def test_a_print_clears_the_confirmation(self):
+        self.connect()
+        self.printer.gcode.run_script("LMNT_READY")
+        self.wait_status(lambda s: s["ready_confirmed"], "ready_confirmed")
+        self.vsd.hold_moves = True
+        self.daemon.send(cmd="print", file=fixture(CUBE), job_id="next",
+                         metadata={"total_layer": 100})
+        self.assertTrue(self.daemon.wait("result", self.pump)["ok"])
+        status = self.wait_status(
+            lambda s: s["print_stats"]["state"] == "printing", "printing")
+        self.assertFalse(status["ready_confirmed"])
+        self.vsd.hold_moves = False
+        self.run_until(lambda: self.print_state()["state"] == "complete",
+                       "complete")
+        status = self.wait_status(
+            lambda s: s["print_stats"]["state"] == "complete", "complete")
+        self.assertFalse(status["ready_confirmed"])
+
+    def test_confirmation_while_lmntd_is_away_arrives_later(self):
+        self.connect()
+        self.daemon.stop(self.pump)
+        bridge = self.printer.lookup_object("encrypted_file_bridge")
+        self.run_until(lambda: not bridge.is_connected(), "the disconnect")
+        self.printer.gcode.run_script("LMNT_READY")
+        self.assertIn("// LMNT: bed clear; lmntd is not connected, it will "
+                      "be told when it reconnects", self.console())
+        self.daemon = BridgeHarness(self.binary, self.socket_path)
+        self.daemon.start(self.pump)
+        self.printer.reactor.advance(1.0)  # the first backoff step
+        self.daemon.wait("connected", self.pump)
+        self.wait_status(lambda s: s["ready_confirmed"],
+                         "ready_confirmed after the reconnect")
+
     def test_console_lines(self):
         self.connect()
-        good = ["LMNT: job received (virtual_0e9e04df-153a-4202-b4a9-"
-                "dd3e5c6b26d5.gcode)",
-                "LMNT: downloading 40%",
-                "LMNT: waiting for LMNT_READY: confirm the bed is clear",
+        # The lines lmntd's job engine and pairing write (internal/jobs,
+        # internal/daemon), with marketplace-style job ids.
+        good = ["LMNT: pairing code K7Q2MX: enter it in the LMNT Marketplace",
+                "LMNT: job received: job-12-a1b2c3d4e5f6",
+                "LMNT: job received: 0e9e04df…26d5",
+                "LMNT: job received: Xy7aB9cD…J3kL",
+                "LMNT: downloading job-12-a1b2c3d4e5f6: 40%",
+                "LMNT: waiting for LMNT_READY: is the bed clear?",
+                "LMNT: started Benchy_with_Supports_PLA_MK3S_2h13m.gcode "
+                "(local-01…cdef)",
+                "LMNT: failed job-12-a1b2c3d4e5f6: Not compatible with this "
+                "printer: sliced for a 0.4 mm nozzle, but the printer has a "
+                "0.6 mm nozzle (nozzle_diameter at printer.cfg:56); if the "
+                "nozzle was changed, update printer.cfg and restart Klipper",
+                "LMNT: failed job-13-0a1b2c3d4e5f: Not compatible with this "
+                "printer: the print spans X 150 to 260 mm, outside the X "
+                "axis's travel 0 to 235 mm (stepper_x position_max at "
+                "printer.cfg:22); it was sliced for another bed",
                 "LMNT: finished Benchy_with_Supports_PLA_MK3S_2h13m"]
         secret = ["LMNT: see https://api.lmnt.market/jobs/1",
                   "LMNT: token eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.x",
