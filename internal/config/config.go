@@ -114,7 +114,7 @@ type API struct {
 // Jobs controls how marketplace jobs start.
 type Jobs struct {
 	AutoStart    bool   `koanf:"auto_start" doc:"start jobs without the bed-clear confirmation (LMNT_READY)"`
-	FilamentType string `koanf:"filament_type" doc:"loaded filament type (e.g. PLA) checked against jobs; empty: not checked"`
+	FilamentType string `koanf:"filament_type" reload:"live" doc:"loaded filament type (e.g. PLA) checked against jobs; empty: not checked"`
 }
 
 // Limits bound what one job may cost.
