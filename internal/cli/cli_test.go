@@ -197,6 +197,25 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// TestPairNoWait: first-boot scripts show the code and return at once; the
+// daemon completes the pairing in the background once it is approved.
+func TestPairNoWait(t *testing.T) {
+	d := daemontest.Start(t, daemontest.Options{})
+	code, out, errOut := lmnt(t, d.Socket, "", "pair", "--no-wait", "--name", "Boot printer")
+	m := regexp.MustCompile(`Pairing code: (\S+)`).FindStringSubmatch(out)
+	if code != 0 || m == nil || !strings.Contains(out, "lmnt status") {
+		t.Fatalf("pair --no-wait: %d\n%s\n%s", code, out, errOut)
+	}
+	if _, err := d.Sim.ApprovePairing(m[1], ""); err != nil {
+		t.Fatal(err)
+	}
+	d.WaitFor("the background pairing", func() bool {
+		var st api.Status
+		_, out, _ := lmnt(t, d.Socket, "", "status", "--json")
+		return json.Unmarshal([]byte(out), &st) == nil && strings.HasPrefix(st.Summary, "paired as Boot printer")
+	})
+}
+
 // TestRegisterLegacy: lmnt register logs in and registers (legacy
 // marketplace), reading the password from a file.
 func TestRegisterLegacy(t *testing.T) {

@@ -21,13 +21,14 @@ import (
 )
 
 func (e *env) pair(args []string) (int, error) {
-	fs := e.flags("pair", "pair [--name NAME] [--manufacturer M] [--model M] [--extruders N] [--force] [--timeout D]")
+	fs := e.flags("pair", "pair [--name NAME] [--manufacturer M] [--model M] [--extruders N] [--force] [--timeout D] [--no-wait]")
 	name := fs.String("name", "", "printer name shown in the marketplace (default: the host name)")
 	mfr := fs.String("manufacturer", "", "printer manufacturer")
 	model := fs.String("model", "", "printer model")
 	extruders := fs.Int("extruders", 1, "number of extruders (1-4)")
 	force := fs.Bool("force", false, "pair again although the printer is paired")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up waiting after this long")
+	noWait := fs.Bool("no-wait", false, "show the code and return; lmntd completes the pairing in the background (first-boot scripts)")
 	if err := parse(fs, args, 0); err != nil {
 		return 2, err
 	}
@@ -38,17 +39,27 @@ func (e *env) pair(args []string) (int, error) {
 		Model: *model, ExtruderCount: *extruders, Force: *force}, &p); err != nil {
 		return 1, err
 	}
+	e.showPairingCode(p)
+	if *noWait {
+		fmt.Fprintln(e.stdout, "lmntd completes the pairing once it is approved; `lmnt status` shows when it is done.")
+		return 0, nil
+	}
 	return e.followPairing(ctx, p)
 }
 
-// followPairing shows the code and waits until the session ends.
-func (e *env) followPairing(ctx context.Context, p api.Pairing) (int, error) {
+// showPairingCode prints the code and what to do with it.
+func (e *env) showPairingCode(p api.Pairing) {
 	w := e.stdout
 	fmt.Fprintf(w, "Pairing code: %s\n", p.PairingCode)
 	fmt.Fprintln(w, "Enter it in the LMNT Marketplace (My printers → Add printer) to pair this printer.")
 	if p.ExpiresAt != nil {
 		fmt.Fprintf(w, "The code expires at %s.\n", p.ExpiresAt.Local().Format("15:04:05"))
 	}
+}
+
+// followPairing waits, with progress, until the pairing session ends.
+func (e *env) followPairing(ctx context.Context, p api.Pairing) (int, error) {
+	w := e.stdout
 	tty := false
 	if f, ok := e.stdout.(*os.File); ok {
 		tty = isTerminal(f)

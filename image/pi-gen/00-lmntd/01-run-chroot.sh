@@ -1,0 +1,6 @@
+#!/bin/bash -e
+# pi-gen sub-stage, chroot side (pi-gen feeds this file to on_chroot on
+# stdin, so the installer gets /dev/null as its stdin). LMNTD_* variables
+# exported in pi-gen's config override the bundle's settings.
+bash /tmp/lmntd-image/install-in-root.sh /tmp/lmntd-image </dev/null
+rm -rf /tmp/lmntd-image
