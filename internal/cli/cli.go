@@ -87,6 +87,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		run = e.keys
 	case "restart":
 		run = e.restart
+	case "setup":
+		run = e.setup
 	case "demo":
 		run = e.demo
 	case "version", "--version":

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/setup"
+)
+
+// setup wires lmntd into Klipper (`lmnt setup`) or takes it out (--remove).
+// The work is internal/setup's; this is its command line and its two ways of
+// reaching the running daemon (import, restart when idle).
+func (e *env) setup(args []string) (int, error) {
+	fs := e.flags("setup", "setup [--instance NAME] [--config FILE --klipper-user USER --extras DIR] [--import-legacy] [--dry-run] [--remove]")
+	var o setup.Options
+	fs.StringVar(&o.Instance, "instance", "", "the Klipper instance to wire when there are several (klipper-printer_1, or printer_1)")
+	fs.StringVar(&o.ConfigFile, "config", "", "Klipper's printer.cfg, for installs setup does not find by itself")
+	fs.StringVar(&o.KlipperUser, "klipper-user", "", "the user Klipper runs as (default: the User= of its unit)")
+	fs.StringVar(&o.ExtrasDir, "extras", "", "Klipper's klippy/extras directory (default: next to the klippy.py its unit runs)")
+	fs.BoolVar(&o.ImportLegacy, "import-legacy", false, "hand the old LMNT plugin's key and token to lmntd, keeping this printer's pairing")
+	fs.BoolVarP(&o.DryRun, "dry-run", "n", false, "show what would change, with diffs, and change nothing")
+	remove := fs.Bool("remove", false, "undo everything an earlier lmnt setup did")
+	fs.StringVar(&o.Root, "root", "/", "the system to work on (an image being built, mounted elsewhere)")
+	if err := parse(fs, args, 0); err != nil {
+		return 2, err
+	}
+	if *remove && (o.ImportLegacy || o.Instance != "" || o.ConfigFile != "") {
+		return 2, errors.New("--remove undoes what was recorded; it takes no other flags but --dry-run and --root")
+	}
+	if os.Geteuid() != 0 && !o.DryRun {
+		return 2, errors.New("setup changes system files: run it with sudo (or try --dry-run)")
+	}
+	o.Out = e.stdout
+	o.Importer = daemonImporter{e}
+	o.Activator = daemonActivator{e}
+	var err error
+	if *remove {
+		_, err = setup.Remove(e.ctx, o)
+	} else {
+		_, err = setup.Run(e.ctx, o)
+	}
+	if err != nil {
+		return 1, err
+	}
+	return 0, nil
+}
+
+// daemonImporter asks lmntd to import the old plugin's files from the copy
+// setup staged where lmntd can read them.
+type daemonImporter struct{ e *env }
+
+func (d daemonImporter) ImportLegacy(ctx context.Context, dir string) (setup.LegacyResult, error) {
+	var res api.ImportLegacyResult
+	if err := d.e.c.post(ctx, "/lmnt/v1/keys/import-legacy", api.ImportLegacyRequest{Dir: dir}, &res); err != nil {
+		return setup.LegacyResult{}, err
+	}
+	return setup.LegacyResult{KeyID: res.KeyID, TokenImported: res.TokenImported, PrinterID: res.PrinterID}, nil
+}
+
+// daemonActivator reloads systemd, then has a running lmntd restart once no
+// job is running, so the new drop-in and lmntd.toml apply without ever
+// interrupting a print. A stopped lmntd picks them up when it starts.
+type daemonActivator struct{ e *env }
+
+func (d daemonActivator) Activate(ctx context.Context) error {
+	if out, err := exec.CommandContext(ctx, "systemctl", "daemon-reload").CombinedOutput(); err != nil {
+		return fmt.Errorf("systemctl daemon-reload: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	if exec.CommandContext(ctx, "systemctl", "--quiet", "is-active", setup.ServiceUnit).Run() != nil {
+		return nil
+	}
+	var res api.RestartResult
+	if err := d.e.c.post(ctx, "/lmnt/v1/restart", map[string]bool{"when_idle": true}, &res); err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+//go:build system
+
+package system
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The test GPG key lives only in a temporary GNUPGHOME for the length of the
+// run: a fresh key per run, never committed.
+var gpgState struct {
+	once    sync.Once
+	err     error
+	home    string
+	fpr     string
+	keyring string // binary public keyring for apt's signed-by
+}
+
+func testKey(t *testing.T) (home, fpr, keyring string) {
+	t.Helper()
+	gpgState.once.Do(func() {
+		// gpg-agent's socket path must stay short: not under t.TempDir.
+		home, err := os.MkdirTemp("", "lmntd-gpg-")
+		if err != nil {
+			gpgState.err = err
+			return
+		}
+		gpgState.home = home
+		env := []string{"GNUPGHOME=" + home}
+		if _, err := tryRun(t, cmdOpts{env: env, quiet: true}, "gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+			"--quick-gen-key", "lmntd test archive key <test@lmntd.invalid>", "ed25519", "sign", "1d"); err != nil {
+			gpgState.err = err
+			return
+		}
+		out, err := tryRun(t, cmdOpts{env: env, quiet: true}, "gpg", "--batch", "--with-colons", "--list-secret-keys")
+		if err != nil {
+			gpgState.err = err
+			return
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Split(l, ":"); len(f) > 9 && f[0] == "fpr" {
+				gpgState.fpr = f[9]
+				break
+			}
+		}
+		if gpgState.fpr == "" {
+			gpgState.err = fmt.Errorf("no fingerprint in gpg's listing:\n%s", out)
+			return
+		}
+		gpgState.keyring = filepath.Join(home, "lmntd-archive-keyring.gpg")
+		_, gpgState.err = tryRun(t, cmdOpts{env: env, quiet: true}, "gpg", "--batch", "--yes", "--output", gpgState.keyring,
+			"--export", gpgState.fpr)
+	})
+	if gpgState.err != nil {
+		t.Fatalf("test GPG key: %v", gpgState.err)
+	}
+	return gpgState.home, gpgState.fpr, gpgState.keyring
+}
+
+func cleanupGPG() {
+	if gpgState.home == "" {
+		return
+	}
+	cmd := exec.Command("gpgconf", "--kill", "gpg-agent")
+	cmd.Env = append(os.Environ(), "GNUPGHOME="+gpgState.home)
+	_ = cmd.Run()
+	os.RemoveAll(gpgState.home)
+}
+
+// release is the goreleaser snapshot, built once per run.
+type release struct {
+	dist    string
+	version string
+	debs    map[string]string // Debian architecture -> .deb
+}
+
+var releaseState struct {
+	once sync.Once
+	rel  *release
+	err  string
+}
+
+func snapshot(t *testing.T) *release {
+	t.Helper()
+	releaseState.once.Do(func() {
+		done := stage(t, "goreleaser check + release --snapshot --clean (signed checksums)")
+		defer done()
+		goreleaser := tool(t, "goreleaser")
+		home, fpr, _ := testKey(t)
+		env := []string{"GNUPGHOME=" + home, "GPG_FINGERPRINT=" + fpr}
+		if out, err := tryRun(t, cmdOpts{env: env, quiet: true}, goreleaser, "check"); err != nil {
+			releaseState.err = fmt.Sprintf("goreleaser check: %v\n%s", err, out)
+			return
+		}
+		if out, err := tryRun(t, cmdOpts{env: env, quiet: true, timeout: 15 * time.Minute}, goreleaser, "release", "--snapshot", "--clean"); err != nil {
+			releaseState.err = fmt.Sprintf("goreleaser release --snapshot: %v\n%s", err, out)
+			return
+		}
+		rel := &release{dist: filepath.Join(repoRoot, "dist"), debs: map[string]string{}}
+		meta, err := os.ReadFile(filepath.Join(rel.dist, "metadata.json"))
+		if err != nil {
+			releaseState.err = err.Error()
+			return
+		}
+		var m struct {
+			Version string `json:"version"`
+		}
+		if err := json.Unmarshal(meta, &m); err != nil || m.Version == "" {
+			releaseState.err = fmt.Sprintf("dist/metadata.json has no version: %v", err)
+			return
+		}
+		rel.version = m.Version
+		debs, _ := filepath.Glob(filepath.Join(rel.dist, "*.deb"))
+		for _, d := range debs {
+			arch, err := tryRun(t, cmdOpts{quiet: true}, "dpkg-deb", "--field", d, "Architecture")
+			if err != nil {
+				releaseState.err = err.Error()
+				return
+			}
+			rel.debs[strings.TrimSpace(arch)] = d
+		}
+		releaseState.rel = rel
+	})
+	if releaseState.rel == nil {
+		t.Fatalf("the snapshot release failed: %s", releaseState.err)
+	}
+	return releaseState.rel
+}
+
+// TestRelease checks the snapshot: one .deb per architecture (a single armhf
+// one, GOARM=6), the signed checksums, and the package's contents.
+func TestRelease(t *testing.T) {
+	rel := snapshot(t)
+	defer stage(t, "release artifacts: checksums signature, .deb contents")()
+	t.Logf("snapshot version %s", rel.version)
+	for _, arch := range []string{"amd64", "arm64", "armhf"} {
+		if rel.debs[arch] == "" {
+			t.Errorf("no %s .deb in dist/ (have %v)", arch, rel.debs)
+		}
+	}
+	if len(rel.debs) != 3 {
+		t.Errorf("want exactly 3 .debs (one armhf for every Pi), have %v", rel.debs)
+	}
+	home, _, _ := testKey(t)
+	run(t, cmdOpts{env: []string{"GNUPGHOME=" + home}, dir: rel.dist}, "gpg", "--batch", "--verify", "checksums.txt.sig", "checksums.txt")
+	run(t, cmdOpts{dir: rel.dist, quiet: true}, "sha256sum", "--check", "--ignore-missing", "checksums.txt")
+
+	deb := rel.debs["amd64"]
+	contents := run(t, cmdOpts{quiet: true}, "dpkg-deb", "--contents", deb)
+	for _, want := range []string{"./usr/bin/lmntd", "./usr/bin/lmnt", "./lib/systemd/system/lmntd.service",
+		"./lib/systemd/system/lmntd.socket", "./lib/systemd/system/lmntd-klipper.socket", "./lib/systemd/system/lmntd-http.socket",
+		"./usr/lib/sysusers.d/lmntd.conf", "./usr/lib/tmpfiles.d/lmntd.conf", "./etc/lmntd/lmntd.toml",
+		"./usr/share/lmntd/klipper/encrypted_file_bridge.py", "./usr/share/lmntd/klipper/secure_print.py",
+		"./usr/share/lmntd/nginx/lmntd.conf", "./usr/share/doc/lmntd/README.md"} {
+		if !strings.Contains(contents, want+"\n") && !strings.Contains(contents, want+" ") {
+			t.Errorf("the .deb lacks %s", want)
+		}
+	}
+	if strings.Contains(contents, "lmnt-marketsim") || strings.Contains(contents, "standin") {
+		t.Error("the .deb ships a test tool")
+	}
+	control := t.TempDir()
+	run(t, cmdOpts{quiet: true}, "dpkg-deb", "--control", deb, control)
+	conffiles, _ := os.ReadFile(filepath.Join(control, "conffiles"))
+	if strings.TrimSpace(string(conffiles)) != "/etc/lmntd/lmntd.toml" {
+		t.Errorf("conffiles = %q, want /etc/lmntd/lmntd.toml only", conffiles)
+	}
+	for _, s := range []string{"postinst", "prerm", "postrm"} {
+		if _, err := os.Stat(filepath.Join(control, s)); err != nil {
+			t.Errorf("maintainer script %s missing: %v", s, err)
+		}
+	}
+	fields := run(t, cmdOpts{quiet: true}, "dpkg-deb", "--field", deb, "Depends", "Version")
+	t.Logf("control fields:\n%s", fields)
+	if !strings.Contains(fields, "acl") || !strings.Contains(fields, "systemd") {
+		t.Errorf("Depends lacks acl or systemd: %s", fields)
+	}
+}
+
+// TestCrossArchBinaries runs the armhf build on the oldest Pi core (ARMv6,
+// arm1176: Pi Zero and 1) and the arm64 build, under qemu-user.
+func TestCrossArchBinaries(t *testing.T) {
+	rel := snapshot(t)
+	defer stage(t, "qemu-arm-static -cpu arm1176 / qemu-aarch64-static --version")()
+	for _, c := range []struct {
+		dir     string
+		qemu    []string
+		version string // how the program prints its version
+	}{
+		{"lmntd_linux_arm_6", []string{"qemu-arm-static", "-cpu", "arm1176"}, "--version"},
+		{"lmnt_linux_arm_6", []string{"qemu-arm-static", "-cpu", "arm1176"}, "version"},
+		{"lmntd_linux_arm64_v8.0", []string{"qemu-aarch64-static"}, "--version"},
+		{"lmnt_linux_arm64_v8.0", []string{"qemu-aarch64-static"}, "version"},
+	} {
+		bin := filepath.Join(rel.dist, c.dir, strings.SplitN(c.dir, "_", 2)[0])
+		args := append(c.qemu[1:], bin, c.version)
+		out := run(t, cmdOpts{timeout: time.Minute}, c.qemu[0], args...)
+		if !strings.Contains(out, rel.version) {
+			t.Errorf("%s --version = %q, want the snapshot version %s", c.dir, out, rel.version)
+		}
+	}
+}

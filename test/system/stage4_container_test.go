@@ -1,0 +1,102 @@
+//go:build system
+
+package system
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// containerTimeout bounds the whole boot, install, print, upgrade and purge.
+const containerTimeout = 8 * time.Minute
+
+// systestUnit runs container/systest.sh once the container is up.
+const systestUnit = `[Unit]
+Description=lmntd system test
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/systest/systest.sh
+StandardOutput=journal+console
+StandardError=journal+console
+TimeoutStartSec=infinity
+`
+
+// TestDebianContainer boots a debootstrapped Debian 12 root with systemd as
+// PID 1 (systemd-nspawn -b, its own network namespace: only its loopback)
+// and runs container/systest.sh in it: apt-get install from the signed
+// repository, the sockets, lmnt setup for a Klipper stand-in running as pi,
+// a job from the marketplace simulator printed through it, the upgrade to
+// the beta build keeping state and configuration, and the purge leaving the
+// system as it was.
+func TestDebianContainer(t *testing.T) {
+	repo := repository(t)
+	root := filepath.Join(t.TempDir(), "root")
+
+	doneRoot := stage(t, "Debian 12 amd64 root (scripts/rootfs.sh, cached)")
+	run(t, cmdOpts{timeout: 10 * time.Minute}, filepath.Join(repoRoot, "scripts/rootfs.sh"), "amd64", root)
+	run(t, cmdOpts{quiet: true}, "cp", "-a", repo.dir, filepath.Join(root, "srv/apt"))
+	copyFile(t, repo.keyring, filepath.Join(root, "usr/share/keyrings/lmntd-archive-keyring.gpg"), 0o644)
+	goBuild(t, "./cmd/lmnt-marketsim", filepath.Join(root, "usr/local/bin/lmnt-marketsim"), "systest")
+	goBuild(t, "./cmd/lmnt-klipper-standin", filepath.Join(root, "usr/local/bin/lmnt-klipper-standin"), "systest")
+	shared := os.Getenv("LMNTD_SHARED")
+	if shared == "" {
+		shared = filepath.Join(repoRoot, "..", "shared")
+	}
+	copyFile(t, filepath.Join(shared, "fixtures", "prusaslicer_cube20_pla_0.20mm.gcode"), filepath.Join(root, "systest/cube.gcode"), 0o644)
+	copyFile(t, filepath.Join(repoRoot, "test/system/container/systest.sh"), filepath.Join(root, "systest/systest.sh"), 0o755)
+	writeFile(t, filepath.Join(root, "systest/env"), "V1="+repo.v1+"\nV2="+repo.v2+"\n", 0o644)
+	units := filepath.Join(root, "etc/systemd/system")
+	writeFile(t, filepath.Join(units, "systest.service"), systestUnit, 0o644)
+	for link, target := range map[string]string{
+		"multi-user.target.wants/systest.service": "/etc/systemd/system/systest.service",
+		"default.target": "/lib/systemd/system/multi-user.target",
+		// Nothing to log in on, and no seat: consoles and logind only slow the boot.
+		"console-getty.service":  "/dev/null",
+		"getty.target":           "/dev/null",
+		"systemd-logind.service": "/dev/null",
+	} {
+		p := filepath.Join(units, link)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(p)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A persistent journal, read after the container is gone.
+	if err := os.MkdirAll(filepath.Join(root, "var/log/journal"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	doneRoot()
+
+	doneBoot := stage(t, "nspawn boot + install, setup, print, upgrade, purge (inside)")
+	out, err := tryRun(t, cmdOpts{timeout: containerTimeout, quiet: true}, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+		"--private-network", "--console=pipe", "--system-call-filter=@memlock memfd_secret", "--directory="+root, "--boot")
+	doneBoot()
+	if log, err := os.ReadFile(filepath.Join(root, "systest/out/log")); err == nil {
+		t.Logf("inside the container:\n%s", log)
+	} else {
+		t.Logf("no log from inside the container (%v); the console said:\n%s", err, out)
+	}
+	rc, rcErr := os.ReadFile(filepath.Join(root, "systest/out/rc"))
+	if err != nil || rcErr != nil || strings.TrimSpace(string(rc)) != "0" {
+		journal, _ := tryRun(t, cmdOpts{quiet: true}, "journalctl", "--directory="+filepath.Join(root, "var/log/journal"),
+			"--no-pager", "-o", "short-monotonic", "-u", "lmntd.service", "-u", "lmntd.socket", "-u", "klipper.service", "-u", "marketsim.service", "-u", "systest.service")
+		if len(journal) > 20000 {
+			journal = journal[len(journal)-20000:]
+		}
+		t.Logf("journal of lmntd, klipper and the simulator:\n%s", journal)
+		if os.Getenv("LMNTD_SYSTEST_KEEP") != "" {
+			keep, _ := os.MkdirTemp("", "lmntd-systest-root-")
+			os.Rename(root, filepath.Join(keep, "root"))
+			t.Logf("container root kept in %s/root (LMNTD_SYSTEST_KEEP)", keep)
+		}
+		t.Fatalf("the container test failed: nspawn %v, status %q (%v)", err, strings.TrimSpace(string(rc)), rcErr)
+	}
+}
