@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X $(MODULE)/internal/version.Version=$(VERSION)
 PYTHON  := /usr/bin/python3
 
-.PHONY: all build deps tools test test-go test-python test-system release-snapshot bench demo clean
+.PHONY: all build deps tools test test-go test-python test-system test-image release-snapshot bench demo clean
 
 all: build
 
@@ -27,6 +27,7 @@ test: deps
 	$(MAKE) test-go
 	$(MAKE) test-python
 	$(MAKE) test-system
+	IMAGE_TEST_DEB_DIR=$(CURDIR)/dist $(MAKE) test-image
 
 test-go:
 	go test -count=1 ./...
@@ -60,8 +61,8 @@ clean:
 # Debian 12 root, and the first-boot unit booted three times under
 # systemd-nspawn. Needs root; the first run debootstraps arm64 through qemu
 # (3–20 min with the machine's load), later runs take ≈ 2–3 min.
-# Set IMAGE_TEST_DEB_DIR to test .debs built elsewhere instead of building them.
-.PHONY: test-image
+# Set IMAGE_TEST_DEB_DIR to test .debs built elsewhere instead of building
+# them (make test reuses the snapshot test-system just built).
 test-image: deps
 	@if [ -z "$$IMAGE_TEST_DEB_DIR" ]; then $(MAKE) release-snapshot; fi
 	go vet -tags system ./image/test/

@@ -50,6 +50,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	global.SetInterspersed(false)
 	global.SetOutput(stderr)
 	socket := global.String("socket", envOr("LMNT_SOCKET", DefaultSocket), "lmntd's API socket (also LMNT_SOCKET)")
+	timeout := global.Duration("timeout", DefaultAnswerTimeout, "how long to wait for lmntd's answer to a request")
+	showVersion := global.Bool("version", false, "print the version")
 	global.Usage = func() { fmt.Fprint(stdout, usage); fmt.Fprint(stdout, "\nGlobal flags:\n"+global.FlagUsages()) }
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -59,13 +61,16 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	rest := global.Args()
+	if *showVersion {
+		rest = []string{"version"}
+	}
 	if len(rest) == 0 {
 		global.Usage()
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{ctx: ctx, c: newClient(*socket), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr}
+	e := &env{ctx: ctx, c: newClient(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr}
 	cmd, cargs := rest[0], rest[1:]
 	var run func([]string) (int, error)
 	switch cmd {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,6 +215,37 @@ func TestPairNoWait(t *testing.T) {
 		_, out, _ := lmnt(t, d.Socket, "", "status", "--json")
 		return json.Unmarshal([]byte(out), &st) == nil && strings.HasPrefix(st.Summary, "paired as Boot printer")
 	})
+}
+
+// TestSilentSocket: systemd's socket accepts connections while lmntd is not
+// running; a command must give up with a clear message, not hang.
+func TestSilentSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepted, never answered
+		}
+	}()
+	code, _, errOut := lmnt(t, sock, "", "--timeout", "300ms", "status")
+	if code != 1 || !strings.Contains(errOut, "did not answer") || !strings.Contains(errOut, "systemctl status lmntd") {
+		t.Fatalf("status on a silent socket: %d %q", code, errOut)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	code, out, errOut := lmnt(t, "/nonexistent.sock", "", "--version")
+	if code != 0 || !strings.HasPrefix(out, "lmnt ") {
+		t.Fatalf("--version: %d %q %q", code, out, errOut)
+	}
 }
 
 // TestRegisterLegacy: lmnt register logs in and registers (legacy

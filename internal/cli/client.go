@@ -17,21 +17,28 @@ import (
 // DefaultSocket is where lmntd's API listens.
 const DefaultSocket = "/run/lmntd/api.sock"
 
+// DefaultAnswerTimeout bounds the wait for lmntd's answer once a request is
+// sent. The socket is systemd's: it accepts connections even while lmntd is
+// not (yet) running, so without a bound a command would hang forever.
+const DefaultAnswerTimeout = 60 * time.Second
+
 // client talks to lmntd's API socket.
 type client struct {
-	socket string
-	hc     *http.Client
+	socket  string
+	timeout time.Duration
+	hc      *http.Client
 }
 
-func newClient(socket string) *client {
+func newClient(socket string, timeout time.Duration) *client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
-		DisableCompression: true,
+		DisableCompression:    true,
+		ResponseHeaderTimeout: timeout,
 	}
-	return &client{socket: socket, hc: &http.Client{Transport: tr}}
+	return &client{socket: socket, timeout: timeout, hc: &http.Client{Transport: tr}}
 }
 
 // apiError is an error answer of the API.
@@ -71,6 +78,10 @@ func (c *client) do(ctx context.Context, method, path string, body io.Reader, co
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		var timeout interface{ Timeout() bool }
+		if errors.As(err, &timeout) && timeout.Timeout() {
+			return fmt.Errorf("lmntd did not answer on %s within %s: is it starting or stuck? See `systemctl status lmntd` and `journalctl -u lmntd`", c.socket, c.timeout)
 		}
 		return c.connError(err)
 	}

@@ -112,7 +112,7 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 	if err := d.startDaemon(lmntdPath, paths); err != nil {
 		return err
 	}
-	c := newClient(paths.apiSocket)
+	c := newClient(paths.apiSocket, DefaultAnswerTimeout)
 	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
 	err = c.waitForSocket(wctx, 50*time.Millisecond)
 	wcancel()
