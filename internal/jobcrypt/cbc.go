@@ -2,7 +2,6 @@ package jobcrypt
 
 import (
 	"crypto/aes"
-	"crypto/cipher"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -83,22 +82,25 @@ func (o StreamOptions) withDefaults() StreamOptions {
 // the caller must discard it. Errors: ErrEmptyCiphertext,
 // ErrCiphertextLength, ErrPadding, or src's or dst's error unchanged.
 func DecryptCBC(dst io.Writer, src io.Reader, key *[32]byte, iv *[16]byte, opts StreamOptions) (int64, error) {
-	block, err := aes.NewCipher(key[:])
-	if err != nil {
-		return 0, err // unreachable: the key length is fixed by the type
-	}
-	return decryptCBCStream(dst, src, block, iv, opts)
+	return decryptCBCStream(dst, src, key[:], iv, opts)
 }
 
-// decryptCBCStream is the engine shared by DecryptCBC and Fernet.
+// decryptCBCStream is the engine shared by DecryptCBC and Fernet; key is
+// an AES key (32 bytes for DecryptCBC, 16 for Fernet). The expanded key
+// schedule is zeroised when the stream ends, where the kernel allows.
 //
 // Buffers circulate between this goroutine (fill with ciphertext, decrypt
 // in place) and one writer goroutine (dst.Write). Each buffer keeps one
 // block of headroom in front, where the previous chunk's held-back last
 // plaintext block is copied, so every chunk reaches dst in a single Write.
-func decryptCBCStream(dst io.Writer, src io.Reader, block cipher.Block, iv *[16]byte, opts StreamOptions) (int64, error) {
+func decryptCBCStream(dst io.Writer, src io.Reader, key []byte, iv *[16]byte, opts StreamOptions) (int64, error) {
 	o := opts.withDefaults()
 	const bs = aes.BlockSize
+	kernel, err := newCBCKernel(key, o.Workers)
+	if err != nil {
+		return 0, err // unreachable: the callers' key lengths are fixed by their types
+	}
+	defer kernel.wipe()
 
 	free := make(chan []byte, o.Buffers)
 	for range o.Buffers {
@@ -144,7 +146,8 @@ func decryptCBCStream(dst io.Writer, src io.Reader, block cipher.Block, iv *[16]
 		return written, err
 	}
 
-	dec := newParallelCBC(block, o.Workers)
+	dec := newParallelCBC(kernel, o.Workers)
+	defer dec.close()
 	prev := *iv // last ciphertext block before the current chunk
 	var held [bs]byte
 	haveHeld := false
@@ -221,35 +224,49 @@ func fill(src io.Reader, p []byte) (n int, eof bool, err error) {
 // decryption of a block needs only that block and the ciphertext block
 // before it, so a chunk splits into segments whose IVs are the ciphertext
 // blocks just before them; all IVs are copied out before any segment is
-// overwritten. The per-segment state is allocated once per stream.
+// overwritten. Segment i uses kernel lane i. The helper goroutines and all
+// per-segment state live as long as the stream: nothing is allocated per
+// chunk.
 type parallelCBC struct {
-	modes  []cipher.BlockMode
+	kernel cbcKernel
 	bounds []int
 	ivs    [][aes.BlockSize]byte
+	ct     []byte        // the chunk being decrypted
+	segs   chan int      // segment numbers, to the helpers
+	done   chan struct{} // one per segment a helper has finished
 }
 
-// ivSetter is implemented by the standard library's CBC modes.
-type ivSetter interface{ SetIV([]byte) }
-
-func newParallelCBC(block cipher.Block, workers int) *parallelCBC {
+// newParallelCBC starts workers-1 helpers (the caller's goroutine is the
+// first worker); close stops them.
+func newParallelCBC(kernel cbcKernel, workers int) *parallelCBC {
 	p := &parallelCBC{
-		modes:  make([]cipher.BlockMode, workers),
+		kernel: kernel,
 		bounds: make([]int, workers+1),
 		ivs:    make([][aes.BlockSize]byte, workers),
+		segs:   make(chan int, workers),
+		done:   make(chan struct{}, workers),
 	}
-	for i := range p.modes {
-		p.modes[i] = cipher.NewCBCDecrypter(block, make([]byte, aes.BlockSize))
+	for range workers - 1 {
+		go p.helper()
 	}
 	return p
 }
 
+func (p *parallelCBC) helper() {
+	for i := range p.segs {
+		p.kernel.decryptBlocks(i, &p.ivs[i], p.ct[p.bounds[i]:p.bounds[i+1]])
+		p.done <- struct{}{}
+	}
+}
+
+func (p *parallelCBC) close() { close(p.segs) }
+
 // decrypt decrypts ct in place, chained to iv.
 func (p *parallelCBC) decrypt(iv *[16]byte, ct []byte) {
 	const bs = aes.BlockSize
-	segs := min(len(p.modes), len(ct)/minSegment)
+	segs := min(len(p.ivs), len(ct)/minSegment)
 	if segs <= 1 {
-		p.modes[0].(ivSetter).SetIV(iv[:])
-		p.modes[0].CryptBlocks(ct, ct)
+		p.kernel.decryptBlocks(0, iv, ct)
 		return
 	}
 	per := len(ct) / bs / segs * bs
@@ -260,18 +277,17 @@ func (p *parallelCBC) decrypt(iv *[16]byte, ct []byte) {
 		} else {
 			copy(p.ivs[i][:], ct[p.bounds[i]-bs:p.bounds[i]])
 		}
-		p.modes[i].(ivSetter).SetIV(p.ivs[i][:])
 	}
 	p.bounds[segs] = len(ct)
-	var wg sync.WaitGroup
+	p.ct = ct
 	for i := 1; i < segs; i++ {
-		seg := ct[p.bounds[i]:p.bounds[i+1]]
-		mode := p.modes[i]
-		wg.Go(func() { mode.CryptBlocks(seg, seg) })
+		p.segs <- i
 	}
-	first := ct[:p.bounds[1]]
-	p.modes[0].CryptBlocks(first, first)
-	wg.Wait()
+	p.kernel.decryptBlocks(0, &p.ivs[0], ct[:p.bounds[1]])
+	for i := 1; i < segs; i++ {
+		<-p.done
+	}
+	p.ct = nil
 }
 
 // pkcs7Padding validates the PKCS#7 padding of the final block in constant

@@ -90,13 +90,9 @@ func DecryptFernet(dst io.Writer, src io.Reader, key *FernetKey, opts StreamOpti
 	mac.Write(hdr[:])
 	body := &macTailReader{r: dec, mac: mac}
 
-	block, err := aes.NewCipher(key.encryption[:])
-	if err != nil {
-		return 0, err // unreachable: the key length is fixed by the type
-	}
 	var iv [aes.BlockSize]byte
 	copy(iv[:], hdr[9:])
-	n, err := decryptCBCStream(dst, body, block, &iv, opts)
+	n, err := decryptCBCStream(dst, body, key.encryption[:], &iv, opts)
 	if body.readErr != nil {
 		return n, tokenReadError(body.readErr)
 	}

@@ -1,0 +1,192 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// func subWord(w uint32) uint32
+// With w in all four columns ShiftRows is the identity, so AESE with a
+// zero round key is SubBytes alone.
+TEXT ·subWord(SB), NOSPLIT, $0-12
+	MOVWU	w+0(FP), R0
+	VDUP	R0, V0.S4
+	VEOR	V1.B16, V1.B16, V1.B16
+	AESE	V1.B16, V0.B16
+	VMOV	V0.S[0], R0
+	MOVW	R0, ret+8(FP)
+	VEOR	V0.B16, V0.B16, V0.B16
+	MOVD	ZR, R0
+	RET
+
+// func invMixColumns(rk *[16]byte)
+TEXT ·invMixColumns(SB), NOSPLIT, $0-8
+	MOVD	rk+0(FP), R0
+	VLD1	(R0), [V0.B16]
+	AESIMC	V0.B16, V0.B16
+	VST1	[V0.B16], (R0)
+	VEOR	V0.B16, V0.B16, V0.B16
+	RET
+
+// One inner round (AESD: AddRoundKey, InvShiftRows, InvSubBytes; then
+// InvMixColumns) of the equivalent inverse cipher on eight blocks, or one.
+#define ROUND8(K) \
+	AESD	K.B16, V0.B16; AESIMC	V0.B16, V0.B16; \
+	AESD	K.B16, V1.B16; AESIMC	V1.B16, V1.B16; \
+	AESD	K.B16, V2.B16; AESIMC	V2.B16, V2.B16; \
+	AESD	K.B16, V3.B16; AESIMC	V3.B16, V3.B16; \
+	AESD	K.B16, V4.B16; AESIMC	V4.B16, V4.B16; \
+	AESD	K.B16, V5.B16; AESIMC	V5.B16, V5.B16; \
+	AESD	K.B16, V6.B16; AESIMC	V6.B16, V6.B16; \
+	AESD	K.B16, V7.B16; AESIMC	V7.B16, V7.B16
+
+#define ROUND1(K) \
+	AESD	K.B16, V0.B16; AESIMC	V0.B16, V0.B16
+
+// func cbcDecryptAsm(rounds int, dec *byte, iv *[16]byte, dst, src *byte, n int)
+//
+// The rounds+1 round keys sit in V16-V30, aligned so that the last one is
+// always V30 (AES-256 starts at V16, AES-192 at V18, AES-128 at V20).
+// V0-V7: eight blocks in flight; V8-V15: their ciphertext, to chain; V31:
+// the ciphertext block before the current group (the IV at first). Every
+// ciphertext block a group needs is loaded before the group is stored, so
+// dst may be src.
+TEXT ·cbcDecryptAsm(SB), NOSPLIT, $0-48
+	MOVD	rounds+0(FP), R9
+	MOVD	dec+8(FP), R10
+	MOVD	iv+16(FP), R11
+	MOVD	dst+24(FP), R12
+	MOVD	src+32(FP), R13
+	MOVD	n+40(FP), R14
+	VLD1	(R11), [V31.B16]
+
+	CMP	$12, R9
+	BLT	keys128
+	BEQ	keys192
+	VLD1.P	64(R10), [V16.B16, V17.B16, V18.B16, V19.B16]
+	VLD1.P	64(R10), [V20.B16, V21.B16, V22.B16, V23.B16]
+	VLD1.P	64(R10), [V24.B16, V25.B16, V26.B16, V27.B16]
+	VLD1	(R10), [V28.B16, V29.B16, V30.B16]
+	B	loaded
+keys192:
+	VLD1.P	64(R10), [V18.B16, V19.B16, V20.B16, V21.B16]
+	VLD1.P	64(R10), [V22.B16, V23.B16, V24.B16, V25.B16]
+	VLD1.P	64(R10), [V26.B16, V27.B16, V28.B16, V29.B16]
+	VLD1	(R10), [V30.B16]
+	B	loaded
+keys128:
+	VLD1.P	64(R10), [V20.B16, V21.B16, V22.B16, V23.B16]
+	VLD1.P	64(R10), [V24.B16, V25.B16, V26.B16, V27.B16]
+	VLD1	(R10), [V28.B16, V29.B16, V30.B16]
+loaded:
+	CMP	$128, R14
+	BLT	tail
+
+loop8:
+	VLD1.P	64(R13), [V0.B16, V1.B16, V2.B16, V3.B16]
+	VLD1.P	64(R13), [V4.B16, V5.B16, V6.B16, V7.B16]
+	VMOV	V0.B16, V8.B16
+	VMOV	V1.B16, V9.B16
+	VMOV	V2.B16, V10.B16
+	VMOV	V3.B16, V11.B16
+	VMOV	V4.B16, V12.B16
+	VMOV	V5.B16, V13.B16
+	VMOV	V6.B16, V14.B16
+	VMOV	V7.B16, V15.B16
+	CMP	$12, R9
+	BLT	rounds8x128
+	BEQ	rounds8x192
+	ROUND8(V16)
+	ROUND8(V17)
+rounds8x192:
+	ROUND8(V18)
+	ROUND8(V19)
+rounds8x128:
+	ROUND8(V20)
+	ROUND8(V21)
+	ROUND8(V22)
+	ROUND8(V23)
+	ROUND8(V24)
+	ROUND8(V25)
+	ROUND8(V26)
+	ROUND8(V27)
+	ROUND8(V28)
+	AESD	V29.B16, V0.B16
+	AESD	V29.B16, V1.B16
+	AESD	V29.B16, V2.B16
+	AESD	V29.B16, V3.B16
+	AESD	V29.B16, V4.B16
+	AESD	V29.B16, V5.B16
+	AESD	V29.B16, V6.B16
+	AESD	V29.B16, V7.B16
+	VEOR	V30.B16, V0.B16, V0.B16
+	VEOR	V30.B16, V1.B16, V1.B16
+	VEOR	V30.B16, V2.B16, V2.B16
+	VEOR	V30.B16, V3.B16, V3.B16
+	VEOR	V30.B16, V4.B16, V4.B16
+	VEOR	V30.B16, V5.B16, V5.B16
+	VEOR	V30.B16, V6.B16, V6.B16
+	VEOR	V30.B16, V7.B16, V7.B16
+
+	VEOR	V31.B16, V0.B16, V0.B16
+	VEOR	V8.B16, V1.B16, V1.B16
+	VEOR	V9.B16, V2.B16, V2.B16
+	VEOR	V10.B16, V3.B16, V3.B16
+	VEOR	V11.B16, V4.B16, V4.B16
+	VEOR	V12.B16, V5.B16, V5.B16
+	VEOR	V13.B16, V6.B16, V6.B16
+	VEOR	V14.B16, V7.B16, V7.B16
+	VMOV	V15.B16, V31.B16
+	VST1.P	[V0.B16, V1.B16, V2.B16, V3.B16], 64(R12)
+	VST1.P	[V4.B16, V5.B16, V6.B16, V7.B16], 64(R12)
+	SUB	$128, R14
+	CMP	$128, R14
+	BGE	loop8
+
+tail:
+	CBZ	R14, done
+
+loop1:
+	VLD1.P	16(R13), [V0.B16]
+	VMOV	V0.B16, V8.B16
+	CMP	$12, R9
+	BLT	rounds1x128
+	BEQ	rounds1x192
+	ROUND1(V16)
+	ROUND1(V17)
+rounds1x192:
+	ROUND1(V18)
+	ROUND1(V19)
+rounds1x128:
+	ROUND1(V20)
+	ROUND1(V21)
+	ROUND1(V22)
+	ROUND1(V23)
+	ROUND1(V24)
+	ROUND1(V25)
+	ROUND1(V26)
+	ROUND1(V27)
+	ROUND1(V28)
+	AESD	V29.B16, V0.B16
+	VEOR	V30.B16, V0.B16, V0.B16
+	VEOR	V31.B16, V0.B16, V0.B16
+	VMOV	V8.B16, V31.B16
+	VST1.P	[V0.B16], 16(R12)
+	SUBS	$16, R14
+	BNE	loop1
+
+done:
+	// No round key stays behind in a register.
+	VEOR	V16.B16, V16.B16, V16.B16
+	VEOR	V17.B16, V17.B16, V17.B16
+	VEOR	V18.B16, V18.B16, V18.B16
+	VEOR	V19.B16, V19.B16, V19.B16
+	VEOR	V20.B16, V20.B16, V20.B16
+	VEOR	V21.B16, V21.B16, V21.B16
+	VEOR	V22.B16, V22.B16, V22.B16
+	VEOR	V23.B16, V23.B16, V23.B16
+	VEOR	V24.B16, V24.B16, V24.B16
+	VEOR	V25.B16, V25.B16, V25.B16
+	VEOR	V26.B16, V26.B16, V26.B16
+	VEOR	V27.B16, V27.B16, V27.B16
+	VEOR	V28.B16, V28.B16, V28.B16
+	VEOR	V29.B16, V29.B16, V29.B16
+	VEOR	V30.B16, V30.B16, V30.B16
+	RET
