@@ -193,7 +193,8 @@ func TestCommands(t *testing.T) {
 	if code, _, errOut = lmnt(t, gone, "", "status"); code != 1 || !strings.Contains(errOut, "lmntd is not running") {
 		t.Fatalf("status without a daemon: %d %s", code, errOut)
 	}
-	if code, out, _ = lmnt(t, gone, "", "doctor", "--offline", "--config", d.ConfigFile); code != 2 || !strings.Contains(out, "health: broken") {
+	if code, out, _ = lmnt(t, gone, "", "doctor", "--offline", "--config", d.ConfigFile); code != 2 || !strings.Contains(out, "health: broken") ||
+		!strings.Contains(out, "job compatibility") {
 		t.Fatalf("doctor without a daemon: %d\n%s", code, out)
 	}
 }

@@ -323,7 +323,7 @@ func localDoctor(cfgFile string, daemonErr error) api.DoctorReport {
 		if !rep.OK() {
 			kc.Result = api.CheckFail
 		}
-		r.Checks = append(r.Checks, kc)
+		r.Checks = append(r.Checks, kc, api.CompatibilityCheck(rep.Printer, cfg.Jobs.FilamentType))
 	}
 	r.Checks = append(r.Checks, api.Check{Name: "daemon", Required: true, Result: api.CheckFail, Detail: daemonErr.Error()})
 	r.Grade()

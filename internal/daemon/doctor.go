@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
-	"github.com/lmnt-marketplace/lmntd/internal/compat"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 )
 
@@ -116,19 +115,7 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 	}
 	add(kcfg)
 
-	// What no job can be compared with before it prints. Unknowns never
-	// block a job, so they are listed, not warned about (a delta printer
-	// or an unset filament type is a normal setup).
-	jc := api.Check{Name: "job compatibility", Result: api.CheckOK,
-		Detail: "each job's nozzle, size (Z; X/Y when the file states its extents) and filament are checked against printer.cfg before it prints"}
-	if gaps := compat.Coverage(kr.Printer, compat.Options{FilamentType: cfg.Jobs.FilamentType}); len(gaps) > 0 {
-		parts := make([]string, len(gaps))
-		for i, g := range gaps {
-			parts[i] = g.String()
-		}
-		jc.Detail += "; not checked: " + strings.Join(parts, "; ")
-	}
-	add(jc)
+	add(api.CompatibilityCheck(kr.Printer, cfg.Jobs.FilamentType))
 
 	// Bridge.
 	kl := d.bridge.State()
