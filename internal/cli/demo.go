@@ -308,37 +308,8 @@ func (d *demoRun) writeFiles() (demoPaths, error) {
 	printerCfg := fmt.Sprintf("[virtual_sdcard]\npath: %s\n\n[%s]\n%s: %s\n\n[%s]\n\n%s\n",
 		filepath.Join(d.tmp, "printer_data", "gcodes"), klippercfg.SectionBridge, klippercfg.BridgeSocketOption, p.bridge,
 		klippercfg.SectionSecurePrint, klippercfg.MacroSnippet)
-	toml := fmt.Sprintf(`# lmnt demo: a temporary lmntd against the marketplace simulator.
-api_profile = "current"
-
-[marketplace]
-url = %q
-tls_ca_file = %q
-check_interval = "5s"
-
-[push]
-enabled = true
-base_url = %q
-
-[paths]
-state_directory = %q
-runtime_directory = %q
-
-[seal]
-backend = "software"
-
-[klipper]
-user = %q
-config_file = %q
-bridge_socket = %q
-status_interval = "1s"
-
-[api]
-socket = %q
-
-[migration]
-import_moonraker = false
-`, d.sim.URL(), caFile, d.sim.PushURL(), p.state, p.runtime, me.Username, p.printerCfg, p.bridge, p.apiSocket)
+	toml := d.sim.LmntdTOML(marketsim.LmntdConfig{CAFile: caFile, StateDir: p.state, RuntimeDir: p.runtime,
+		KlipperUser: me.Username, PrinterCfg: p.printerCfg, BridgeSocket: p.bridge, API: fmt.Sprintf("[api]\nsocket = %q\n", p.apiSocket)})
 	files := []struct {
 		path string
 		data []byte

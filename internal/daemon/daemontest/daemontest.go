@@ -189,38 +189,8 @@ func Setup(t testing.TB, o Options) *Daemon {
 		mustWrite(t, kf, o.APIKey+"\n", 0o600)
 		api += fmt.Sprintf("api_key_file = %q\n", kf)
 	}
-	cws := ""
-	if profile == config.ProfileLegacy {
-		cws = fmt.Sprintf("cws_url = %q\n", d.Sim.URL())
-	}
-	toml := fmt.Sprintf(`api_profile = %q
-
-[marketplace]
-url = %q
-%stls_ca_file = %q
-check_interval = "5s"
-
-[push]
-enabled = true
-base_url = %q
-
-[paths]
-state_directory = %q
-runtime_directory = %q
-
-[seal]
-backend = "software"
-
-[klipper]
-user = %q
-config_file = %q
-bridge_socket = %q
-status_interval = "1s"
-
-%s
-[migration]
-import_moonraker = false
-%s`, profile, d.Sim.URL(), cws, ca, d.Sim.PushURL(), d.StateDir, run, me.Username, d.PrinterCfg, d.Bridge, api, o.ExtraTOML)
+	toml := d.Sim.LmntdTOML(marketsim.LmntdConfig{Legacy: profile == config.ProfileLegacy, CAFile: ca, StateDir: d.StateDir,
+		RuntimeDir: run, KlipperUser: me.Username, PrinterCfg: d.PrinterCfg, BridgeSocket: d.Bridge, API: api, Extra: o.ExtraTOML})
 	d.ConfigFile = filepath.Join(dir, "lmntd.toml")
 	mustWrite(t, d.ConfigFile, toml, 0o644)
 	if o.Prepare != nil {
