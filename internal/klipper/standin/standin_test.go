@@ -98,14 +98,15 @@ func TestPrintsEveryFixture(t *testing.T) {
 			t.Fatalf("%s: %v", fx.ExpectPath, err)
 		}
 		sum := sha256.Sum256(content)
-		if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: "fx" + string(rune('a'+i))}, sealed(t, content)); err != nil {
+		jobID := "fx" + string(rune('a'+i))
+		if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: jobID}, sealed(t, content)); err != nil {
 			t.Fatalf("%s: %v", fx.Name, err)
 		}
 		if _, err := k.WaitFor(ctxFor(t), func(klipper.Status) bool { return len(k.Prints()) == i+1 }); err != nil {
 			t.Fatalf("%s: %v", fx.Name, err)
 		}
 		st := k.Status()
-		waitServerIdle(t, srv)
+		waitServerHeardDone(t, srv, klipper.VirtualName(jobID))
 		rec := k.Prints()[i]
 		if rec.FinalState != standin.StateComplete || rec.SHA256 != hex.EncodeToString(sum[:]) || rec.BytesRead != int64(len(content)) {
 			t.Errorf("%s: record %+v", fx.Name, rec)
@@ -130,18 +131,25 @@ func TestPrintsEveryFixture(t *testing.T) {
 	}
 }
 
-// waitServerIdle waits until the server has heard that the print ended:
-// until then it refuses the next print as busy.
-func waitServerIdle(t *testing.T, srv *klipper.Server) {
+// waitServerHeardDone waits until the server has heard that the print of
+// name completed. The stand-in rate-limits its status reports, so an
+// instant print can end before the server has even heard it start; until
+// the server sees this print's own completion it may refuse the next one as
+// busy.
+func waitServerHeardDone(t *testing.T, srv *klipper.Server, name string) {
 	t.Helper()
 	ch, unsubscribe := srv.Subscribe()
 	defer unsubscribe()
 	ctx := ctxFor(t)
-	for srv.State().Status.VirtualSDCard.IsActive || srv.State().Status.PrintStats.State == standin.StatePrinting {
+	for {
+		st := srv.State().Status
+		if st.PrintStats.Filename == name && st.PrintStats.State == standin.StateComplete && !st.VirtualSDCard.IsActive {
+			return
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			t.Fatalf("server still sees a print: %+v", srv.State().Status.PrintStats)
+			t.Fatalf("server never heard %s complete: %+v", name, st.PrintStats)
 		}
 	}
 }
