@@ -73,7 +73,7 @@ func TestDemo(t *testing.T) {
 	}
 	took := time.Since(start)
 	text := out.String()
-	for _, want := range []string{"pairing code ", "paired as printer ", "downloading and decrypting", "printing: ",
+	for _, want := range []string{"pairing code ", "paired as printer ", "downloaded, decrypted and checked", "printing: ",
 		"verified: Klipper read 419301 bytes, SHA-256 ", "success ", "everything worked"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q", want)
