@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/configparser"
 )
 
 // moonrakerSection is the old plugin's section in moonraker.conf.
@@ -42,10 +44,6 @@ var (
 	moonrakerEscapedPrefix = regexp.MustCompile(` \\([#;])`)
 	// Moonraker's section regex (header up to the first "]").
 	moonrakerSectionRE = regexp.MustCompile(`^\s*\[([^]]+)\]`)
-	// Python configparser's SECTCRE (greedy: header up to the last "]").
-	configparserSectionRE = regexp.MustCompile(`^\[(.+)\]`)
-	// Python configparser's OPTCRE with delimiters "=" and ":".
-	configparserOptionRE = regexp.MustCompile(`^(.*?)\s*([=:])\s*(.*)$`)
 )
 
 // srcLine is one line handed to the configparser core, with its line number.
@@ -110,62 +108,47 @@ func parseMoonrakerConf(data []byte) (sections map[string]*iniSection, includes 
 	return sections, includes, nil
 }
 
-// configparserRead is Python's RawConfigParser._read for one buffer (one
-// read_string call) with comments already removed: the current section starts
-// unset, an indented line continues the previous option's value, option
-// names are lower-cased, values are stripped and multi-line values joined
-// with "\n".
+// configparserRead parses one buffer (one read_string call, comments
+// already removed) into sections; the first line configparser refuses is the
+// error.
 func configparserRead(lines []srcLine, sections map[string]*iniSection) error {
-	var cur *iniSection
-	var opt *iniOption
-	var parts []string
-	indentLevel := 0
-	finish := func() {
-		if opt != nil {
-			opt.Value = strings.TrimRight(strings.Join(parts, "\n"), " \t\r\n")
-		}
-		opt, parts = nil, nil
+	in := make([]configparser.Line, len(lines))
+	for i, l := range lines {
+		in[i] = configparser.Line{Text: l.text, CommentAt: -1}
 	}
-	for _, l := range lines {
-		value := strings.TrimSpace(l.text)
-		if value == "" {
-			if opt != nil {
-				parts = append(parts, "")
-			}
-			continue
-		}
-		curIndent := len(l.text) - len(strings.TrimLeft(l.text, " \t"))
-		if cur != nil && opt != nil && curIndent > indentLevel {
-			parts = append(parts, value)
-			continue
-		}
-		indentLevel = curIndent
-		if m := configparserSectionRE.FindStringSubmatch(value); m != nil {
-			finish()
-			name := m[1]
-			if s, ok := sections[name]; ok {
-				cur = s
-			} else {
-				cur = &iniSection{Name: name, Line: l.line, Options: map[string]*iniOption{}}
-				sections[name] = cur
-			}
-			continue
-		}
-		if cur == nil {
-			return &iniSyntaxError{Line: l.line, Msg: "option outside any [section]"}
-		}
-		m := configparserOptionRE.FindStringSubmatch(value)
-		if m == nil || strings.TrimSpace(m[1]) == "" {
-			return &iniSyntaxError{Line: l.line, Msg: fmt.Sprintf("not an option line (want \"key: value\"): %q", value)}
-		}
-		finish()
-		name := strings.ToLower(strings.TrimRight(m[1], " \t"))
-		opt = &iniOption{Name: name, Line: l.line}
-		parts = []string{strings.TrimSpace(m[3])}
-		cur.Options[name] = opt
+	r := &iniReader{lines: lines, sections: sections}
+	configparser.Read(in, r)
+	return r.err
+}
+
+// iniReader collects what configparser reads into sections.
+type iniReader struct {
+	lines    []srcLine
+	sections map[string]*iniSection
+	cur      *iniSection
+	err      error
+}
+
+func (r *iniReader) Section(name string, at int) {
+	s, ok := r.sections[name]
+	if !ok {
+		s = &iniSection{Name: name, Line: r.lines[at].line, Options: map[string]*iniOption{}}
+		r.sections[name] = s
 	}
-	finish()
-	return nil
+	r.cur = s
+}
+
+func (r *iniReader) Option(name, value string, at int) {
+	r.cur.Options[name] = &iniOption{Name: name, Value: value, Line: r.lines[at].line}
+}
+
+func (r *iniReader) Refused(problem configparser.Problem, text string, at int) bool {
+	msg := "option outside any [section]"
+	if problem == configparser.NotAnOption {
+		msg = fmt.Sprintf("not an option line (want \"key: value\"): %q", text)
+	}
+	r.err = &iniSyntaxError{Line: r.lines[at].line, Msg: msg}
+	return false
 }
 
 // expandTabs is Python's str.expandtabs.

@@ -15,9 +15,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/lmnt-marketplace/lmntd/internal/configparser"
 )
 
 // Limits that keep a hostile or broken tree from costing much: Klipper's own
@@ -34,13 +35,6 @@ var autosaveHeader = []string{
 	"#*# DO NOT EDIT THIS BLOCK OR BELOW. The contents are auto-generated.",
 	"#*#",
 }
-
-var (
-	// Python configparser's SECTCRE: header up to the last "]".
-	sectionRE = regexp.MustCompile(`^\[(.+)\]`)
-	// OPTCRE with delimiters "=" and ":" (the first one wins).
-	optionRE = regexp.MustCompile(`^(.*?)\s*([=:])\s*(.*)$`)
-)
 
 // Location is a line in a file of the include tree.
 type Location struct {
@@ -359,7 +353,7 @@ func (p *treeParser) parse(path string, lines []srcLine, depth int) {
 		if i := strings.IndexByte(l.text, '#'); i >= 0 {
 			l.text = l.text[:i]
 		}
-		if m := sectionRE.FindStringSubmatch(l.text); m != nil && strings.HasPrefix(m[1], "include ") {
+		if m := configparser.SectionRE.FindStringSubmatch(l.text); m != nil && strings.HasPrefix(m[1], "include ") {
 			p.read(buf)
 			buf = nil
 			p.include(path, strings.TrimSpace(m[1][len("include "):]), l.loc, depth)
@@ -443,76 +437,51 @@ func dropHidden(pattern string, matches []string) []string {
 // read is RawConfigParser._read (strict=False, inline_comment_prefixes
 // ";" and "#") for one buffer: each buffer starts outside any section.
 func (p *treeParser) read(lines []srcLine) {
-	var cur *Section
-	var opt *Option
-	var parts []string
-	indentLevel := 0
-	finish := func() {
-		if opt != nil {
-			opt.Value = strings.TrimRight(strings.Join(parts, "\n"), " \t\r\n\v\f")
-		}
-		opt, parts = nil, nil
-	}
-	defer finish()
-	for _, l := range lines {
-		commentStart := -1
-		if i := inlineComment(l.text); i >= 0 {
-			commentStart = i
-		}
+	in := make([]configparser.Line, len(lines))
+	for i, l := range lines {
+		commentAt := inlineComment(l.text)
 		if t := strings.TrimSpace(l.text); strings.HasPrefix(t, ";") || strings.HasPrefix(t, "#") {
-			commentStart = 0
+			commentAt = 0
 		}
-		value := l.text
-		if commentStart >= 0 {
-			value = value[:commentStart]
-		}
-		value = strings.TrimSpace(value)
-		if value == "" {
-			// empty_lines_in_values: a blank line stays inside a value.
-			if commentStart < 0 && cur != nil && opt != nil {
-				parts = append(parts, "")
-			}
-			continue
-		}
-		curIndent := len(l.text) - len(strings.TrimLeft(l.text, " \t\v\f\r"))
-		if cur != nil && opt != nil && curIndent > indentLevel {
-			parts = append(parts, value)
-			continue
-		}
-		indentLevel = curIndent
-		if m := sectionRE.FindStringSubmatch(value); m != nil {
-			finish()
-			name := m[1]
-			s, ok := p.c.sections[name]
-			if !ok {
-				s = &Section{Name: name, Loc: l.loc, options: map[string]*Option{}}
-				p.c.sections[name] = s
-				p.c.order = append(p.c.order, name)
-			}
-			cur = s
-			continue
-		}
-		if cur == nil {
-			p.problem(SeverityError, CodeSyntax, l.loc, fmt.Sprintf("option %q outside any [section]; Klipper will not start", value),
-				"put it below the [section] it belongs to (after an [include] a new section must start)")
-			continue
-		}
-		m := optionRE.FindStringSubmatch(value)
-		if m == nil || strings.TrimSpace(m[1]) == "" {
-			p.problem(SeverityError, CodeSyntax, l.loc, fmt.Sprintf("%q is not an option line; Klipper will not start", value),
-				`write "name: value", or indent it to continue the previous option`)
-			finish()
-			continue
-		}
-		finish()
-		name := strings.ToLower(strings.TrimRight(m[1], " \t"))
-		if _, exists := cur.options[name]; !exists {
-			cur.order = append(cur.order, name)
-		}
-		opt = &Option{Name: name, Loc: l.loc, SaveConfig: l.saveConfig}
-		parts = []string{strings.TrimSpace(m[3])}
-		cur.options[name] = opt
+		in[i] = configparser.Line{Text: l.text, CommentAt: commentAt}
 	}
+	configparser.Read(in, &treeReader{p: p, lines: lines})
+}
+
+// treeReader adds what configparser reads from one file to the tree.
+type treeReader struct {
+	p     *treeParser
+	lines []srcLine
+	cur   *Section
+}
+
+func (r *treeReader) Section(name string, at int) {
+	s, ok := r.p.c.sections[name]
+	if !ok {
+		s = &Section{Name: name, Loc: r.lines[at].loc, options: map[string]*Option{}}
+		r.p.c.sections[name] = s
+		r.p.c.order = append(r.p.c.order, name)
+	}
+	r.cur = s
+}
+
+func (r *treeReader) Option(name, value string, at int) {
+	if _, exists := r.cur.options[name]; !exists {
+		r.cur.order = append(r.cur.order, name)
+	}
+	l := r.lines[at]
+	r.cur.options[name] = &Option{Name: name, Value: value, Loc: l.loc, SaveConfig: l.saveConfig}
+}
+
+func (r *treeReader) Refused(problem configparser.Problem, text string, at int) bool {
+	if problem == configparser.OutsideSection {
+		r.p.problem(SeverityError, CodeSyntax, r.lines[at].loc, fmt.Sprintf("option %q outside any [section]; Klipper will not start", text),
+			"put it below the [section] it belongs to (after an [include] a new section must start)")
+	} else {
+		r.p.problem(SeverityError, CodeSyntax, r.lines[at].loc, fmt.Sprintf("%q is not an option line; Klipper will not start", text),
+			`write "name: value", or indent it to continue the previous option`)
+	}
+	return true
 }
 
 // inlineComment finds a ";" or "#" that starts the line or follows
