@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
@@ -24,6 +25,8 @@ type conn struct {
 	peer Peer
 
 	wmu sync.Mutex // one packet write at a time, with its deadline
+	// welcomed: the welcome is out, so state packets may follow it.
+	welcomed atomic.Bool
 
 	mu      sync.Mutex
 	pending map[string]*pendingRequest
@@ -187,13 +190,22 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 	// be sent a print at once.
 	s.activate(c, hello)
 	welcome := WelcomePacket{
-		Envelope:       NewEnvelope(TypeWelcome, ""),
-		DaemonVersion:  s.opts.DaemonVersion,
-		StatusInterval: int(s.opts.StatusInterval / time.Second),
+		Envelope:           NewEnvelope(TypeWelcome, ""),
+		DaemonVersion:      s.opts.DaemonVersion,
+		StatusInterval:     int(s.opts.StatusInterval / time.Second),
+		IdleStatusInterval: int(s.opts.IdleStatusInterval / time.Second),
 	}
 	if err := c.send(welcome); err != nil {
 		s.deactivate(c, "sending welcome failed: "+err.Error())
 		return
+	}
+	c.welcomed.Store(true)
+	// The extra starts from the zero state: only news is sent.
+	if st := s.statePacket(); st.PairingCode != "" || st.WaitingForReady || st.Job != nil || st.LastError != "" {
+		if err := c.send(st); err != nil {
+			s.deactivate(c, "sending lmntd's state failed: "+err.Error())
+			return
+		}
 	}
 	reason := s.readLoop(c, buf)
 	s.deactivate(c, reason)

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ProtocolVersion is the bridge protocol version this package speaks
@@ -28,6 +31,7 @@ const (
 	TypeCancel  = "cancel"
 	TypeConsole = "console"
 	TypePing    = "ping"
+	TypeState   = "state"
 	TypeError   = "error"
 )
 
@@ -139,6 +143,10 @@ type WelcomePacket struct {
 	Envelope
 	DaemonVersion  string `json:"daemon_version"`
 	StatusInterval int    `json:"status_interval"`
+	// IdleStatusInterval is the heartbeat while Klipper prints nothing:
+	// changes still travel at once (an extra without this field sends
+	// every StatusInterval).
+	IdleStatusInterval int `json:"idle_status_interval,omitempty"`
 }
 
 type StatusPacket struct {
@@ -165,11 +173,38 @@ type CommandPacket struct {
 // FilePacket is both `print` (with JobID) and `file` (answer to a fetch).
 type FilePacket struct {
 	Envelope
-	JobID    string   `json:"job_id,omitempty"`
-	Name     string   `json:"name"`
+	JobID string `json:"job_id,omitempty"`
+	Name  string `json:"name"`
+	// Filename, when set, is the print_stats file name: the job's metadata
+	// stub under the gcodes directory (.lmnt/<title>.gcode), so Moonraker
+	// attaches the stub's metadata to the print.
+	Filename string   `json:"filename,omitempty"`
+	Title    string   `json:"title,omitempty"`
 	Size     int64    `json:"size"`
 	SHA256   string   `json:"sha256"`
 	Metadata Metadata `json:"metadata"`
+}
+
+// DaemonState is what lmntd wants Klipper's users to see in the extras'
+// get_status(): Mainsail's object view, macros, Moonraker subscriptions.
+type DaemonState struct {
+	PairingCode     string    `json:"pairing_code,omitempty"`
+	WaitingForReady bool      `json:"waiting_for_ready"`
+	Job             *StateJob `json:"job,omitempty"`
+	LastError       string    `json:"last_error,omitempty"`
+}
+
+// StateJob is the job lmntd is working on.
+type StateJob struct {
+	ID    string `json:"id"`
+	Title string `json:"title,omitempty"`
+	State string `json:"state"`
+}
+
+// StatePacket carries DaemonState, sent after the welcome and on change.
+type StatePacket struct {
+	Envelope
+	DaemonState
 }
 
 type CancelPacket struct {
@@ -215,6 +250,33 @@ func ValidateName(name string) error {
 		return fmt.Errorf("%w: %q", ErrInvalidName, name)
 	case !namePattern.MatchString(name):
 		return fmt.Errorf("%w: %q has characters outside [A-Za-z0-9._-]", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// MaxFilenameLen bounds a print_stats file name (a metadata stub's).
+const MaxFilenameLen = 200
+
+// StubFolder is the only folder a print_stats file name may name: the
+// metadata stubs' (internal/mdstub).
+const StubFolder = ".lmnt"
+
+// ValidateFilename checks a print_stats file name: .lmnt/<name>.gcode,
+// valid UTF-8, no control character, no further folder, no hidden name.
+func ValidateFilename(name string) error {
+	file, ok := strings.CutPrefix(name, StubFolder+"/")
+	switch {
+	case len(name) > MaxFilenameLen:
+		return fmt.Errorf("%w: filename of %d bytes, at most %d", ErrInvalidName, len(name), MaxFilenameLen)
+	case !ok || file == "" || strings.ContainsAny(file, "/\\") || file[0] == '.':
+		return fmt.Errorf("%w: filename %q is not %s/<name>.gcode", ErrInvalidName, name, StubFolder)
+	case !strings.HasSuffix(file, ".gcode") || !utf8.ValidString(file):
+		return fmt.Errorf("%w: filename %q is not %s/<name>.gcode", ErrInvalidName, name, StubFolder)
+	}
+	for _, r := range file {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: filename %q has control characters", ErrInvalidName, name)
+		}
 	}
 	return nil
 }

@@ -78,8 +78,12 @@ type Options struct {
 	// StatusInterval is the period the extra is told to report status at
 	// (welcome.status_interval). Default 5 s; whole seconds on the wire.
 	StatusInterval time.Duration
+	// IdleStatusInterval is the extra's heartbeat while Klipper prints
+	// nothing (welcome.idle_status_interval); changes are sent at once
+	// anyway. Default 60 s, at least StatusInterval.
+	IdleStatusInterval time.Duration
 	// IdleTimeout closes a connection that sent nothing for this long (a
-	// hung or vanished Klipper). Default 4×StatusInterval, at least 15 s.
+	// hung or vanished Klipper). Default 2×IdleStatusInterval + 15 s.
 	IdleTimeout time.Duration
 	// HandshakeTimeout bounds the wait for hello. Default 10 s.
 	HandshakeTimeout time.Duration
@@ -170,6 +174,7 @@ type Server struct {
 	subs    map[chan struct{}]struct{}
 	staged  map[string]*stagedFile
 	handing bool // a Print is between send and result
+	daemon  DaemonState
 	nextID  uint64
 	stopped bool
 	serving bool
@@ -196,8 +201,12 @@ func NewServer(opts Options) *Server {
 	if opts.StatusInterval < time.Second {
 		opts.StatusInterval = time.Second
 	}
+	if opts.IdleStatusInterval <= 0 {
+		opts.IdleStatusInterval = 60 * time.Second
+	}
+	opts.IdleStatusInterval = max(opts.IdleStatusInterval, opts.StatusInterval)
 	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = max(4*opts.StatusInterval, 15*time.Second)
+		opts.IdleTimeout = 2*opts.IdleStatusInterval + 15*time.Second
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
@@ -369,9 +378,13 @@ func (s *Server) Commands() <-chan Command { return s.commands }
 // PrintRequest describes a job to print.
 type PrintRequest struct {
 	JobID string
-	// Name is the virtual file name Klipper shows; default
-	// VirtualName(JobID). Only [A-Za-z0-9._-].
-	Name     string
+	// Name is the virtual file name; default VirtualName(JobID). Only
+	// [A-Za-z0-9._-].
+	Name string
+	// Filename, when set, is what print_stats shows instead of Name: the
+	// job's metadata stub (ValidateFilename).
+	Filename string
+	Title    string
 	Metadata Metadata
 	// SHA256 is the hex digest of the memfd's content when the caller
 	// already has it (the decrypt pipeline does); empty ⇒ computed here.
@@ -394,10 +407,16 @@ func (s *Server) Print(ctx context.Context, req PrintRequest, f *memfd.File) err
 	if err := ValidateName(name); err != nil {
 		return fmt.Errorf("klipper: print: %w", err)
 	}
+	if req.Filename != "" {
+		if err := ValidateFilename(req.Filename); err != nil {
+			return fmt.Errorf("klipper: print: %w", err)
+		}
+	}
 	pkt, err := describeFile(f, name, req.Metadata, req.SHA256)
 	if err != nil {
 		return fmt.Errorf("klipper: print %s: %w", req.JobID, err)
 	}
+	pkt.Filename, pkt.Title = req.Filename, req.Title
 	c, err := s.activeConn()
 	if err != nil {
 		return err
@@ -590,6 +609,40 @@ func ConsoleLine(text string) string {
 		line = line[:cut]
 	}
 	return line
+}
+
+// SetDaemonState updates what the extras' get_status() shows about lmntd
+// (pairing code, waiting for LMNT_READY, the job's title, last error). It
+// is sent now when it changed, and to every extra after its welcome.
+func (s *Server) SetDaemonState(st DaemonState) {
+	s.mu.Lock()
+	same := s.daemon.PairingCode == st.PairingCode && s.daemon.WaitingForReady == st.WaitingForReady &&
+		s.daemon.LastError == st.LastError && (s.daemon.Job == nil) == (st.Job == nil) &&
+		(st.Job == nil || *s.daemon.Job == *st.Job)
+	if st.Job != nil {
+		j := *st.Job
+		st.Job = &j
+	}
+	s.daemon = st
+	c := s.active
+	s.mu.Unlock()
+	if same || c == nil || !c.welcomed.Load() {
+		return // a connection not welcomed yet gets it right after
+	}
+	if err := c.send(s.statePacket()); err != nil {
+		s.log.Debug("sending lmntd's state to the extra", "err", err)
+	}
+}
+
+func (s *Server) statePacket() StatePacket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.daemon
+	if st.Job != nil {
+		j := *st.Job
+		st.Job = &j
+	}
+	return StatePacket{Envelope: NewEnvelope(TypeState, ""), DaemonState: st}
 }
 
 // Ping checks the extra is alive and returns the round-trip time.

@@ -30,13 +30,25 @@ MAX_PACKET = 65536
 DEFAULT_SOCKET_PATH = "/run/lmntd/klipper.sock"
 SECTIONS = ("encrypted_file_bridge", "secure_print")
 
-# Reconnect backoff (protocol: 1 s doubling to 30 s).
+# Reconnect delay: 1 s, then 2 s. lmntd's socket is socket-activated, so a
+# connect attempt costs one syscall and succeeds as soon as systemd holds
+# the socket again; a longer backoff only left Klipper disconnected (up to
+# 29 s) after lmntd came back.
 RECONNECT_MIN_DELAY = 1.0
-RECONNECT_MAX_DELAY = 30.0
-# How often Klipper's state is compared with what lmntd was last told.
+RECONNECT_MAX_DELAY = 2.0
+# A daemon that speaks another protocol version is retried this rarely.
+INCOMPATIBLE_RETRY_DELAY = 30.0
+# How often Klipper's state is compared with what lmntd was last told:
+# every second while a print is loaded or something is pending, else every
+# IDLE_POLL_INTERVAL. Klipper events (ready, shutdown, file load/reset,
+# Kalico's print_stats events) and this extra's own actions trigger a
+# comparison at once.
 POLL_INTERVAL = 1.0
-# Full status period until the daemon's welcome says otherwise.
+IDLE_POLL_INTERVAL = 5.0
+# Full status period while printing, and while idle, until the daemon's
+# welcome says otherwise (status_interval, idle_status_interval).
 DEFAULT_STATUS_INTERVAL = 5.0
+DEFAULT_IDLE_STATUS_INTERVAL = 60.0
 # Packets waiting for the daemon to drain its socket; beyond this the daemon
 # is stuck and the connection is dropped (it will be re-established).
 MAX_QUEUED_PACKETS = 64
@@ -120,6 +132,14 @@ def detect_klipper(printer):
     return ("kalico" if kalico else "klipper"), features
 
 
+def _interval(value, default):
+    """A period from the daemon's welcome, bounded to 1 s .. 300 s."""
+    if isinstance(value, (int, float)) and not isinstance(
+            value, bool) and value > 0:
+        return min(max(float(value), 1.), 300.)
+    return default
+
+
 def _module_of(obj):
     return sys.modules.get(type(obj).__module__)
 
@@ -148,6 +168,11 @@ class EncryptedFileBridge:
         self.gcode = self.printer.lookup_object("gcode")
         self.conn = None
         self.status_interval = DEFAULT_STATUS_INTERVAL
+        self.idle_status_interval = DEFAULT_IDLE_STATUS_INTERVAL
+        self.daemon_version = None
+        self.daemon_state = {}       # lmntd's last `state` packet
+        self.last_error = None
+        self.printing = False        # a print is loaded, running or paused
         self.backoff = RECONNECT_MIN_DELAY
         self.last_sent_discrete = None
         self.next_full_status = 0.
@@ -171,6 +196,15 @@ class EncryptedFileBridge:
                                             self._handle_state_change)
         self.printer.register_event_handler("klippy:disconnect",
                                             self._handle_disconnect)
+        # Changes Klipper announces: compare at once instead of waiting for
+        # the idle poll (v0.11+ reset_file; Kalico's print_stats events).
+        for event in ("virtual_sdcard:reset_file", "virtual_sdcard:load_file",
+                      "print_stats:start", "print_stats:printing",
+                      "print_stats:paused", "print_stats:complete",
+                      "print_stats:error", "print_stats:cancelled",
+                      "print_stats:standby"):
+            self.printer.register_event_handler(
+                event, lambda *args: self.request_status_check())
 
     # ---- API used by [secure_print] -------------------------------------
     def is_connected(self):
@@ -275,6 +309,7 @@ class EncryptedFileBridge:
         conn.queue = []
         self.reactor.update_timer(self.poll_timer, self.reactor.NEVER)
         self.last_sent_discrete = None
+        self.daemon_state = {}
         logging.info("encrypted_file_bridge: disconnected from lmntd: %s",
                      reason)
         for request_id, (name, _) in sorted(self.pending_fetches.items()):
@@ -413,6 +448,7 @@ class EncryptedFileBridge:
             "cancel": self._handle_cancel,
             "console": self._handle_console,
             "ping": self._handle_ping,
+            "state": self._handle_state,
             "error": self._handle_error,
             "welcome": lambda p, f: None,
         }.get(kind)
@@ -431,13 +467,18 @@ class EncryptedFileBridge:
         self.conn.welcomed = True
         self.backoff = RECONNECT_MIN_DELAY
         self.reported_problems.clear()
-        interval = packet.get("status_interval")
-        if isinstance(interval, (int, float)) and not isinstance(
-                interval, bool) and interval > 0:
-            self.status_interval = min(max(float(interval), 1.), 300.)
+        self.status_interval = _interval(packet.get("status_interval"),
+                                         DEFAULT_STATUS_INTERVAL)
+        # An older lmntd does not send it, and expects status_interval.
+        self.idle_status_interval = _interval(
+            packet.get("idle_status_interval"), self.status_interval)
+        version = packet.get("daemon_version")
+        self.daemon_version = version if isinstance(version, str) else None
+        self.last_error = None
         logging.info("encrypted_file_bridge: lmntd %s welcomed us "
-                     "(status every %.0f s)", packet.get("daemon_version"),
-                     self.status_interval)
+                     "(status every %.0f s, %.0f s when idle)",
+                     self.daemon_version, self.status_interval,
+                     self.idle_status_interval)
         self.next_full_status = 0.
         self.reactor.update_timer(self.poll_timer, self.reactor.NOW)
 
@@ -482,6 +523,30 @@ class EncryptedFileBridge:
             return
         self.gcode.respond_info(text)
 
+    def _handle_state(self, packet):
+        # What lmntd wants Klipper's users to see: get_status() shows it
+        # (Mainsail's object view, macros). Only known fields, typed.
+        state = {}
+        code = packet.get("pairing_code")
+        if isinstance(code, str) and re.match(r"^[A-Za-z0-9-]{1,16}$", code):
+            state["pairing_code"] = code
+        state["waiting_for_ready"] = packet.get("waiting_for_ready") is True
+        job = packet.get("job")
+        if isinstance(job, dict):
+            title = job.get("title")
+            job_id = job.get("id")
+            state["job_title"] = (title[:200] if isinstance(title, str)
+                                  else "")
+            state["job_id"] = job_id if isinstance(job_id, str) else None
+            job_state = job.get("state")
+            state["job_state"] = (job_state if isinstance(job_state, str)
+                                  else None)
+        error = packet.get("last_error")
+        if isinstance(error, str) and console_text_refusal(
+                "LMNT: " + error) is None:
+            state["last_error"] = error
+        self.daemon_state = state
+
     def _handle_ping(self, packet):
         self._send({"type": "pong", "id": packet.get("id")})
 
@@ -510,7 +575,7 @@ class EncryptedFileBridge:
                 "(it supports %s); update the lmntd Klipper extras"
                 % (PROTOCOL_VERSION, packet.get("supported")))
             self._disconnect("unsupported protocol version",
-                             retry_delay=RECONNECT_MAX_DELAY)
+                             retry_delay=INCOMPATIBLE_RETRY_DELAY)
             return
         logging.warning("encrypted_file_bridge: lmntd reported error %s: %s",
                         code, message)
@@ -521,7 +586,7 @@ class EncryptedFileBridge:
             "speaks v%d; update the lmntd Klipper extras"
             % (version, PROTOCOL_VERSION))
         self._disconnect("unsupported protocol version %r" % (version,),
-                         retry_delay=RECONNECT_MAX_DELAY)
+                         retry_delay=INCOMPATIBLE_RETRY_DELAY)
 
     def _protocol_violation(self, what):
         logging.error("encrypted_file_bridge: protocol error from lmntd: %s",
@@ -589,12 +654,42 @@ class EncryptedFileBridge:
                                     "%s in time" % (name,))
         status = self._collect_status(eventtime)
         discrete = self._discrete_part(status)
+        sd = status.get("virtual_sdcard") or {}
+        self.printing = bool(sd.get("is_active")) or (
+            status.get("print_stats") or {}).get("state") in (
+                "printing", "paused")
+        period = (self.status_interval if self.printing
+                  else self.idle_status_interval)
         if discrete != self.last_sent_discrete or (
                 eventtime >= self.next_full_status):
             self.last_sent_discrete = discrete
-            self.next_full_status = eventtime + self.status_interval
+            self.next_full_status = eventtime + period
             self._send(status)
-        return eventtime + POLL_INTERVAL
+        else:
+            # A print that just started must not wait out an idle period.
+            self.next_full_status = min(self.next_full_status,
+                                        eventtime + period)
+        if self.printing or self.pending_fetches:
+            return eventtime + POLL_INTERVAL
+        return eventtime + IDLE_POLL_INTERVAL
+
+    # ---- status for Mainsail/Fluidd and macros ----------------------------
+    def get_status(self, eventtime):
+        """printer["encrypted_file_bridge"] in macros, Moonraker (object
+        queries and subscriptions) and Mainsail's object view."""
+        state = self.daemon_state
+        return {
+            "connected": self.is_connected(),
+            "lmntd_version": self.daemon_version if self.is_connected()
+            else None,
+            "pairing_code": state.get("pairing_code"),
+            "waiting_for_ready": bool(state.get("waiting_for_ready")),
+            "ready_confirmed": self.ready_confirmed,
+            "job_id": state.get("job_id"),
+            "job_title": state.get("job_title", ""),
+            "job_state": state.get("job_state"),
+            "last_error": state.get("last_error") or self.last_error,
+        }
 
     # ---- Klipper events --------------------------------------------------
     def _handle_state_change(self):
@@ -615,6 +710,7 @@ class EncryptedFileBridge:
 
     def _note_problem(self, key, text, console=True):
         """Log (and show) a connection problem once, not every retry."""
+        self.last_error = text
         if key in self.reported_problems:
             return
         self.reported_problems.add(key)

@@ -43,6 +43,62 @@ class LoadError(Exception):
     """The fd or the printer state does not allow starting the print."""
 
 
+class JobContentWithheld(OSError):
+    """Raised instead of returning job text once Klipper has shut down."""
+
+
+# The metadata stub's first line (lmntd's internal/mdstub): printing the
+# stub itself stops here, with this extra's message.
+STUB_GUARD_COMMAND = "LMNT_METADATA_STUB"
+# A print_stats file name lmntd may give its job: its metadata stub,
+# <gcodes>/.lmnt/<title>.gcode (letters of any script, digits, space and
+# ._-()+, only; no path but that one folder).
+STUB_NAME_RE = re.compile(
+    r"^\.lmnt/[^/\x00-\x1f\x7f.][^/\x00-\x1f\x7f]{0,120}\.gcode$")
+
+
+class JobReader(io.TextIOWrapper):
+    """virtual_sdcard's current_file for an lmntd job.
+
+    On every shutdown during a print, virtual_sdcard logs the file around
+    the read position into klippy.log ("Virtual sdcard (N): ... Upcoming
+    (N): ...", up to 1152 bytes): v0.11 to v0.13 and Kalico from their
+    klippy:shutdown handler, Klipper master from a callback its
+    klippy:analyze_shutdown handler registers. Both read through
+    current_file.seek/read. Klipper marks itself shut down before it runs
+    any of those handlers, so this reader refuses to seek or read from that
+    moment on: the dump logs an exception with this class's message and no
+    byte of the job, whatever the order of the handlers, on every version,
+    without patching Klipper.
+    """
+
+    def _lmnt_guard(self):
+        if self._lmnt_is_shutdown():
+            raise JobContentWithheld(
+                "LMNT: the job's G-code is not read after a shutdown (it "
+                "must never reach klippy.log)")
+
+    def read(self, *args):
+        self._lmnt_guard()
+        return super().read(*args)
+
+    def readline(self, *args):
+        self._lmnt_guard()
+        return super().readline(*args)
+
+    def readlines(self, *args):
+        self._lmnt_guard()
+        return super().readlines(*args)
+
+    def __next__(self):
+        self._lmnt_guard()
+        return super().__next__()
+
+    def seek(self, *args):
+        self._lmnt_guard()
+        return super().seek(*args)
+
+
 def check_sealed_memfd(fd):
     """Return the size of fd if it is a regular memfd sealed against change.
 
@@ -86,6 +142,13 @@ class _Staged:
         self.name = packet.get("name")
         metadata = packet.get("metadata")
         self.metadata = metadata if isinstance(metadata, dict) else {}
+        # What Mainsail shows: the metadata stub's name when lmntd wrote
+        # one, else the virtual name.
+        filename = packet.get("filename")
+        self.filename = (filename if isinstance(filename, str)
+                         and STUB_NAME_RE.match(filename) else self.name)
+        title = packet.get("title")
+        self.title = title if isinstance(title, str) else ""
 
     def close(self):
         if self.fd is not None:
@@ -101,6 +164,13 @@ class SecurePrint:
         self.staged = {}          # slot -> _Staged
         self.slot_counter = 0
         self.loaded = None        # (job_id, name, reader, raw) of our print
+        self.loaded_title = ""
+        self.loaded_filename = None
+        self.last_error = None
+        self.shut_down = False
+        self.gcode.register_command(STUB_GUARD_COMMAND,
+                                    self.cmd_LMNT_METADATA_STUB,
+                                    desc=self.cmd_LMNT_METADATA_STUB_help)
         self.gcode.register_command("_LMNT_START_PRINT",
                                     self.cmd_LMNT_START_PRINT)
         self.gcode.register_command("SET_GCODE_FD", self.cmd_SET_GCODE_FD,
@@ -141,6 +211,7 @@ class SecurePrint:
                 os.close(fd)
         except (LoadError, OSError) as e:
             msg = str(e)
+            self.last_error = msg
             logging.error("secure_print: refusing %s: %s",
                           packet.get("name"), msg)
             self.gcode.respond_raw("!! LMNT: print refused: %s" % (msg,))
@@ -164,6 +235,7 @@ class SecurePrint:
             self.gcode.run_script("_LMNT_START_PRINT SLOT=%d" % (slot,))
         except self.gcode.error as e:
             error = str(e) or "print start failed"
+            self.last_error = error
         finally:
             self.staged.pop(slot, None)
             staged.close()  # no-op once virtual_sdcard owns the fd
@@ -228,11 +300,17 @@ class SecurePrint:
         vsd.current_file = reader
         vsd.file_position = 0
         vsd.file_size = staged.size
-        print_stats.set_current_file(staged.name)
-        gcmd.respond_raw("File opened:%s Size:%d" % (staged.name,
+        # Moonraker looks print_stats.filename up in its gcodes folder:
+        # with lmntd's metadata stub there, Mainsail and Fluidd show the
+        # job's thumbnail, estimates and layers, and the history keeps them.
+        print_stats.set_current_file(staged.filename)
+        gcmd.respond_raw("File opened:%s Size:%d" % (staged.filename,
                                                      staged.size))
         gcmd.respond_raw("File selected")
         self.loaded = (staged.job_id, staged.name, reader, raw)
+        self.loaded_title = staged.title
+        self.loaded_filename = staged.filename
+        self.last_error = None
         self.printer.send_event("virtual_sdcard:load_file")
         vsd.do_resume()
         # set_current_file() reset the layer info, so it is set only now.
@@ -279,8 +357,9 @@ class SecurePrint:
                 # Klipper master reads files on a thread; wrap like
                 # _load_file does so reads never block the reactor.
                 wrapped = executor.wrap_obj(raw)
-            reader = io.TextIOWrapper(io.BufferedReader(wrapped),
-                                      encoding="utf-8", newline="")
+            reader = JobReader(io.BufferedReader(wrapped), encoding="utf-8",
+                               newline="")
+            reader._lmnt_is_shutdown = self._is_shutdown
             return reader, raw
         except Exception:
             raw.close()
@@ -336,6 +415,28 @@ class SecurePrint:
             gcmd.respond_info("LMNT: bed clear; lmntd is not connected, it "
                               "will be told when it reconnects")
 
+    cmd_LMNT_METADATA_STUB_help = ("First line of lmntd's metadata stubs: "
+                                   "refuses to print a stub")
+
+    def cmd_LMNT_METADATA_STUB(self, gcmd):
+        raise gcmd.error("LMNT: this file holds only the thumbnails and "
+                         "slicer estimates of an lmntd job, no G-code; the "
+                         "job itself prints from lmntd, start it again from "
+                         "the marketplace")
+
+    # ---- status for Mainsail/Fluidd and macros ----------------------------
+    def get_status(self, eventtime):
+        """printer["secure_print"] in macros, Moonraker and Mainsail."""
+        ours = self._is_our_print(self.loaded[0] if self.loaded else None)
+        return {
+            "job_id": self.loaded[0] if ours else None,
+            "job_title": self.loaded_title if ours else "",
+            "filename": self.loaded_filename if ours else None,
+            "printing_lmnt_job": ours and not self.shut_down,
+            "file_released": bool(self.loaded and self.loaded[3].closed),
+            "last_error": self.last_error,
+        }
+
     # ---- Klipper events ---------------------------------------------------
     def _drop_staged(self, reason):
         for slot, staged in sorted(self.staged.items()):
@@ -345,9 +446,23 @@ class SecurePrint:
                 bridge.send_result(staged.request_id, False, reason)
         self.staged.clear()
 
+    def _is_shutdown(self):
+        is_shutdown = getattr(self.printer, "is_shutdown", None)
+        return self.shut_down or (is_shutdown is not None and is_shutdown())
+
     def _handle_shutdown(self):
         # Must not pause here (Klipper master asserts it): no G-code.
+        self.shut_down = True
         self._drop_staged("Klipper shut down before the print started")
+        if self.loaded is not None:
+            # Only FIRMWARE_RESTART or RESTART leave the shutdown state, and
+            # both start a new printer object: the job can never resume, so
+            # its memfd is released now rather than held until then. The
+            # raw file is closed (not the reader, whose close would go
+            # through master's executor); the reader then fails every read.
+            self.loaded[3].close()
+            logging.info("secure_print: Klipper shut down; released the "
+                         "job's file")
 
     def _handle_disconnect(self):
         self._drop_staged("Klipper is restarting")

@@ -10,6 +10,8 @@
 //	{"cmd":"stage","file":PATH,"name":NAME}                    offer PATH for SET_GCODE_FD FILENAME=NAME
 //	{"cmd":"cancel","job_id":ID,"reason":TEXT}
 //	{"cmd":"console","text":TEXT}
+//	{"cmd":"state","state":{...}}                               lmntd's state for the extras' get_status
+//	print also takes "filename" (the metadata stub's print_stats name) and "title"
 //	{"cmd":"ping"}
 //	{"cmd":"quit"}                                             (EOF on stdin also quits)
 //
@@ -64,13 +66,16 @@ func (u *uidList) Set(v string) error {
 }
 
 type command struct {
-	Cmd      string           `json:"cmd"`
-	File     string           `json:"file"`
-	Name     string           `json:"name"`
-	JobID    string           `json:"job_id"`
-	Metadata klipper.Metadata `json:"metadata"`
-	Reason   string           `json:"reason"`
-	Text     string           `json:"text"`
+	Cmd      string              `json:"cmd"`
+	File     string              `json:"file"`
+	Name     string              `json:"name"`
+	JobID    string              `json:"job_id"`
+	Metadata klipper.Metadata    `json:"metadata"`
+	Reason   string              `json:"reason"`
+	Text     string              `json:"text"`
+	Filename string              `json:"filename"`
+	Title    string              `json:"title"`
+	State    klipper.DaemonState `json:"state"`
 }
 
 // emitter writes one JSON event per line; os.Stdout is unbuffered, so each
@@ -220,7 +225,7 @@ func (h *harness) run(c command) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
 			defer cancel()
-			err := h.srv.Print(ctx, klipper.PrintRequest{JobID: c.JobID, Name: c.Name, Metadata: c.Metadata}, f)
+			err := h.srv.Print(ctx, klipper.PrintRequest{JobID: c.JobID, Name: c.Name, Filename: c.Filename, Title: c.Title, Metadata: c.Metadata}, f)
 			// A refusal by the extra already arrived as a result event.
 			if err != nil && !errors.Is(err, klipper.ErrRejected) {
 				h.out.error("print %s: %v", c.JobID, err)
@@ -250,6 +255,8 @@ func (h *harness) run(c command) {
 		if err := h.srv.Console(c.Text); err != nil {
 			h.out.error("console: %v", err)
 		}
+	case "state":
+		h.srv.SetDaemonState(c.State)
 	case "ping":
 		h.wg.Add(1)
 		go func() {

@@ -7,6 +7,7 @@ sends klippy:shutdown / klippy:disconnect on request.
 """
 import collections
 import importlib.util
+import logging
 import os
 import sys
 
@@ -103,6 +104,7 @@ class FakePrinter:
         self.objects = collections.OrderedDict()
         self.event_handlers = {}
         self.state_message = ("Printer is not ready", "startup")
+        self.in_shutdown_state = False
         self.readme_macro = readme_macro
         self.disconnected = False
         self.start_args = {"config_file": config_file,
@@ -135,6 +137,9 @@ class FakePrinter:
     def get_state_message(self):
         return self.state_message
 
+    def is_shutdown(self):
+        return self.in_shutdown_state
+
     def lookup_object(self, name, default=_sentinel):
         if name in self.objects:
             return self.objects[name]
@@ -164,9 +169,30 @@ class FakePrinter:
         self.state_message = ("Printer is ready", "ready")
         self._send_no_pause_event("klippy:ready")
 
-    def shutdown(self, message):
+    def shutdown(self, message, details=None):
+        """Klipper's invoke_shutdown (M112, an MCU error): the printer is
+        marked shut down first, then every klippy:shutdown handler runs (an
+        exception is logged and the next runs); after v0.13 the
+        klippy:analyze_shutdown handlers follow."""
+        if self.in_shutdown_state:
+            return
+        logging.error("Transition to shutdown state: %s", message)
+        self.in_shutdown_state = True
         self.state_message = (message, "shutdown")
-        self._send_no_pause_event("klippy:shutdown")
+        events = [("klippy:shutdown", ())]
+        if self.model.analyze_shutdown:
+            events.append(("klippy:analyze_shutdown", (message,
+                                                       details or {})))
+        for event, params in events:
+            for cb in self.event_handlers.get(event, []):
+                try:
+                    if self.model.assert_no_pause:
+                        with self.reactor.assert_no_pause():
+                            cb(*params)
+                    else:
+                        cb(*params)
+                except Exception:
+                    logging.exception("Exception during shutdown handler")
 
     def disconnect(self):
         """RESTART / FIRMWARE_RESTART: the reactor has stopped, then

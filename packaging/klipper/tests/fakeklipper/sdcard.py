@@ -189,6 +189,7 @@ class VirtualSD:
 
     byte_positions = False     # v0.13+, Kalico: len(line.encode()) + 1
     uses_executor = False      # master-2026
+    defers_shutdown_dump = False  # after v0.13: klippy:analyze_shutdown
 
     def __init__(self, printer, sdcard_dirname):
         self.printer = printer
@@ -204,6 +205,13 @@ class VirtualSD:
         self._work_started = False
         self._error_message = None
         self.on_error_gcode = "TURN_OFF_HEATERS"
+        # The shutdown dump: where each version does it.
+        if self.defers_shutdown_dump:
+            printer.register_event_handler("klippy:analyze_shutdown",
+                                           self._handle_analyze_shutdown)
+        else:
+            printer.register_event_handler("klippy:shutdown",
+                                           self.handle_shutdown)
         if self.uses_executor:
             self.executor = Executor()
             printer.register_event_handler("klippy:disconnect",
@@ -220,6 +228,30 @@ class VirtualSD:
                                     self.cmd_SDCARD_PRINT_FILE)
         self.gcode.register_command("SDCARD_RESET_FILE",
                                     self.cmd_SDCARD_RESET_FILE)
+
+    # ---- the shutdown dump into klippy.log ------------------------------------
+    # v0.11 to v0.13 and Kalico: handle_shutdown on klippy:shutdown reads
+    # the file around the position and logs it. After v0.13 (master, see
+    # DeferredShutdownDump) the same reads and the same log line run from a
+    # reactor callback.
+    def handle_shutdown(self):
+        if self.work_timer is not None:
+            self.must_pause_work = True
+            self._log_debug_data(self.current_file, self.file_position)
+
+    @staticmethod
+    def _log_debug_data(current_file, file_position):
+        try:
+            readpos = max(file_position - 1024, 0)
+            readcount = file_position - readpos
+            current_file.seek(readpos)
+            data = current_file.read(readcount + 128)
+        except:  # noqa: E722 -- Klipper's bare except, on purpose
+            logging.exception("virtual_sdcard shutdown read")
+            return
+        logging.info("Virtual sdcard (%d): %s\nUpcoming (%d): %s",
+                     readpos, repr(data[:readcount]),
+                     file_position, repr(data[readcount:]))
 
     # ---- the public-ish surface ----------------------------------------------
     def get_status(self, eventtime):
@@ -418,6 +450,21 @@ class VirtualSD:
         return self.reactor.NEVER
 
 
+class DeferredShutdownDump:
+    """Klipper after v0.13: _handle_analyze_shutdown captures file and
+    position, then logs the dump from a reactor callback."""
+
+    def _handle_analyze_shutdown(self, msg, details):
+        if self.work_timer is None:
+            return
+        file_position = self.file_position
+        current_file = self.current_file
+        self.must_pause_work = True
+        self.reactor.register_callback(
+            lambda eventtime: self._log_debug_data(current_file,
+                                                   file_position))
+
+
 class PauseResume:
     """klippy/extras/pause_resume.py: PAUSE, RESUME, CANCEL_PRINT."""
 
@@ -479,10 +526,11 @@ def make_virtual_sdcard(model):
         module.DEFAULT_ERROR_GCODE = "TURN_OFF_HEATERS"
     attrs = {"byte_positions": model.byte_positions,
              "uses_executor": model.executor,
+             "defers_shutdown_dump": model.analyze_shutdown,
              "__module__": module_name}
-    cls = type("VirtualSD", (VirtualSD,), attrs)
-    if model.analyze_shutdown:
-        cls._handle_analyze_shutdown = lambda self, msg, details: None
+    bases = ((DeferredShutdownDump, VirtualSD) if model.analyze_shutdown
+             else (VirtualSD,))
+    cls = type("VirtualSD", bases, attrs)
     if model.kalico:
         cls.with_subdirs = True
     module.VirtualSD = cls
