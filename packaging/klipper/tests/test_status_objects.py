@@ -108,3 +108,54 @@ class StatusObjects(RigTestCase):
 for _model in MODELS:
     setattr(StatusObjects, "test_get_status_" + _model.replace(
         ".", "_").replace("-", "_"), lambda self, m=_model: self.status_on(m))
+
+
+class IdleKeepalive(RigTestCase):
+    """Issue 22: while Klipper prints nothing, the extra tells lmntd only
+    about changes, plus a heartbeat every idle_status_interval (60 s), and
+    compares Klipper's state every 5 s instead of every second."""
+
+    def statuses(self):
+        self.daemon._drain()
+        return [e for e in self.daemon.events if e.get("event") == "status"]
+
+    def let_time_pass(self, seconds):
+        for _ in range(int(seconds)):
+            self.printer.reactor.advance(1.0)
+            self.printer.reactor.run_once(0)
+        self.daemon.send(cmd="ping")  # barrier: every status has arrived
+        self.daemon.wait("pong", self.pump)
+
+    def test_idle_then_printing(self):
+        self.connect("v0.13")
+        bridge = self.printer.lookup_object("encrypted_file_bridge")
+        self.assertEqual(bridge.idle_status_interval, 60.)
+        self.let_time_pass(2)
+        polls = []
+        poll = bridge.poll_timer.callback
+        bridge.poll_timer.callback = lambda et: polls.append(et) or poll(et)
+        before = len(self.statuses())
+        self.let_time_pass(50)
+        self.assertEqual(len(self.statuses()), before,
+                         "status sent while nothing changed")
+        self.assertIn(len(polls), (10, 11), "idle comparisons in 50 s")
+        self.let_time_pass(15)
+        self.assertEqual(len(self.statuses()), before + 1, "no heartbeat")
+
+        # A change (LMNT_READY) is told at once, not at the next poll.
+        self.printer.gcode.run_script("LMNT_READY")
+        self.printer.reactor.run_once(0)
+        self.daemon.wait("status", self.pump,
+                         lambda ev: ev["status"]["ready_confirmed"])
+
+        # While printing: every status_interval (the harness: 1 s).
+        self.daemon.send(cmd="print", file=fixture(CUBE), job_id="k1")
+        self.assertTrue(self.daemon.wait("result", self.pump)["ok"])
+        self.vsd.hold_moves = True  # a print that takes its time
+        self.let_time_pass(1)
+        before = len(self.statuses())
+        self.let_time_pass(5)
+        self.assertGreaterEqual(len(self.statuses()) - before, 4)
+        polls.clear()
+        self.let_time_pass(5)
+        self.assertGreaterEqual(len(polls), 5, "comparisons while printing")
