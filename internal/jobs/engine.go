@@ -32,6 +32,11 @@ type Options struct {
 	// RequestPoll, when set, asks the marketplace poller for a poll now
 	// (after a restart, for jobs whose keys only a poll can bring back).
 	RequestPoll func()
+	// Stubs, when set, gets each job's metadata stub (stubs.go); KeepStubs
+	// leaves finished jobs' stubs for the print history's thumbnails.
+	Stubs     StubStore
+	KeepStubs bool
+	StubGrace time.Duration // 30 s: a finished job's stub stays this long
 
 	HeartbeatInterval time.Duration // 30 s: "Printing: NN.N%" while printing
 	RecoveryWait      time.Duration // 45 s: wait for Klipper after a restart
@@ -58,6 +63,7 @@ func (o *Options) setDefaults() {
 	def(&o.RetryMin, 5*time.Second)
 	def(&o.RetryMax, 5*time.Minute)
 	def(&o.SendTimeout, 30*time.Second)
+	def(&o.StubGrace, defaultStubGrace)
 	if o.KeepFinished <= 0 {
 		o.KeepFinished = 1000
 	}
@@ -163,6 +169,7 @@ func New(o Options) (*Engine, error) {
 	// is what the previous run left.
 	e.mu.Lock()
 	e.recoverLocked()
+	e.cleanStubsLocked()
 	e.mu.Unlock()
 	return e, nil
 }
@@ -638,6 +645,7 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 	if e.o.Check != nil {
 		checkErr = e.o.Check(ctx, res.id, res.prepared.Metadata)
 	}
+	stub := e.buildStub(res.id, res.prepared)
 
 	e.mu.Lock()
 	if checkErr != nil {
@@ -659,6 +667,7 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		e.mu.Unlock()
 		return
 	}
+	e.reserveStubLocked(r, stub)
 	if err := e.transition(r, Printing, "Printing: 0.0%", &Report{Status: StatusPrinting, Message: "Printing: 0.0%"}); err != nil {
 		e.finishActiveLocked(Failed, "Could not write the job journal: "+err.Error(), false)
 		e.mu.Unlock()
@@ -672,8 +681,10 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 	delete(e.offers, r.ID)
 	req := PrintRequest{JobID: r.ID, Name: VirtualName(r.ID), Size: res.prepared.Size, SHA256: res.prepared.SHA256, Metadata: res.prepared.Metadata}
 	name := displayName(r)
+	printName, title := r.PrintName, r.Name
 	e.mu.Unlock()
 
+	req.Filename, req.Title = e.writeStub(r.ID, printName, stub), title
 	before := e.o.Printer.Status().Session
 	hctx, cancel := context.WithTimeout(ctx, e.o.HandOffTimeout)
 	err := e.o.Printer.Print(hctx, req, res.prepared.File)
@@ -790,7 +801,7 @@ func (e *Engine) monitorLocked(st PrinterStatus) {
 		a.lostConn = true
 		a.session = st.Session
 	}
-	ours := st.Filename == VirtualName(a.id)
+	ours := e.printsJob(a.id, st.Filename)
 	if ours && st.PrintState == "complete" {
 		r.Progress = 1
 		e.finishActiveLocked(Succeeded, "Print complete", false)
@@ -900,6 +911,7 @@ func (e *Engine) endLocked(r *record, to State, msg string) {
 	delete(e.offers, r.ID)
 	delete(e.locals, r.ID)
 	delete(e.notBefore, r.ID)
+	e.stubEndedLocked(r)
 	verb := map[State]string{Succeeded: "finished", Failed: "failed", Cancelled: "cancelled"}[to]
 	e.console(verb + " " + displayName(r) + ": " + msg)
 	e.st.prune(e.recs, e.o.KeepFinished)
@@ -937,7 +949,7 @@ func (e *Engine) resolveRecoveryLocked() {
 		case !st.Connected:
 			e.endLocked(r, Failed, fmt.Sprintf("Klipper did not reconnect within %s after lmntd restarted; the print's outcome is unknown", e.o.RecoveryWait))
 			e.printEndedLocked()
-		case st.Filename == VirtualName(id) && e.active == nil:
+		case e.printsJob(id, st.Filename) && e.active == nil:
 			e.log.Info("Klipper still knows the job", "job", id, "print_state", st.PrintState)
 			e.active = &activeJob{id: id, handed: true, started: true, session: st.Session}
 			if r.State.handedOff() {

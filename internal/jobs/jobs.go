@@ -181,6 +181,8 @@ type PrinterStatus struct {
 type PrintRequest struct {
 	JobID    string
 	Name     string // virtual_<job id>.gcode
+	Filename string // the metadata stub's print_stats name, "" for none
+	Title    string
 	Size     int64
 	SHA256   string
 	Metadata Metadata

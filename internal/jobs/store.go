@@ -29,6 +29,9 @@ type record struct {
 	// Seq counts journaled transitions; reports carry the Seq of the
 	// transition that caused them.
 	Seq int `json:"seq"`
+	// PrintName is the print_stats file name of the job's metadata stub
+	// (journaled at the hand-off: a restarted lmntd recognises the print).
+	PrintName string `json:"print_name,omitempty"`
 	// Pending reports, oldest first: the job's outbox.
 	Pending []pendingReport `json:"pending,omitempty"`
 	// Rejected reports the marketplace refused for good, with its answer.

@@ -81,6 +81,7 @@ type PrintRecord struct {
 	RequestID      string
 	JobID          string // empty for a fetched file
 	Name           string
+	Filename       string // what print_stats showed (the metadata stub, or Name)
 	DeclaredSize   int64
 	DeclaredSHA256 string
 	Metadata       klipper.Metadata
@@ -435,6 +436,12 @@ func (k *Standin) load(fp klipper.FilePacket, fds []int) error {
 	if fp.Size != 0 && fp.Size != size {
 		return fmt.Errorf("file is %d bytes, the packet says %d", size, fp.Size)
 	}
+	// Like the extra: print_stats shows the metadata stub when there is a
+	// valid one, else the virtual name.
+	filename := fp.Name
+	if fp.Filename != "" && klipper.ValidateFilename(fp.Filename) == nil {
+		filename = fp.Filename
+	}
 	file, err := memfd.ReopenReadOnly(k.cfg.ProcSelfFD, fd)
 	if err != nil {
 		return err
@@ -451,7 +458,7 @@ func (k *Standin) load(fp klipper.FilePacket, fds []int) error {
 	}
 	now := time.Now()
 	j := &job{
-		rec: PrintRecord{RequestID: fp.ID, JobID: fp.JobID, Name: fp.Name, DeclaredSize: fp.Size,
+		rec: PrintRecord{RequestID: fp.ID, JobID: fp.JobID, Name: fp.Name, Filename: filename, DeclaredSize: fp.Size,
 			DeclaredSHA256: fp.SHA256, Metadata: fp.Metadata},
 		file: file, sha: sha256.New(), size: size, state: StatePrinting,
 		wake: make(chan struct{}, 1), started: now, resumedAt: now, paceStart: now,
@@ -459,7 +466,7 @@ func (k *Standin) load(fp klipper.FilePacket, fds []int) error {
 	k.job = j
 	// Like set_current_file: print_stats resets, then TOTAL_LAYER from the
 	// metadata is applied on top.
-	k.status.PrintStats = klipper.PrintStats{State: StatePrinting, Filename: fp.Name}
+	k.status.PrintStats = klipper.PrintStats{State: StatePrinting, Filename: filename}
 	if fp.Metadata.TotalLayer > 0 {
 		total, zero := fp.Metadata.TotalLayer, 0
 		j.motion.totalLayer = total
