@@ -100,7 +100,10 @@ type Klipper struct {
 	User           string        `koanf:"user" doc:"the user Klipper runs as (the only uid allowed on the bridge socket)"`
 	ConfigFile     string        `koanf:"config_file" doc:"Klipper's printer.cfg, read to check the lmntd sections"`
 	BridgeSocket   string        `koanf:"bridge_socket" doc:"the bridge socket Klipper's extra connects to"`
-	StatusInterval time.Duration `koanf:"status_interval" doc:"how often the extra sends status while nothing changes (1s to 60s)"`
+	StatusInterval time.Duration `koanf:"status_interval" doc:"how often the extra sends status while printing (1s to 60s); while idle it sends changes and a heartbeat every minute"`
+	GcodesDir      string        `koanf:"gcodes_dir" doc:"Klipper's [virtual_sdcard] path; the jobs' metadata stubs go in its .lmnt folder"`
+	MetadataStub   bool          `koanf:"metadata_stub" doc:"write each job's metadata stub (slicer comments and thumbnails, no G-code) so Mainsail and Fluidd show its picture and estimates"`
+	KeepStub       bool          `koanf:"keep_metadata_stub" doc:"keep a finished job's stub, so the print history keeps its thumbnail"`
 }
 
 // API is the local HTTP API.
@@ -182,6 +185,8 @@ func Defaults() Config {
 			ConfigFile:     "/home/pi/printer_data/config/printer.cfg",
 			BridgeSocket:   "/run/lmntd/klipper.sock",
 			StatusInterval: 5 * time.Second,
+			GcodesDir:      "/home/pi/printer_data/gcodes",
+			MetadataStub:   true,
 		},
 		API: API{Socket: "/run/lmntd/api.sock", TrustedClients: []netip.Prefix{}},
 		Limits: Limits{

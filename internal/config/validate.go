@@ -110,6 +110,7 @@ func (c *Config) validate() []error {
 	absPath("klipper.config_file", c.Klipper.ConfigFile, false)
 	socketPath("klipper.bridge_socket", c.Klipper.BridgeSocket)
 	between("klipper.status_interval", c.Klipper.StatusInterval, time.Second, time.Minute)
+	absPath("klipper.gcodes_dir", c.Klipper.GcodesDir, false)
 
 	socketPath("api.socket", c.API.Socket)
 	if c.API.Listen != "" {

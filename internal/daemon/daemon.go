@@ -178,6 +178,8 @@ func (d *daemon) run(parent context.Context) (err error) {
 		Logger:      d.log.With("part", "jobs"),
 		AutoStart:   cfg.Jobs.AutoStart,
 		RequestPoll: d.triggerPoll,
+		Stubs:       d.stubStore(cfg),
+		KeepStubs:   cfg.Klipper.KeepStub,
 		// Each decrypted job is compared with printer.cfg as last read
 		// and the filament the owner configured, before it reaches Klipper.
 		Check: jobs.PrinterCheck{

@@ -170,6 +170,9 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 		case <-changes:
 		}
 		snap, responsive := d.snapshot(5 * time.Second)
+		if responsive {
+			d.publishKlipperState(snap)
+		}
 		down := d.health.down()
 		healthy := responsive && len(down) == 0
 		if wd > 0 && healthy && time.Since(lastPing) >= wd/3 {

@@ -26,6 +26,7 @@ type manifest struct {
 	ASVC       string       `json:"moonraker_asvc,omitempty"`
 	TOMLFile   string       `json:"toml_file,omitempty"`
 	TOML       []tomlEdit   `json:"toml,omitempty"`
+	StubFolder string       `json:"stub_folder,omitempty"` // the metadata stub folder setup created
 }
 
 // linkRecord is one extra linked into klippy/extras.

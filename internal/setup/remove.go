@@ -35,7 +35,7 @@ func Remove(ctx context.Context, opts Options) (*Report, error) {
 	fmt.Fprintf(r.out, "lmnt setup --remove: undoing the setup of Klipper instance %s (user %s, %s)%s\n",
 		m.Instance, m.KlipperUser, m.ConfigFile, mode)
 
-	for _, fn := range []func() error{r.undoTOML, r.undoASVC, r.undoPrinterCfg, r.undoDropIn, r.undoACLs, r.undoGroup, r.undoLinks} {
+	for _, fn := range []func() error{r.undoTOML, r.undoASVC, r.undoPrinterCfg, r.undoDropIn, r.undoACLs, r.undoStubFolder, r.undoGroup, r.undoLinks} {
 		if err := fn(); err != nil {
 			return r.report, err
 		}

@@ -266,6 +266,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		r.linkExtras,
 		r.joinGroup,
 		func(in Instance) error { return r.grantConfigAccess(in, svc.UID) },
+		func(in Instance) error { return r.createStubFolder(in, svc) },
 		r.writeDropIn,
 		r.patchPrinterCfg,
 		r.addToASVC,
@@ -515,12 +516,16 @@ func (r *runner) writeDropIn(in Instance) error {
 	if err != nil {
 		return err
 	}
+	stubs, err := stubBindLine(in)
+	if err != nil {
+		return err
+	}
 	content := fmt.Sprintf(`# Written by `+"`lmnt setup`"+` for Klipper instance %s; `+"`lmnt setup --remove`"+` deletes it.
 # lmntd reads Klipper's config here, read-only. The rest of the home
 # directories stays hidden (ProtectHome=tmpfs in lmntd.service).
 [Service]
 BindReadOnlyPaths=%s
-`, in.Name, dir)
+%s`, in.Name, dir, stubs)
 	return r.writeOwnFile("unit", DropInFile, content, func() { r.m.DropIn = DropInFile })
 }
 
@@ -647,7 +652,11 @@ func (r *runner) setDaemonConfig(in Instance) error {
 	}
 	text := string(old)
 	var edits []tomlEdit
-	for _, kv := range [][2]string{{"user", in.User}, {"config_file", in.ConfigFile}} {
+	keys := [][2]string{{"user", in.User}, {"config_file", in.ConfigFile}}
+	if folder := stubFolder(in); folder != "" {
+		keys = append(keys, [2]string{"gcodes_dir", path.Dir(folder)})
+	}
+	for _, kv := range keys {
 		var e tomlEdit
 		var changed bool
 		text, e, changed = setTOMLKey(text, "klipper", kv[0], kv[1])
