@@ -226,7 +226,7 @@ func (e *env) status(args []string) (int, error) {
 func jobsLine(s jobsSnapshot) string {
 	parts := []string{}
 	if s.Active != nil {
-		parts = append(parts, fmt.Sprintf("%s %s (%.0f%%)", s.Active.ID, s.Active.State, s.Active.Progress*100))
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", s.Active.ID, s.Active.State, progressText(s.Active.Progress, s.Active.ProgressUnknown)))
 	} else {
 		parts = append(parts, "none active")
 	}
@@ -234,7 +234,8 @@ func jobsLine(s jobsSnapshot) string {
 	if s.Waiting != "" {
 		parts = append(parts, s.Waiting)
 	}
-	if !s.AutoStart {
+	// The bed matters only when no print occupies it.
+	if !s.AutoStart && (s.Active == nil || s.Active.State != "printing" && s.Active.State != "paused") {
 		if s.BedClear {
 			parts = append(parts, "bed confirmed clear")
 		} else {
@@ -242,6 +243,14 @@ func jobsLine(s jobsSnapshot) string {
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// progressText is a job's progress, or why it is not known now.
+func progressText(progress float64, unknown bool) string {
+	if unknown {
+		return "progress unknown: Klipper not connected"
+	}
+	return fmt.Sprintf("%.0f%%", progress*100)
 }
 
 func short(id string) string {

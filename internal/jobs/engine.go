@@ -1135,6 +1135,9 @@ type JobInfo struct {
 	Updated  time.Time `json:"updated"`
 	// PendingReports counts status reports not yet delivered.
 	PendingReports int `json:"pending_reports,omitempty"`
+	// ProgressUnknown: the job is in Klipper but the bridge is down (or
+	// not yet back after a restart), so Progress is only the last known.
+	ProgressUnknown bool `json:"progress_unknown,omitempty"`
 }
 
 // Snapshot is the engine's state for the API and CLI.
@@ -1155,7 +1158,8 @@ func (e *Engine) Snapshot() Snapshot {
 	s := Snapshot{BedClear: e.bed.Clear, AutoStart: e.o.AutoStart, Queue: []JobInfo{}, Finished: []JobInfo{}}
 	for _, r := range e.recs {
 		info := JobInfo{ID: r.ID, Name: r.Name, Local: r.Local, State: r.State, Message: r.Message,
-			Progress: r.Progress, Created: r.Created, Updated: r.Updated, PendingReports: len(r.Pending)}
+			Progress: r.Progress, Created: r.Created, Updated: r.Updated, PendingReports: len(r.Pending),
+			ProgressUnknown: r.State.handedOff() && (!e.status.Connected || e.active == nil || e.active.id != r.ID || e.active.lostConn)}
 		switch {
 		case r.State == Accepted:
 			s.Queue = append(s.Queue, info)
