@@ -8,6 +8,7 @@ APT_PACKAGES=(
   openssl                                   # reference AES-CBC for make bench
   strace time                               # make bench: no-file check, peak RSS (GNU time)
   python3 python3-nacl python3-cryptography # Debian's interpreter: vectors, Klipper extras' tests
+  python3-jinja2                            # renders the Klipper README's macros as Klipper does
   swtpm swtpm-tools tpm2-tools              # real TPM 2.0 for internal/seal
   acl util-linux iproute2                   # setfacl for lmnt setup, setpriv for a second uid
   systemd systemd-container                 # systemd-analyze, systemd-nspawn
