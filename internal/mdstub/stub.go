@@ -173,6 +173,9 @@ func Build(r io.ReaderAt, size int64) (Stub, error) {
 	if err != nil {
 		return Stub{}, err
 	}
+	// The windows are plaintext G-code: wiped once the stub's lines are
+	// copied out, not left for the garbage collector.
+	defer clear(data)
 	head := data[:min(len(data), Window)]
 	foot := data[max(0, len(data)-Window):]
 	footBase := len(data) - len(foot)
