@@ -62,9 +62,22 @@ func parseWireTime(v json.RawMessage) (time.Time, error) {
 	case 't', 'f', '[':
 		return time.Time{}, fmt.Errorf("%s is not a time", describeJSON(s))
 	}
+	return epochText(s, describeJSON(s))
+}
+
+// epochText reads an epoch number from its text: integers exactly (epoch
+// milliseconds do not survive a float64 round trip to the millisecond),
+// fractions as floats.
+func epochText(s, what string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n >= epochMillisFrom {
+			return epochTime(float64(n/1000) + float64(n%1000)/1000)
+		}
+		return epochTime(float64(n))
+	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s is not a time", describeJSON(s))
+		return time.Time{}, fmt.Errorf("%s is not a time", what)
 	}
 	return epochTime(f)
 }
@@ -74,8 +87,8 @@ func parseTimeText(str string) (time.Time, error) {
 	if str == "" {
 		return time.Time{}, errNoTime
 	}
-	if f, err := strconv.ParseFloat(str, 64); err == nil {
-		return epochTime(f)
+	if _, err := strconv.ParseFloat(str, 64); err == nil {
+		return epochText(str, strconv.Quote(str))
 	}
 	for _, layout := range naiveLayouts {
 		if t, err := time.Parse(layout, str); err == nil {
@@ -103,7 +116,9 @@ func epochTime(f float64) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("epoch %v is out of range", f)
 	}
 	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+	// Round to the microsecond: a float's fraction is never exact, and no
+	// server sends finer times.
+	return time.Unix(int64(sec), 0).Add(time.Duration(math.Round(frac*1e6)) * time.Microsecond).UTC(), nil
 }
 
 func parseFirestoreTimestamp(v json.RawMessage) (time.Time, error) {
