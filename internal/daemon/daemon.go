@@ -87,6 +87,9 @@ type daemon struct {
 	started  time.Time
 	poller   atomic.Pointer[marketplace.Poller]
 	progress transfers
+	// profile is the API profile in effect and why (api_profile "auto" is
+	// resolved once at start; the profile and URL need a restart).
+	profile config.ProfileDecision
 
 	loopsRestart chan struct{} // marketplace loops: pairing changed or settings reloaded
 	restartIdle  atomic.Bool
@@ -121,6 +124,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	for _, im := range cfg.Imports() {
 		d.log.Info("config: imported from moonraker.conf", "key", im.Key, "value", im.Value, "source", im.Source.String())
+	}
+	for _, fe := range cfg.Degraded() {
+		d.log.Warn("config: moonraker.conf value not usable, built-in value in effect (lmnt doctor)", "problem", fe.Error())
 	}
 	return d.run(ctx)
 }
@@ -158,6 +164,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		}
 	}()
 
+	d.profile = d.resolveProfile(ctx, cfg)
 	client, err := d.newClient(cfg)
 	if err != nil {
 		return err
@@ -355,9 +362,49 @@ func (d *daemon) apiKey(cfg *config.Config) func() []byte {
 	return func() []byte { return key }
 }
 
+// resolveProfile settles api_profile: from the configuration when it can
+// tell, else by one probe of the marketplace (404 on the current poll
+// endpoint ⇒ legacy). An unreachable marketplace leaves the current
+// profile, with the reason shown by status and doctor.
+func (d *daemon) resolveProfile(ctx context.Context, cfg *config.Config) config.ProfileDecision {
+	dec := cfg.Profile()
+	if dec.Profile != "" {
+		d.log.Info("marketplace: api profile", "profile", dec.Profile, "why", dec.Reason)
+		return dec
+	}
+	dec.Profile = config.ProfileCurrent
+	probe, err := d.newClientFor(cfg, config.ProfileCurrent)
+	if err == nil {
+		pctx, cancel := context.WithTimeout(ctx, cfg.Limits.RequestTimeout)
+		var p marketplace.Profile
+		var why string
+		p, why, err = probe.ProbeProfile(pctx)
+		cancel()
+		if err == nil {
+			dec.Profile, dec.Reason = string(p), "auto: "+why
+		}
+	}
+	if err != nil {
+		dec.Reason = "auto: the probe at start failed (" + err.Error() + "); assuming current until the next start"
+		d.log.Warn("marketplace: api profile", "profile", dec.Profile, "why", dec.Reason)
+		return dec
+	}
+	d.log.Info("marketplace: api profile", "profile", dec.Profile, "why", dec.Reason)
+	return dec
+}
+
 func (d *daemon) newClient(cfg *config.Config) (*marketplace.Client, error) {
+	return d.newClientFor(cfg, d.profile.Profile)
+}
+
+func (d *daemon) newClientFor(cfg *config.Config, profile string) (*marketplace.Client, error) {
+	var tokenHosts []string // nil: the marketplace URL's host only
+	if len(cfg.Marketplace.TokenHosts) > 0 {
+		tokenHosts = cfg.Marketplace.TokenHosts
+	}
 	c, err := marketplace.New(marketplace.Options{
-		Profile:             marketplace.Profile(cfg.APIProfile),
+		Profile:             marketplace.Profile(profile),
+		TokenHosts:          tokenHosts,
 		BaseURL:             cfg.Marketplace.URL,
 		CWSURL:              cfg.Marketplace.CWSURL,
 		PushBaseURL:         cfg.Push.BaseURL,
