@@ -31,6 +31,9 @@ func (s *Server) LmntdTOML(c LmntdConfig) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# An lmntd against the LMNT marketplace simulator.
 api_profile = %q
+# The simulator's storage and second LMNT host are other loopback ports:
+# downloads may reach them only in development mode.
+development_mode = true
 
 [marketplace]
 url = %q
