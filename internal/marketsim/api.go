@@ -48,10 +48,12 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("POST /api/register-printer", s.call(CallRegister, s.handleRegister))
 	mux.HandleFunc("POST /auth/login", s.call(CallLogin, s.handleLogin)) // cws host of the legacy era
 	// Current profile.
-	mux.HandleFunc("POST /api/printer-agent/refresh-token", s.call(CallRefresh, s.handleRefresh("current")))
-	mux.HandleFunc("GET /api/printer-agent/poll-print-queue", s.call(CallPoll, s.handlePoll()))
-	mux.HandleFunc("GET /api/printer-agent/download-gcode", s.call(CallDownload, s.handleDownloadProxy))
-	mux.HandleFunc("POST /api/printer-agent/1.0.0/job-status/{id}", s.call(CallJobStatus, s.handleJobStatus("current")))
+	if !s.o.LegacyOnly {
+		mux.HandleFunc("POST /api/printer-agent/refresh-token", s.call(CallRefresh, s.handleRefresh("current")))
+		mux.HandleFunc("GET /api/printer-agent/poll-print-queue", s.call(CallPoll, s.handlePoll()))
+		mux.HandleFunc("GET /api/printer-agent/download-gcode", s.call(CallDownload, s.handleDownloadProxy))
+		mux.HandleFunc("POST /api/printer-agent/1.0.0/job-status/{id}", s.call(CallJobStatus, s.handleJobStatus("current")))
+	}
 	// Legacy profile.
 	mux.HandleFunc("POST /api/refresh-printer-token", s.call(CallRefresh, s.handleRefresh("legacy")))
 	mux.HandleFunc("GET /api/poll-print-queue", s.call(CallPoll, s.handlePoll()))

@@ -58,6 +58,9 @@ type Options struct {
 	// README's name) instead of gcode_dek_encrypted_hex, the name the real
 	// poll uses in both eras.
 	AltDEKField bool
+	// LegacyOnly serves only the legacy profile's paths, as a seed-era
+	// marketplace did: the current profile's endpoints answer 404.
+	LegacyOnly bool
 	// LMNTHostAddr is the listen address of the second LMNT host, whose
 	// download URLs need the printer token ("" ⇒ 127.0.0.1, free port).
 	LMNTHostAddr string
