@@ -53,7 +53,7 @@ const (
 // one-line help of the matching command-line flag.
 type Config struct {
 	APIProfile      string `koanf:"api_profile" doc:"marketplace API profile: auto, current or legacy"`
-	DevelopmentMode bool   `koanf:"development_mode" doc:"allow plain-http marketplace URLs outside loopback (development only)"`
+	DevelopmentMode bool   `koanf:"development_mode" doc:"allow plain-http marketplace URLs outside loopback, and downloads from plain-http or private addresses (development only)"`
 
 	Marketplace Marketplace `koanf:"marketplace"`
 	Push        Push        `koanf:"push"`

@@ -5,7 +5,8 @@
 //
 // It never decrypts anything and never holds the printer's private key: a
 // sealed pairing answer is opened through the caller's BoxOpener. The printer
-// token is sent only to the marketplace origin (exact scheme, host and port),
+// token is sent only to the marketplace origin (exact scheme, host and port)
+// and, for downloads, to the configured token hosts over https (download.go);
 // every URL that reaches a log has its query string redacted, and TLS
 // verification cannot be turned off.
 package marketplace

@@ -51,7 +51,7 @@ func (c *Client) Poll(ctx context.Context) ([]Job, error) {
 		c.log.Warn("marketplace: poll entry skipped", "entry", s.Index, "id", s.ID, "field", s.Field, "problem", s.Problem)
 	}
 	for _, n := range noticesOf(jobs) {
-		c.log.Info("marketplace: poll entry field ignored", "id", n.ID, "field", n.Field, "problem", n.Problem)
+		c.log.Debug("marketplace: poll entry field ignored", "id", n.ID, "field", n.Field, "problem", n.Problem)
 	}
 	return jobsOnly(jobs), nil
 }
