@@ -131,7 +131,7 @@ func serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.storage, "storage", "127.0.0.1:8444", "fake third-party storage host listen address")
 	fs.StringVar(&c.push, "push", "127.0.0.1:8445", "push stream (Realtime Database) listen address")
 	fs.StringVar(&c.admin, "admin", "127.0.0.1:8480", "admin API listen address (plain http; keep it on loopback)")
-	fs.StringVar(&c.lmntHost, "lmnt-host", "127.0.0.1:8446", "second LMNT host listen address (downloads that need the printer token)")
+	fs.StringVar(&c.lmntHost, "lmnt-host", "127.0.0.1:0", "second LMNT host listen address (downloads that need the printer token; default: a free port)")
 	fs.BoolVar(&c.varying, "varying", false, "vary every optional field's shape as the real server's builds do, and add poll entries to skip")
 	fs.BoolVar(&c.altDEK, "alt-dek-field", false, "name the DEK package gcode_dek_package instead of gcode_dek_encrypted_hex")
 	fs.BoolVar(&c.legacyOnly, "legacy-only", false, "serve only the legacy profile's paths (a seed-era marketplace)")
@@ -184,6 +184,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, `lmnt-marketsim running
   marketplace API  %s   (base URL of both profiles; legacy cws_url too)
   storage host     %s
+  second LMNT host %s   (create-job --download lmnt-host: needs the printer token)
   push stream      %s
   admin API        %s
   test CA          %s
@@ -196,7 +197,7 @@ lmntd settings:
   tls_ca_file = %q
   [push]
   base_url = %q
-`, s.URL(), s.StorageURL(), s.PushURL(), s.AdminURL(), caPath, demoEmail, demoPassword, s.URL(), caPath, s.PushURL())
+`, s.URL(), s.StorageURL(), s.LMNTHostURL(), s.PushURL(), s.AdminURL(), caPath, demoEmail, demoPassword, s.URL(), caPath, s.PushURL())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
