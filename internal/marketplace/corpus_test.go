@@ -324,3 +324,50 @@ func TestCorpusRegisterRefreshJobDetails(t *testing.T) {
 		})
 	}
 }
+
+func TestCorpusPairStatusAndLogin(t *testing.T) {
+	ctx := context.Background()
+	for file, want := range map[string]struct {
+		status   string
+		approved bool
+		err      string
+	}{
+		"pending.json":          {status: "pending"},
+		"approved.json":         {status: "approved", approved: true},
+		"ready_upper.json":      {status: "ready", approved: true},
+		"authorized_extra.json": {status: "authorized", approved: true},
+		"expired.json":          {status: "expired", err: "expired"},
+		"no_status.json":        {err: "lacks status"},
+	} {
+		t.Run("pair_status/"+file, func(t *testing.T) {
+			var log bytes.Buffer
+			c := corpusClient(t, corpusServer(t, corpus(t, "pair_status", file)), ProfileCurrent, &log)
+			st, ok, err := c.PairStatus(ctx, "sess_1")
+			if want.err != "" {
+				if err == nil || !strings.Contains(err.Error(), want.err) {
+					t.Fatalf("err %v, want %q", err, want.err)
+				}
+				return
+			}
+			if err != nil || st != want.status || ok != want.approved {
+				t.Fatalf("%q %v %v", st, ok, err)
+			}
+		})
+	}
+	for file, want := range map[string]string{"seed_readme.json": "eyJ.user.jwt", "nested_user.json": "eyJ.user.jwt", "no_token.json": ""} {
+		t.Run("user_login/"+file, func(t *testing.T) {
+			var log bytes.Buffer
+			c := corpusClient(t, corpusServer(t, corpus(t, "user_login", file)), ProfileLegacy, &log)
+			tok, err := c.UserLogin(ctx, "user@example.com", "pw")
+			if want == "" {
+				if err == nil || !strings.Contains(err.Error(), "lacks token") {
+					t.Fatalf("err %v", err)
+				}
+				return
+			}
+			if err != nil || tok != want {
+				t.Fatalf("%q %v", tok, err)
+			}
+		})
+	}
+}
