@@ -68,6 +68,10 @@ type Options struct {
 	// PairingPollInterval is how often an open pairing session is checked
 	// for approval; 0 ⇒ the spec's 2 s.
 	PairingPollInterval time.Duration
+	// ProfileProbeRetry is the first wait before api_profile "auto" probes
+	// the marketplace again after a failed probe (doubling to 5 min);
+	// 0 ⇒ 5 s.
+	ProfileProbeRetry time.Duration
 }
 
 // daemon is one run of lmntd.
@@ -88,8 +92,10 @@ type daemon struct {
 	poller   atomic.Pointer[marketplace.Poller]
 	progress transfers
 	// profile is the API profile in effect and why (api_profile "auto" is
-	// resolved once at start; the profile and URL need a restart).
-	profile config.ProfileDecision
+	// resolved at start, by a probe in the background when the settings
+	// cannot tell; the profile and URL need a restart to change).
+	profile      atomic.Pointer[profileState]
+	profileReady chan struct{} // closed once the profile is settled
 
 	loopsRestart chan struct{} // marketplace loops: pairing changed or settings reloaded
 	restartIdle  atomic.Bool
@@ -164,7 +170,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		}
 	}()
 
-	d.profile = d.resolveProfile(ctx, cfg)
+	d.settleProfile(cfg)
 	client, err := d.newClient(cfg)
 	if err != nil {
 		return err
@@ -260,6 +266,10 @@ func (d *daemon) run(parent context.Context) (err error) {
 		goRun(&apiWG, "api-tcp", func() error { return d.api.Serve(apiCtx, ls.http) })
 	}
 	goRun(&mktWG, "marketplace", func() error { d.runMarketplace(mktCtx); return nil })
+	if !d.profileSettled() {
+		auxWG.Add(1)
+		go func() { defer auxWG.Done(); d.probeProfile(mktCtx) }()
+	}
 	auxWG.Add(1)
 	go func() { defer auxWG.Done(); d.forwardCommands(engCtx) }()
 
@@ -362,39 +372,8 @@ func (d *daemon) apiKey(cfg *config.Config) func() []byte {
 	return func() []byte { return key }
 }
 
-// resolveProfile settles api_profile: from the configuration when it can
-// tell, else by one probe of the marketplace (404 on the current poll
-// endpoint ⇒ legacy). An unreachable marketplace leaves the current
-// profile, with the reason shown by status and doctor.
-func (d *daemon) resolveProfile(ctx context.Context, cfg *config.Config) config.ProfileDecision {
-	dec := cfg.Profile()
-	if dec.Profile != "" {
-		d.log.Info("marketplace: api profile", "profile", dec.Profile, "why", dec.Reason)
-		return dec
-	}
-	dec.Profile = config.ProfileCurrent
-	probe, err := d.newClientFor(cfg, config.ProfileCurrent)
-	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, cfg.Limits.RequestTimeout)
-		var p marketplace.Profile
-		var why string
-		p, why, err = probe.ProbeProfile(pctx)
-		cancel()
-		if err == nil {
-			dec.Profile, dec.Reason = string(p), "auto: "+why
-		}
-	}
-	if err != nil {
-		dec.Reason = "auto: the probe at start failed (" + err.Error() + "); assuming current until the next start"
-		d.log.Warn("marketplace: api profile", "profile", dec.Profile, "why", dec.Reason)
-		return dec
-	}
-	d.log.Info("marketplace: api profile", "profile", dec.Profile, "why", dec.Reason)
-	return dec
-}
-
 func (d *daemon) newClient(cfg *config.Config) (*marketplace.Client, error) {
-	return d.newClientFor(cfg, d.profile.Profile)
+	return d.newClientFor(cfg, d.apiProfile().Profile)
 }
 
 func (d *daemon) newClientFor(cfg *config.Config, profile string) (*marketplace.Client, error) {

@@ -52,9 +52,10 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 	}
 
 	// API profile and how the queue is watched.
-	pr := api.Check{Name: "api profile", Result: api.CheckOK, Detail: d.profile.Profile + " (" + d.profile.Reason + ")"}
-	if strings.Contains(d.profile.Reason, "probe at start failed") {
-		pr.Result, pr.Fix = api.CheckWarn, "check the network, or set api_profile in lmntd.toml"
+	prof := d.apiProfile()
+	pr := api.Check{Name: "api profile", Result: api.CheckOK, Detail: prof.Profile + " (" + prof.Reason + ")"}
+	if !d.profileSettled() {
+		pr.Result, pr.Fix = api.CheckWarn, "check the network (the marketplace must answer once), or set api_profile in lmntd.toml"
 	}
 	add(pr)
 	qc := api.Check{Name: "job queue", Result: api.CheckOK}

@@ -17,6 +17,13 @@ import (
 // while the printer is paired, and restarts them when the pairing or the
 // settings change.
 func (d *daemon) runMarketplace(ctx context.Context) {
+	// With api_profile "auto" and nothing conclusive, the loops wait for
+	// the probe: polling the wrong era's paths helps no one.
+	select {
+	case <-ctx.Done():
+		return
+	case <-d.profileReady:
+	}
 	for {
 		client := d.mkt.Load()
 		_, paired := client.Token()

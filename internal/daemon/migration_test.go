@@ -92,10 +92,10 @@ debug_mode: False
 marketplace_url: {{SIM}}   # the marketplace of mid-2025
 `})
 	var st api.Status
-	d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
-	if st.Profile != "legacy" || !strings.Contains(st.ProfileReason, "answered 404") {
-		t.Fatalf("status: profile %q (%s)\n%s", st.Profile, st.ProfileReason, d.Log.String())
-	}
+	d.WaitFor("the probe's verdict in lmnt status", func() bool {
+		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
+		return st.Profile == "legacy" && strings.Contains(st.ProfileReason, "answered 404")
+	})
 	if !strings.Contains(d.Log.String(), `msg="marketplace: api profile" profile=legacy why="auto: GET /api/printer-agent/poll-print-queue answered 404`) {
 		t.Errorf("the choice is not logged:\n%s", d.Log.String())
 	}
@@ -136,4 +136,32 @@ marketplace_url: {{SIM}}   # the marketplace of mid-2025
 		h := sim.StatusHistory(job.ID)
 		return len(h) > 0 && h[len(h)-1].Status == "success" && h[len(h)-1].Profile == "legacy"
 	})
+}
+
+// The probe meets an outage (503 twice, as a printer starting before its
+// network or a proxy in front of the marketplace would): it decides
+// nothing, retries with backoff, and settles once the marketplace answers.
+// Meanwhile doctor says the profile is not settled yet.
+func TestAutoProfileProbeRetries(t *testing.T) {
+	sim, err := marketsim.New(marketsim.Options{KeepAlive: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	sim.SetFault(marketsim.CallPoll, marketsim.Fault{Status: http.StatusServiceUnavailable, Count: 2, Latency: 300 * time.Millisecond})
+	d := daemontest.Start(t, daemontest.Options{Sim: sim, NoStandin: true, MoonrakerConf: "[lmnt_marketplace_plugin]\nmarketplace_url: {{SIM}}\n"})
+	if p := doctorReport(t, d)["api profile"]; p.Result != api.CheckWarn || !strings.Contains(p.Detail, "probing") {
+		t.Errorf("doctor while probing: %+v", p)
+	}
+	var st api.Status
+	d.WaitFor("the profile to settle", func() bool {
+		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
+		return strings.Contains(st.ProfileReason, "answered 401")
+	})
+	if st.Profile != "current" || strings.Count(d.Log.String(), "api profile probe failed; retrying") != 2 {
+		t.Errorf("profile %q (%s); log:\n%s", st.Profile, st.ProfileReason, d.Log.String())
+	}
+	if p := doctorReport(t, d)["api profile"]; p.Result != api.CheckOK {
+		t.Errorf("doctor once settled: %+v", p)
+	}
 }

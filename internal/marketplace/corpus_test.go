@@ -371,3 +371,27 @@ func TestCorpusPairStatusAndLogin(t *testing.T) {
 		})
 	}
 }
+
+// api_profile "auto": one unauthenticated GET of the current poll path.
+func TestProbeProfile(t *testing.T) {
+	for status, want := range map[int]Profile{404: ProfileLegacy, 401: ProfileCurrent, 403: ProfileCurrent, 200: ProfileCurrent, 503: "", 429: ""} {
+		var sawAuth bool
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sawAuth = r.Header.Get("Authorization") != ""
+			if r.URL.Path != "/api/printer-agent/poll-print-queue" {
+				t.Errorf("probed %s", r.URL.Path)
+			}
+			w.WriteHeader(status)
+		}))
+		var log bytes.Buffer
+		c := corpusClient(t, srv.URL, ProfileCurrent, &log)
+		if _, err := c.ImportToken(corpusJWT1, "prn-1", time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		got, why, err := c.ProbeProfile(context.Background())
+		srv.Close()
+		if got != want || (want == "") != (err != nil) || (err == nil && why == "") || sawAuth {
+			t.Errorf("HTTP %d: %q %q %v (token sent: %v), want %q", status, got, why, err, sawAuth, want)
+		}
+	}
+}

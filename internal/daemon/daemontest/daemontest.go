@@ -230,6 +230,7 @@ func (d *Daemon) run(o Options) {
 			// The spec's 2 s between approval checks is for the real
 			// marketplace; the simulator answers at once.
 			PairingPollInterval: 50 * time.Millisecond,
+			ProfileProbeRetry:   50 * time.Millisecond,
 		})
 	}()
 	t.Cleanup(func() { d.Stop() })
