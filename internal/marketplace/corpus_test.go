@@ -395,3 +395,21 @@ func TestProbeProfile(t *testing.T) {
 		}
 	}
 }
+
+// A bad entry that stays in the queue warns once, not at every poll.
+func TestSkippedEntryWarnsOnce(t *testing.T) {
+	var log bytes.Buffer
+	c := corpusClient(t, corpusServer(t, corpus(t, "poll", "odd_entries.json")), ProfileCurrent, &log)
+	if _, err := c.ImportToken(corpusJWT1, "prn-1", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	p := c.NewPoller(PollerOptions{})
+	for i := 0; i < 3; i++ {
+		if _, err := p.PollOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(log.String(), `level=WARN msg="marketplace: poll entry skipped" entry=5 id=bad-dek`); n != 1 {
+		t.Errorf("the bad-dek entry warned %d times in 3 polls, want 1:\n%s", n, log.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -39,6 +40,14 @@ func (j Job) LogValue() slog.Value {
 // log line naming its id and the field, and never costs the other jobs of
 // the poll. Only an answer that is not {"jobs": [...]} at all is an error.
 func (c *Client) Poll(ctx context.Context) ([]Job, error) {
+	return c.poll(ctx, nil)
+}
+
+// poll is Poll; a skipped entry already reported (in reported, by id,
+// field and problem) is logged again at debug level only, so a bad entry
+// that stays in the queue does not repeat its warning at every poll.
+// reported (nil: warn always) is updated to this poll's skipped entries.
+func (c *Client) poll(ctx context.Context, reported map[string]bool) ([]Job, error) {
 	var body json.RawMessage
 	if err := c.authedJSON(ctx, http.MethodGet, c.endpoint(c.paths.poll, nil), nil, &body); err != nil {
 		return nil, err
@@ -47,8 +56,19 @@ func (c *Client) Poll(ctx context.Context) ([]Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	now := map[string]bool{}
 	for _, s := range skipped {
-		c.log.Warn("marketplace: poll entry skipped", "entry", s.Index, "id", s.ID, "field", s.Field, "problem", s.Problem)
+		key := s.ID + "\x00" + s.Field + "\x00" + s.Problem
+		level := slog.LevelWarn
+		if reported[key] {
+			level = slog.LevelDebug
+		}
+		now[key] = true
+		c.log.Log(ctx, level, "marketplace: poll entry skipped", "entry", s.Index, "id", s.ID, "field", s.Field, "problem", s.Problem)
+	}
+	if reported != nil {
+		clear(reported)
+		maps.Copy(reported, now)
 	}
 	for _, n := range noticesOf(jobs) {
 		c.log.Debug("marketplace: poll entry field ignored", "id", n.ID, "field", n.Field, "problem", n.Problem)
@@ -251,6 +271,7 @@ type Poller struct {
 
 	mu       sync.Mutex // single flight
 	previous map[string]struct{}
+	skipped  map[string]bool // skipped entries already warned about
 }
 
 // NewPoller makes a poller for c.
@@ -285,7 +306,10 @@ func (p *Poller) Trigger() {
 func (p *Poller) PollOnce(ctx context.Context) ([]Job, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	jobs, err := p.c.Poll(ctx)
+	if p.skipped == nil {
+		p.skipped = map[string]bool{}
+	}
+	jobs, err := p.c.poll(ctx, p.skipped)
 	if err != nil {
 		return nil, err
 	}
