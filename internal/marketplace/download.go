@@ -257,7 +257,15 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DownloadTimeout)
 	idle := newIdleWatch(c.opts.DownloadIdleTimeout, cancel)
 	// The total and idle timeouts bound the transfer; no client timeout.
-	hc := &http.Client{Transport: c.downloadTransport(target), CheckRedirect: c.downloadRedirect}
+	transport := c.downloadTransport(target)
+	// A transport cloned for this download holds its connections only
+	// until the download ends.
+	closeIdle := func() {
+		if t, ok := transport.(*http.Transport); ok && transport != c.transport {
+			t.CloseIdleConnections()
+		}
+	}
+	hc := &http.Client{Transport: transport, CheckRedirect: c.downloadRedirect}
 	resp, req, err := c.fetch(dctx, hc, target)
 	if err == nil && !viaProxy && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
 		c.log.Info("marketplace: direct download refused, retrying through the download proxy",
@@ -270,6 +278,7 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 	if err != nil {
 		idle.stop()
 		cancel()
+		closeIdle()
 		if idle.fired() {
 			return nil, fmt.Errorf("%w: %v", ErrIdleTimeout, err)
 		}
@@ -279,6 +288,7 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 		resp.Body.Close()
 		idle.stop()
 		cancel()
+		closeIdle()
 		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -295,7 +305,7 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 	c.log.Info("marketplace: download started", "job", job.ID, "url", redactURL(target), "via_proxy", viaProxy, "size", resp.ContentLength)
 	body := &guardedBody{
 		body: resp.Body, want: resp.ContentLength, limit: c.opts.MaxDownloadBytes,
-		idle: idle, cancel: cancel, ctx: dctx, jobID: job.ID,
+		idle: idle, cancel: cancel, ctx: dctx, jobID: job.ID, closeIdle: closeIdle,
 	}
 	return &Download{ReadCloser: body, Size: body.want, ViaProxy: viaProxy}, nil
 }
@@ -367,6 +377,8 @@ type guardedBody struct {
 	ctx    context.Context
 	jobID  string
 	err    error // sticky
+	// closeIdle releases the download's own connections once it is closed.
+	closeIdle func()
 }
 
 func (g *guardedBody) Read(p []byte) (int, error) {
@@ -415,6 +427,7 @@ func (g *guardedBody) Close() error {
 	g.idle.stop()
 	err := g.body.Close()
 	g.cancel()
+	g.closeIdle()
 	if g.err == nil {
 		g.err = errors.New("marketplace: download closed")
 	}
