@@ -165,3 +165,28 @@ func TestAutoProfileProbeRetries(t *testing.T) {
 		t.Errorf("doctor once settled: %+v", p)
 	}
 }
+
+// Imported values without a sane meaning do not stop lmntd: it starts on
+// the built-in values and doctor names each file line, option and key.
+func TestMigrationWithUnusableValuesStartsDegraded(t *testing.T) {
+	d := daemontest.Start(t, daemontest.Options{NoStandin: true, MoonrakerConf: `[lmnt_marketplace_plugin]
+marketplace_url: {{SIM}}
+check_interval: often   # hand-edited
+debug_mode: maybe
+`})
+	c := doctorReport(t, d)["moonraker.conf import"]
+	for _, want := range []string{
+		`moonraker.conf:3 [lmnt_marketplace_plugin] check_interval: marketplace.check_interval: check_interval "often" is not a number of seconds; not imported`,
+		`moonraker.conf:4 [lmnt_marketplace_plugin] debug_mode: log.level: debug_mode "maybe" is not a boolean`,
+	} {
+		if c.Result != api.CheckWarn || !strings.Contains(c.Detail, want) {
+			t.Errorf("doctor's import check lacks %q: %+v", want, c)
+		}
+	}
+	if !strings.Contains(d.Log.String(), `level=WARN msg="config: moonraker.conf value not usable, built-in value in effect (lmnt doctor)"`) {
+		t.Errorf("not logged:\n%s", d.Log.String())
+	}
+	if !strings.Contains(doctorReport(t, d)["job queue"].Detail, "polled every 1m0s") {
+		t.Errorf("the built-in check_interval is not in effect: %+v", doctorReport(t, d)["job queue"])
+	}
+}
