@@ -70,6 +70,9 @@ type Status struct {
 	Health  string `json:"health"`
 	Summary string `json:"summary"`
 	Profile string `json:"api_profile"`
+	// ProfileReason says why that profile (api_profile "auto" decides from
+	// the settings or a probe at start).
+	ProfileReason string `json:"api_profile_reason,omitempty"`
 	// Marketplace is the base URL (no credentials).
 	Marketplace string        `json:"marketplace_url"`
 	Auth        AuthStatus    `json:"auth"`

@@ -199,6 +199,9 @@ func (e *env) status(args []string) (int, error) {
 	default:
 		fmt.Fprintf(w, "  printer:     not paired (lmnt pair)\n")
 	}
+	if st.Profile != "" {
+		fmt.Fprintf(w, "  api:         %s profile (%s)\n", st.Profile, st.ProfileReason)
+	}
 	if st.Pairing != nil && st.Pairing.PairingCode != "" {
 		fmt.Fprintf(w, "  pairing:     code %s, %s\n", st.Pairing.PairingCode, st.Pairing.Status)
 	}

@@ -30,10 +30,21 @@ const (
 	DefaultCWSURL     = "https://cws.lmnt.market"
 )
 
-// API profiles (see shared/spec/marketplace-api.md).
+// API profiles (see docs/marketplace-contract.md). ProfileAuto decides from
+// the imported settings where they are conclusive, else by one probe of the
+// marketplace at start (see ProfileDecision).
 const (
+	ProfileAuto    = "auto"
 	ProfileCurrent = "current"
 	ProfileLegacy  = "legacy"
+)
+
+// Push only (check_interval 0): a slow safety poll still runs, at most one
+// request per 5 minutes: SafetyPollInterval with ±SafetyPollJitter, whose
+// shortest wait is just over 5 minutes.
+const (
+	SafetyPollInterval = 5*time.Minute + 30*time.Second
+	SafetyPollJitter   = 0.09
 )
 
 // Config is every setting of lmntd. Field tags: `koanf` is the key in
@@ -41,8 +52,8 @@ const (
 // running daemon applies on reload (all others need a restart); `doc` is the
 // one-line help of the matching command-line flag.
 type Config struct {
-	APIProfile      string `koanf:"api_profile" doc:"marketplace API profile: current or legacy"`
-	DevelopmentMode bool   `koanf:"development_mode" doc:"allow plain-http marketplace URLs outside loopback (development only)"`
+	APIProfile      string `koanf:"api_profile" doc:"marketplace API profile: auto, current or legacy"`
+	DevelopmentMode bool   `koanf:"development_mode" doc:"allow plain-http marketplace URLs outside loopback, and downloads from plain-http or private addresses (development only)"`
 
 	Marketplace Marketplace `koanf:"marketplace"`
 	Push        Push        `koanf:"push"`
@@ -56,18 +67,53 @@ type Config struct {
 	Migration   Migration   `koanf:"migration"`
 
 	// Provenance, filled by Load; never part of the file.
-	origins map[string]Source
-	imports []Import
-	notes   []string
-	file    string
+	origins  map[string]Source
+	imports  []Import
+	notes    []string
+	degraded []*FieldError
+	profile  ProfileDecision
+	file     string
 }
+
+// ProfileDecision is how api_profile "auto" was (or must be) resolved.
+type ProfileDecision struct {
+	// Profile is current or legacy; "" when only a probe of the
+	// marketplace at start can tell.
+	Profile string
+	// Reason says why, for the log, lmnt status and lmnt doctor.
+	Reason string
+}
+
+// Profile is the API profile in effect as far as the configuration can
+// tell: api_profile itself unless it is "auto", else the imported
+// settings' verdict; Profile "" means the daemon must probe.
+func (c *Config) Profile() ProfileDecision { return c.profile }
+
+// PushOnly reports check_interval 0: no regular polling, only the push
+// stream and the safety poll.
+func (c *Config) PushOnly() bool { return c.Marketplace.CheckInterval == 0 }
+
+// PollSchedule is the poll interval and jitter in effect: check_interval,
+// or the safety poll for push only.
+func (c *Config) PollSchedule() (interval time.Duration, jitter float64) {
+	if c.PushOnly() {
+		return SafetyPollInterval, SafetyPollJitter
+	}
+	return c.Marketplace.CheckInterval, 0
+}
+
+// Degraded lists imported moonraker.conf values lmntd could not use (each
+// names the file, line, option and key): the built-in value is in effect
+// instead, and lmnt doctor shows them. They never stop the daemon.
+func (c *Config) Degraded() []*FieldError { return append([]*FieldError(nil), c.degraded...) }
 
 // Marketplace is how lmntd reaches the LMNT Marketplace.
 type Marketplace struct {
 	URL           string        `koanf:"url" doc:"marketplace base URL (empty: the api_profile's default)"`
 	CWSURL        string        `koanf:"cws_url" doc:"legacy auth service (CWS) base URL"`
-	CheckInterval time.Duration `koanf:"check_interval" reload:"live" doc:"how often to poll the print queue (5s to 1h)"`
+	CheckInterval time.Duration `koanf:"check_interval" reload:"live" doc:"how often to poll the print queue (5s to 1h; 0: push only, with a safety poll every 5 min)"`
 	TLSCAFile     string        `koanf:"tls_ca_file" doc:"extra PEM CA bundle trusted for HTTPS, besides the system roots"`
+	TokenHosts    []string      `koanf:"token_hosts" doc:"hosts (host or host:port) besides the marketplace URL's own that downloads may present the printer token to, over https (comma-separated)"`
 }
 
 // Push is the Firebase event stream that announces queue changes.
@@ -171,10 +217,11 @@ func (c *Config) Settings() []Setting {
 // it follows api_profile and is resolved by Load).
 func Defaults() Config {
 	return Config{
-		APIProfile: ProfileCurrent,
+		APIProfile: ProfileAuto,
 		Marketplace: Marketplace{
 			CWSURL:        DefaultCWSURL,
 			CheckInterval: 60 * time.Second,
+			TokenHosts:    []string{},
 		},
 		Push:  Push{Enabled: true, FirebaseProjectID: "lmnt-prod"},
 		Log:   Log{Level: "info"},
@@ -275,6 +322,7 @@ const (
 	kindSize
 	kindPrefixes
 	kindInts
+	kindStrings
 )
 
 func (k kind) want() string {
@@ -291,6 +339,8 @@ func (k kind) want() string {
 		return `a list of IP addresses or CIDRs such as ["192.168.1.0/24", "::1"]`
 	case kindInts:
 		return "a list of integers such as [7]"
+	case kindStrings:
+		return `a list of strings such as ["printers.lmnt.co"]`
 	}
 	return "?"
 }
@@ -329,6 +379,7 @@ var (
 	sizeType     = reflect.TypeOf(ByteSize(0))
 	prefixesType = reflect.TypeOf([]netip.Prefix(nil))
 	intsType     = reflect.TypeOf([]int(nil))
+	stringsType  = reflect.TypeOf([]string(nil))
 )
 
 func buildSchema() []*field {
@@ -357,6 +408,8 @@ func buildSchema() []*field {
 				f.kind = kindPrefixes
 			case sf.Type == intsType:
 				f.kind = kindInts
+			case sf.Type == stringsType:
+				f.kind = kindStrings
 			case sf.Type.Kind() == reflect.Bool:
 				f.kind = kindBool
 			case sf.Type.Kind() == reflect.String:
@@ -394,6 +447,8 @@ func canonical(f *field, v reflect.Value) any {
 		return out
 	case kindInts:
 		return append([]int{}, v.Interface().([]int)...)
+	case kindStrings:
+		return append([]string{}, v.Interface().([]string)...)
 	}
 	return nil
 }

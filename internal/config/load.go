@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"math"
 	"net/netip"
+	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,9 +88,16 @@ func (l *layer) set(key string, v any, src Source) {
 
 // loader collects problems while the layers are read.
 type loader struct {
-	errs  []error
-	notes []string
+	errs     []error
+	notes    []string
+	degraded []*FieldError
+	// mrOptions are the options present in moonraker.conf's
+	// [lmnt_marketplace_plugin], usable or not: evidence of the plugin's era.
+	mrOptions map[string]Source
 }
+
+// degrade records an imported value lmntd cannot use.
+func (ld *loader) degrade(fe *FieldError) { ld.degraded = append(ld.degraded, fe) }
 
 func (ld *loader) fail(src Source, key string, class error, problem, allowed string) {
 	ld.errs = append(ld.errs, &FieldError{Source: src, Key: key, Class: class, Problem: problem, Allowed: allowed})
@@ -132,12 +141,51 @@ func Load(opts Options) (*Config, error) {
 		mrLayer = newLayer()
 	}
 
+	// An imported value lmntd cannot use never stops the daemon: it is
+	// dropped (the value below it stays in effect) and reported as
+	// degraded, naming the moonraker.conf line, option and key.
+	cfg, errs := ld.build(base, fileLayer, mrLayer, envLayer, flagLayer, path, fileUsed)
+	if cfg == nil {
+		return nil, errs[0]
+	}
+	if dropped := dropImportErrors(errs, mrLayer, ld); dropped {
+		if cfg, errs = ld.build(base, fileLayer, mrLayer, envLayer, flagLayer, path, fileUsed); cfg == nil {
+			return nil, errs[0]
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// dropImportErrors moves every problem of an imported value out of errs
+// into the loader's degraded list and removes the value from mr. It
+// reports whether there was any (the layers must then be merged again).
+func dropImportErrors(errs []error, mr *layer, ld *loader) bool {
+	dropped := false
+	for _, e := range errs {
+		fe, ok := e.(*FieldError)
+		if !ok || fe.Source.Kind != SourceMoonraker {
+			continue
+		}
+		ld.degrade(fe)
+		delete(mr.values, fe.Key)
+		delete(mr.source, fe.Key)
+		dropped = true
+	}
+	return dropped
+}
+
+// build merges the layers, decodes and validates them. A nil Config means a
+// bug (errs holds it); otherwise errs are the problems found.
+func (ld *loader) build(base, fileLayer, mrLayer, envLayer, flagLayer *layer, path string, fileUsed bool) (*Config, []error) {
 	// Merge with koanf, lowest first.
 	k := koanf.New(".")
 	origins := map[string]Source{}
 	for _, l := range []*layer{base, fileLayer, mrLayer, envLayer, flagLayer} {
 		if err := k.Load(confmap.Provider(l.values, "."), nil); err != nil {
-			return nil, fmt.Errorf("config: merging layers: %w", err)
+			return nil, []error{fmt.Errorf("config: merging layers: %w", err)}
 		}
 		for key, src := range l.source {
 			origins[key] = src
@@ -155,15 +203,16 @@ func Load(opts Options) (*Config, error) {
 	}
 	if err := k.UnmarshalWithConf("", cfg, koanf.UnmarshalConf{Tag: "koanf", DecoderConfig: dc}); err != nil {
 		// Every value was converted and checked above; this is a bug.
-		return nil, fmt.Errorf("config: decoding checked values: %w", err)
+		return nil, []error{fmt.Errorf("config: decoding checked values: %w", err)}
 	}
 	cfg.origins = origins
+	cfg.profile = decideProfile(cfg, ld.mrOptions)
 	if cfg.Marketplace.URL == "" {
 		cfg.Marketplace.URL = DefaultCurrentURL
-		if cfg.APIProfile == ProfileLegacy {
+		if cfg.profile.Profile == ProfileLegacy {
 			cfg.Marketplace.URL = DefaultLegacyURL
 		}
-		cfg.origins["marketplace.url"] = Source{Kind: SourceDefault, Name: "api_profile " + cfg.APIProfile}
+		cfg.origins["marketplace.url"] = Source{Kind: SourceDefault, Name: "api_profile " + orAuto(cfg.profile.Profile)}
 	}
 	if fileUsed {
 		cfg.file = path
@@ -175,11 +224,55 @@ func Load(opts Options) (*Config, error) {
 	}
 	sort.Slice(cfg.imports, func(i, j int) bool { return cfg.imports[i].Key < cfg.imports[j].Key })
 	cfg.notes = ld.notes
+	cfg.degraded = ld.degraded
+	return cfg, append(append([]error(nil), ld.errs...), cfg.validate()...)
+}
 
-	if errs := append(ld.errs, cfg.validate()...); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+func orAuto(p string) string {
+	if p == "" {
+		return ProfileAuto
 	}
-	return cfg, nil
+	return p
+}
+
+// Marketplace hosts of each era, for api_profile "auto".
+var (
+	currentHosts = []string{"api.lmnt.co", "dev-api.lmnt.co", "printers.lmnt.co"}
+	legacyHosts  = []string{"api.lmnt.market"}
+)
+
+// decideProfile resolves api_profile "auto" from what is conclusive: the
+// marketplace URL's host when it is a known LMNT host of one era; the old
+// plugin's options, usable or not (cws_url exists only in the seed era's
+// moonraker.conf; firebase_project_id and check_interval 0 only in the
+// current one); no URL at all (the current default). Anything else needs a
+// probe.
+func decideProfile(c *Config, mrOptions map[string]Source) ProfileDecision {
+	if c.APIProfile != ProfileAuto {
+		return ProfileDecision{Profile: c.APIProfile, Reason: "api_profile = " + c.APIProfile}
+	}
+	if u, err := url.Parse(c.Marketplace.URL); err == nil {
+		h := strings.ToLower(u.Hostname())
+		switch {
+		case slices.Contains(currentHosts, h):
+			return ProfileDecision{Profile: ProfileCurrent, Reason: "auto: " + h + " is a current-era marketplace host"}
+		case slices.Contains(legacyHosts, h):
+			return ProfileDecision{Profile: ProfileLegacy, Reason: "auto: " + h + " is the legacy marketplace host"}
+		}
+	}
+	if src, ok := mrOptions["cws_url"]; ok {
+		return ProfileDecision{Profile: ProfileLegacy, Reason: "auto: " + src.String() + " exists only in the seed era's moonraker.conf"}
+	}
+	if src, ok := mrOptions["firebase_project_id"]; ok {
+		return ProfileDecision{Profile: ProfileCurrent, Reason: "auto: " + src.String() + " exists only in the current plugin's moonraker.conf"}
+	}
+	if src, ok := mrOptions["check_interval"]; ok && c.Marketplace.CheckInterval == 0 && c.Origin("marketplace.check_interval") == src {
+		return ProfileDecision{Profile: ProfileCurrent, Reason: "auto: " + src.String() + " = 0 (push only) is the current plugin's setting"}
+	}
+	if c.Marketplace.URL == "" {
+		return ProfileDecision{Profile: ProfileCurrent, Reason: "auto: no marketplace URL set, the current marketplace is the default"}
+	}
+	return ProfileDecision{Reason: "auto: nothing in the settings tells the era of " + c.Marketplace.URL + "; one probe at start decides"}
 }
 
 // readFile loads the TOML file through koanf. A missing file is an error only
@@ -326,8 +419,9 @@ func (ld *loader) readMoonraker(path string, fileLayer *layer) *layer {
 		if errors.As(err, &pathErr) {
 			msg = pathErr.Err.Error()
 		}
-		ld.fail(fileSrc, "migration.moonraker_conf", ErrUnreadableFile, "cannot read moonraker.conf to import the old plugin's settings: "+msg,
-			"a readable file, or migration.import_moonraker = false")
+		ld.degrade(&FieldError{Source: fileSrc, Key: "migration.moonraker_conf", Class: ErrUnreadableFile,
+			Problem: "cannot read moonraker.conf to import the old plugin's settings (nothing imported): " + msg,
+			Allowed: "a readable file, or migration.import_moonraker = false"})
 		return l
 	}
 	sections, _, err := parseMoonrakerConf(data)
@@ -338,12 +432,17 @@ func (ld *loader) readMoonraker(path string, fileLayer *layer) *layer {
 			src.Line = se.Line
 			err = errors.New(se.Msg)
 		}
-		ld.fail(src, "", ErrSyntax, "moonraker.conf syntax error: "+err.Error(), "fix the file, or migration.import_moonraker = false")
+		ld.degrade(&FieldError{Source: src, Class: ErrSyntax, Problem: "moonraker.conf syntax error (nothing imported): " + err.Error(),
+			Allowed: "fix the file, or migration.import_moonraker = false"})
 		return l
 	}
 	sec, ok := sections[moonrakerSection]
 	if !ok {
 		return l
+	}
+	ld.mrOptions = map[string]Source{}
+	for name, opt := range sec.Options {
+		ld.mrOptions[name] = Source{Kind: SourceMoonraker, Name: path, Line: opt.Line, Option: name}
 	}
 	known := map[string]bool{}
 	for _, imp := range moonrakerImports {
@@ -357,17 +456,22 @@ func (ld *loader) readMoonraker(path string, fileLayer *layer) *layer {
 			ld.notes = append(ld.notes, fmt.Sprintf("%s: not imported, %s is set in the config file", src, imp.key))
 			continue
 		}
-		text, use, err := imp.convert(opt.Value)
+		text, use, note, err := imp.convert(opt.Value)
 		if err != nil {
-			ld.fail(src, imp.key, ErrWrongType, err.Error(), "set "+imp.key+" in lmntd.toml to override")
+			ld.degrade(&FieldError{Source: src, Key: imp.key, Class: ErrWrongType, Problem: err.Error() + "; not imported",
+				Allowed: "set " + imp.key + " in lmntd.toml to override"})
 			continue
+		}
+		if note != "" {
+			ld.notes = append(ld.notes, fmt.Sprintf("%s: %s", src, note))
 		}
 		if !use {
 			continue
 		}
 		v, problem := convert(schemaByKey[imp.key], text, true)
 		if problem != "" {
-			ld.fail(src, imp.key, ErrWrongType, problem, schemaByKey[imp.key].kind.want())
+			ld.degrade(&FieldError{Source: src, Key: imp.key, Class: ErrWrongType, Problem: problem + "; not imported",
+				Allowed: schemaByKey[imp.key].kind.want()})
 			continue
 		}
 		l.set(imp.key, v, src)
@@ -469,6 +573,20 @@ func convert(f *field, raw any, textual bool) (any, string) {
 			}
 		}
 		return out, ""
+	case kindStrings:
+		items, ok := listItems(raw, textual)
+		if !ok {
+			break
+		}
+		out := make([]string, 0, len(items))
+		for _, it := range items {
+			s, ok := it.(string)
+			if !ok {
+				return nil, fmt.Sprintf("list element %s is not a string", describeRaw(it))
+			}
+			out = append(out, strings.TrimSpace(s))
+		}
+		return out, ""
 	}
 	return nil, "got " + describe()
 }
@@ -543,6 +661,9 @@ func secretKey(key string) bool {
 	}
 	if strings.HasSuffix(last, "_file") || strings.HasSuffix(last, "_path") {
 		return false // a path to a secret is what we want
+	}
+	if strings.HasSuffix(last, "_hosts") {
+		return false // where a secret may go (marketplace.token_hosts), not the secret
 	}
 	switch last {
 	case "key", "api_key", "apikey", "dek", "psek", "kek":

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -182,42 +183,62 @@ func parsePythonBool(s string) (bool, error) {
 	return false, fmt.Errorf("not a boolean: %q", s)
 }
 
-// moonrakerImport maps one old-plugin option to an lmntd key. convert returns
-// the textual value for the key, or ok=false when nothing is to be imported.
+// moonrakerImport maps one old-plugin option to an lmntd key. convert
+// returns the textual value for the key, or use=false when nothing is to be
+// imported; note (optional) says how an odd value was read; err means the
+// value has no sane meaning (it is then not imported, and reported).
 type moonrakerImport struct {
 	option  string
 	key     string
-	convert func(string) (value string, ok bool, err error)
+	convert func(string) (value string, use bool, note string, err error)
 }
 
-func importAsIs(s string) (string, bool, error) { return s, true, nil }
+func importAsIs(s string) (string, bool, string, error) { return s, true, "", nil }
+
+// importCheckInterval reads check_interval the way the old plugin meant
+// it: whole seconds, and anything not above 0 disables polling (its
+// installer and README write 0: push only). A positive value outside
+// lmntd's range is clamped to it.
+func importCheckInterval(s string) (string, bool, string, error) {
+	secs, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return "", false, "", fmt.Errorf("check_interval %q is not a number of seconds", s)
+	}
+	d := time.Duration(secs * float64(time.Second))
+	switch {
+	case secs <= 0:
+		note := ""
+		if secs < 0 {
+			note = fmt.Sprintf("check_interval %s disabled polling in the old plugin: read as 0 (push only, safety poll every 5 min)", s)
+		}
+		return "0s", true, note, nil
+	case d < MinCheckInterval:
+		return MinCheckInterval.String(), true, fmt.Sprintf("check_interval %s is below lmntd's floor: polling every %s", s, MinCheckInterval), nil
+	case d > MaxCheckInterval:
+		return MaxCheckInterval.String(), true, fmt.Sprintf("check_interval %s is above lmntd's ceiling: polling every %s", s, MaxCheckInterval), nil
+	}
+	return d.String(), true, "", nil
+}
 
 var moonrakerImports = []moonrakerImport{
 	{"marketplace_url", "marketplace.url", importAsIs},
 	{"cws_url", "marketplace.cws_url", importAsIs},
 	{"firebase_project_id", "push.firebase_project_id", importAsIs},
-	{"check_interval", "marketplace.check_interval", func(s string) (string, bool, error) {
-		// The old plugin reads whole seconds.
-		secs, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil {
-			return "", false, fmt.Errorf("check_interval %q is not a number of seconds", s)
-		}
-		return (time.Duration(secs * float64(time.Second))).String(), true, nil
-	}},
-	{"debug_mode", "log.level", func(s string) (string, bool, error) {
+	{"check_interval", "marketplace.check_interval", importCheckInterval},
+	{"debug_mode", "log.level", func(s string) (string, bool, string, error) {
 		// debug_mode made the old plugin verbose (and log tokens, which
 		// lmntd never does); off is simply lmntd's default.
 		on, err := parsePythonBool(s)
 		if err != nil {
-			return "", false, fmt.Errorf("debug_mode %q is not a boolean (true/false, yes/no, on/off, 1/0)", s)
+			return "", false, "", fmt.Errorf("debug_mode %q is not a boolean (true/false, yes/no, on/off, 1/0)", s)
 		}
-		return "debug", on, nil
+		return "debug", on, "", nil
 	}},
-	{"development_mode", "development_mode", func(s string) (string, bool, error) {
+	{"development_mode", "development_mode", func(s string) (string, bool, string, error) {
 		on, err := parsePythonBool(s)
 		if err != nil {
-			return "", false, fmt.Errorf("development_mode %q is not a boolean (true/false, yes/no, on/off, 1/0)", s)
+			return "", false, "", fmt.Errorf("development_mode %q is not a boolean (true/false, yes/no, on/off, 1/0)", s)
 		}
-		return strconv.FormatBool(on), true, nil
+		return strconv.FormatBool(on), true, "", nil
 	}},
 }

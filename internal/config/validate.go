@@ -17,6 +17,34 @@ import (
 // sunPathMax is the longest unix socket path Linux accepts (sun_path minus NUL).
 const sunPathMax = 107
 
+// The range of a polling check_interval (0 is push only).
+const (
+	MinCheckInterval = 5 * time.Second
+	MaxCheckInterval = time.Hour
+)
+
+// tokenHostProblem checks one marketplace.token_hosts entry: a bare host or
+// host:port, never a storage host (the printer token must not go there).
+func tokenHostProblem(h string) string {
+	if h == "" || strings.ContainsAny(h, "/?#@ ") {
+		return fmt.Sprintf("%q is not a host or host:port", h)
+	}
+	host := h
+	if hh, port, err := net.SplitHostPort(h); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Sprintf("%q has no valid port", h)
+		}
+		host = hh
+	}
+	host = strings.ToLower(host)
+	for _, storage := range []string{"storage.googleapis.com", "firebasestorage.googleapis.com"} {
+		if host == storage || strings.HasSuffix(host, "."+storage) {
+			return fmt.Sprintf("%q is a storage host: the printer token never goes there", h)
+		}
+	}
+	return ""
+}
+
 var (
 	userNameRE     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 	firebaseIDRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$`)
@@ -70,10 +98,18 @@ func (c *Config) validate() []error {
 		}
 	}
 
-	oneOf("api_profile", c.APIProfile, ProfileCurrent, ProfileLegacy)
+	oneOf("api_profile", c.APIProfile, ProfileAuto, ProfileCurrent, ProfileLegacy)
 	checkURL("marketplace.url", c.Marketplace.URL, false)
 	checkURL("marketplace.cws_url", c.Marketplace.CWSURL, false)
-	between("marketplace.check_interval", c.Marketplace.CheckInterval, 5*time.Second, time.Hour)
+	if d := c.Marketplace.CheckInterval; d != 0 && (d < MinCheckInterval || d > MaxCheckInterval) {
+		fail("marketplace.check_interval", ErrOutOfRange, fmt.Sprintf("%s is out of range", d),
+			fmt.Sprintf("%s to %s, or 0s for push only", MinCheckInterval, MaxCheckInterval))
+	}
+	for _, h := range c.Marketplace.TokenHosts {
+		if problem := tokenHostProblem(h); problem != "" {
+			fail("marketplace.token_hosts", ErrInvalidValue, problem, `host names or host:port such as "printers.lmnt.co" (https only; no scheme, path or storage host)`)
+		}
+	}
 	if absPath("marketplace.tls_ca_file", c.Marketplace.TLSCAFile, true) {
 		if problem := checkCAFile(c.Marketplace.TLSCAFile); problem != "" {
 			fail("marketplace.tls_ca_file", ErrUnreadableFile, problem, "a readable PEM file with at least one CA certificate")

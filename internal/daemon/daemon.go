@@ -68,6 +68,10 @@ type Options struct {
 	// PairingPollInterval is how often an open pairing session is checked
 	// for approval; 0 ⇒ the spec's 2 s.
 	PairingPollInterval time.Duration
+	// ProfileProbeRetry is the first wait before api_profile "auto" probes
+	// the marketplace again after a failed probe (doubling to 5 min);
+	// 0 ⇒ 5 s.
+	ProfileProbeRetry time.Duration
 }
 
 // daemon is one run of lmntd.
@@ -87,6 +91,11 @@ type daemon struct {
 	started  time.Time
 	poller   atomic.Pointer[marketplace.Poller]
 	progress transfers
+	// profile is the API profile in effect and why (api_profile "auto" is
+	// resolved at start, by a probe in the background when the settings
+	// cannot tell; the profile and URL need a restart to change).
+	profile      atomic.Pointer[profileState]
+	profileReady chan struct{} // closed once the profile is settled
 
 	loopsRestart chan struct{} // marketplace loops: pairing changed or settings reloaded
 	restartIdle  atomic.Bool
@@ -121,6 +130,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	for _, im := range cfg.Imports() {
 		d.log.Info("config: imported from moonraker.conf", "key", im.Key, "value", im.Value, "source", im.Source.String())
+	}
+	for _, fe := range cfg.Degraded() {
+		d.log.Warn("config: moonraker.conf value not usable, built-in value in effect (lmnt doctor)", "problem", fe.Error())
 	}
 	return d.run(ctx)
 }
@@ -158,6 +170,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		}
 	}()
 
+	d.settleProfile(cfg)
 	client, err := d.newClient(cfg)
 	if err != nil {
 		return err
@@ -255,6 +268,10 @@ func (d *daemon) run(parent context.Context) (err error) {
 		goRun(&apiWG, "api-tcp", func() error { return d.api.Serve(apiCtx, ls.http) })
 	}
 	goRun(&mktWG, "marketplace", func() error { d.runMarketplace(mktCtx); return nil })
+	if !d.profileSettled() {
+		auxWG.Add(1)
+		go func() { defer auxWG.Done(); d.probeProfile(mktCtx) }()
+	}
 	auxWG.Add(1)
 	go func() { defer auxWG.Done(); d.forwardCommands(engCtx) }()
 
@@ -358,8 +375,17 @@ func (d *daemon) apiKey(cfg *config.Config) func() []byte {
 }
 
 func (d *daemon) newClient(cfg *config.Config) (*marketplace.Client, error) {
+	return d.newClientFor(cfg, d.apiProfile().Profile)
+}
+
+func (d *daemon) newClientFor(cfg *config.Config, profile string) (*marketplace.Client, error) {
+	var tokenHosts []string // nil: the marketplace URL's host only
+	if len(cfg.Marketplace.TokenHosts) > 0 {
+		tokenHosts = cfg.Marketplace.TokenHosts
+	}
 	c, err := marketplace.New(marketplace.Options{
-		Profile:             marketplace.Profile(cfg.APIProfile),
+		Profile:             marketplace.Profile(profile),
+		TokenHosts:          tokenHosts,
 		BaseURL:             cfg.Marketplace.URL,
 		CWSURL:              cfg.Marketplace.CWSURL,
 		PushBaseURL:         cfg.Push.BaseURL,

@@ -37,6 +37,43 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 		cc.Detail += "; " + n
 	}
 	add(cc)
+	// Imported values lmntd could not use: the daemon runs on the built-in
+	// value instead, and the owner learns which line to fix.
+	if deg := cfg.Degraded(); len(deg) > 0 {
+		dc := api.Check{Name: "moonraker.conf import", Result: api.CheckWarn,
+			Fix: "fix these lines of moonraker.conf, or set the keys in lmntd.toml (which wins over the import)"}
+		for i, fe := range deg {
+			if i > 0 {
+				dc.Detail += "; "
+			}
+			dc.Detail += fe.Error() + " (not imported; the built-in value is in effect)"
+		}
+		add(dc)
+	}
+
+	// API profile and how the queue is watched.
+	prof := d.apiProfile()
+	pr := api.Check{Name: "api profile", Result: api.CheckOK, Detail: prof.Profile + " (" + prof.Reason + ")"}
+	if !d.profileSettled() {
+		pr.Result, pr.Fix = api.CheckWarn, "check the network (the marketplace must answer once), or set api_profile in lmntd.toml"
+	}
+	add(pr)
+	qc := api.Check{Name: "job queue", Result: api.CheckOK}
+	every, _ := cfg.PollSchedule()
+	switch {
+	case cfg.PushOnly() && cfg.Push.Enabled:
+		qc.Detail = fmt.Sprintf("push only (check_interval 0): jobs arrive by the push stream; a safety poll runs every %s or more", every.Round(time.Second))
+	case cfg.PushOnly():
+		qc.Result = api.CheckWarn
+		qc.Detail = fmt.Sprintf("check_interval 0 with push disabled: only the safety poll (every %s or more) finds jobs", every.Round(time.Second))
+		qc.Fix = "enable push (push.enabled = true) or set marketplace.check_interval"
+	default:
+		qc.Detail = fmt.Sprintf("polled every %s", every)
+		if cfg.Push.Enabled {
+			qc.Detail += ", and at once on a push"
+		}
+	}
+	add(qc)
 
 	// State directory.
 	sc := api.Check{Name: "state directory", Required: true, Result: api.CheckOK, Detail: cfg.Paths.StateDirectory}

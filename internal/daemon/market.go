@@ -17,6 +17,13 @@ import (
 // while the printer is paired, and restarts them when the pairing or the
 // settings change.
 func (d *daemon) runMarketplace(ctx context.Context) {
+	// With api_profile "auto" and nothing conclusive, the loops wait for
+	// the probe: polling the wrong era's paths helps no one.
+	select {
+	case <-ctx.Done():
+		return
+	case <-d.profileReady:
+	}
 	for {
 		client := d.mkt.Load()
 		_, paired := client.Token()
@@ -44,7 +51,8 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	cfg := d.cfg.Load()
-	poller := client.NewPoller(marketplace.PollerOptions{Interval: cfg.Marketplace.CheckInterval, MinInterval: d.o.PollMinInterval})
+	every, jitter := cfg.PollSchedule()
+	poller := client.NewPoller(marketplace.PollerOptions{Interval: every, Jitter: jitter, MinInterval: d.o.PollMinInterval})
 	d.poller.Store(poller)
 	defer d.poller.Store(nil)
 
@@ -66,7 +74,11 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 	if cfg.Push.Enabled {
 		run(func() error { return client.RunPush(ctx, marketplace.PushOptions{}, poller.Trigger) })
 	}
-	d.log.Info("marketplace: polling", "every", cfg.Marketplace.CheckInterval, "push", cfg.Push.Enabled)
+	if cfg.PushOnly() {
+		d.log.Info("marketplace: push only (check_interval 0); safety poll", "every", every, "jitter", jitter, "push", cfg.Push.Enabled)
+	} else {
+		d.log.Info("marketplace: polling", "every", every, "push", cfg.Push.Enabled)
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-ended:

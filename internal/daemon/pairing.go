@@ -129,8 +129,7 @@ func (p *pairing) start(ctx context.Context, r api.PairRequest) (api.Pairing, er
 		return p.view(s), nil
 	}
 	d := p.d
-	cfg := d.cfg.Load()
-	if cfg.APIProfile == config.ProfileLegacy {
+	if d.apiProfile().Profile == config.ProfileLegacy {
 		return api.Pairing{}, api.Errorf(http.StatusBadRequest, "legacy_profile",
 			"api_profile is legacy: that marketplace registers printers with a user login (lmnt register), not a pairing code")
 	}

@@ -5,7 +5,8 @@
 //
 // It never decrypts anything and never holds the printer's private key: a
 // sealed pairing answer is opened through the caller's BoxOpener. The printer
-// token is sent only to the marketplace origin (exact scheme, host and port),
+// token is sent only to the marketplace origin (exact scheme, host and port)
+// and, for downloads, to the configured token hosts over https (download.go);
 // every URL that reaches a log has its query string redacted, and TLS
 // verification cannot be turned off.
 package marketplace
@@ -45,9 +46,6 @@ const (
 	DefaultCWSURL         = "https://cws.lmnt.market"
 	// DefaultFirebaseProject is the production RTDB project of the push stream.
 	DefaultFirebaseProject = "lmnt-prod"
-	// DefaultStorageProxyHost is the host whose URLs are fetched through the
-	// marketplace's download proxy instead of directly.
-	DefaultStorageProxyHost = "storage.googleapis.com"
 )
 
 // Options configure a Client. Zero values take the documented defaults.
@@ -64,6 +62,10 @@ type Options struct {
 	// on one of them (or a subdomain) is replaced by the marketplace's
 	// download proxy. nil ⇒ [DefaultStorageProxyHost].
 	StorageProxyHosts []string
+	// TokenHosts are the hosts ("host" or "host:port") a download may
+	// present the printer token to, over https (marketplace.token_hosts).
+	// nil ⇒ the BaseURL's host. The token never goes anywhere else.
+	TokenHosts []string
 
 	// ExtraCAFile is a PEM bundle added to the system roots (private CA,
 	// simulator). Verification itself is always on.
@@ -169,7 +171,7 @@ func New(opts Options) (*Client, error) {
 		opts.PushBaseURL = "https://" + opts.FirebaseProject + "-default-rtdb.firebaseio.com"
 	}
 	if opts.StorageProxyHosts == nil {
-		opts.StorageProxyHosts = []string{DefaultStorageProxyHost}
+		opts.StorageProxyHosts = DefaultStorageProxyHosts()
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 30 * time.Second

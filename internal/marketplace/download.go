@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -33,6 +35,20 @@ type Download struct {
 	ViaProxy bool
 }
 
+// DefaultStorageProxyHosts are the storage hosts whose URLs the old plugin
+// sent through the marketplace's download proxy: it matched any URL
+// containing "storage.googleapis.com", which covers Google Cloud Storage
+// and Firebase Storage (firebasestorage.googleapis.com). Their signed URLs
+// are not meant for the printer; the proxy serves the same bytes.
+func DefaultStorageProxyHosts() []string {
+	return []string{"storage.googleapis.com", "firebasestorage.googleapis.com"}
+}
+
+// ErrForbiddenTarget is a download URL (or redirect) toward a loopback,
+// link-local or private address that is not a configured marketplace host:
+// a marketplace-supplied URL must not reach into the printer's own network.
+var ErrForbiddenTarget = errors.New("marketplace: download target refused")
+
 // downloadTarget decides where the ciphertext of job is fetched from: the
 // marketplace proxy for storage-proxy hosts (and when the job has no URL
 // but a gcode_file_url on such a host), the job's URL otherwise.
@@ -41,7 +57,7 @@ func (c *Client) downloadTarget(ctx context.Context, job Job) (*url.URL, bool, e
 	if raw == "" {
 		var err error
 		if raw, err = c.JobFileURL(ctx, job.ID); err != nil {
-			return nil, false, fmt.Errorf("%w (and get-print-job failed: %v)", ErrNoDownloadURL, err)
+			return nil, false, fmt.Errorf("%w (and get-print-job failed: %v)", ErrNoDownloadURL, withoutBody(err))
 		}
 	}
 	u, err := url.Parse(raw)
@@ -49,12 +65,16 @@ func (c *Client) downloadTarget(ctx context.Context, job Job) (*url.URL, bool, e
 		return nil, false, fmt.Errorf("%w: job %s download URL is not absolute", ErrBadResponse, job.ID)
 	}
 	if c.isStorageProxyHost(u) {
-		return c.endpoint(c.paths.downloadProxy, url.Values{"print_job_id": {job.ID}}), true, nil
+		return c.proxyURL(job.ID), true, nil
 	}
-	if err := c.checkScheme(u); err != nil {
+	if err := c.checkDownloadURL(u); err != nil {
 		return nil, false, fmt.Errorf("marketplace: job %s download URL: %w", job.ID, err)
 	}
 	return u, false, nil
+}
+
+func (c *Client) proxyURL(jobID string) *url.URL {
+	return c.endpoint(c.paths.downloadProxy, url.Values{"print_job_id": {jobID}})
 }
 
 func (c *Client) isStorageProxyHost(u *url.URL) bool {
@@ -66,11 +86,169 @@ func (c *Client) isStorageProxyHost(u *url.URL) bool {
 	})
 }
 
+// tokenHosts is the allowlist of hosts a download may present the token to.
+func (c *Client) tokenHosts() []string {
+	if c.opts.TokenHosts != nil {
+		return c.opts.TokenHosts
+	}
+	return []string{c.base.Host}
+}
+
+// hostListed reports whether u's host and port match an entry of hosts:
+// "host:port" exactly, a bare "host" on the scheme's default https port.
+func hostListed(u *url.URL, hosts []string) bool {
+	for _, e := range hosts {
+		h, p, err := net.SplitHostPort(e)
+		if err != nil {
+			h, p = strings.Trim(e, "[]"), "443"
+		}
+		if strings.EqualFold(h, u.Hostname()) && p == effectivePort(u) {
+			return true
+		}
+	}
+	return false
+}
+
+// mayPresentToken: the printer token goes to the exact marketplace origin,
+// and over https to the hosts of marketplace.token_hosts; nowhere else.
+func (c *Client) mayPresentToken(u *url.URL) bool {
+	return c.sameOrigin(u) || (strings.EqualFold(u.Scheme, "https") && hostListed(u, c.tokenHosts()))
+}
+
+// configuredHost is true for the marketplace host and the token hosts: the
+// only addresses a download may reach inside private networks.
+func (c *Client) configuredHost(hostport string) bool {
+	u := &url.URL{Scheme: "https", Host: hostport}
+	bu := &url.URL{Scheme: c.base.Scheme, Host: c.base.Host}
+	h, p, err := net.SplitHostPort(hostport)
+	if err == nil && strings.EqualFold(h, bu.Hostname()) && p == effectivePort(bu) {
+		return true
+	}
+	return hostListed(u, c.tokenHosts())
+}
+
+// checkDownloadURL applies the download rules to a marketplace-supplied URL
+// (and to every redirect): https only, except the configured marketplace
+// origin itself or development mode; no loopback, link-local or private
+// address unless it is a configured marketplace host (or development mode).
+func (c *Client) checkDownloadURL(u *url.URL) error {
+	switch {
+	case strings.EqualFold(u.Scheme, "https"):
+	case c.sameOrigin(u):
+	case strings.EqualFold(u.Scheme, "http") && c.opts.Development:
+	default:
+		return fmt.Errorf("%w: %s:// to %s (downloads are https only, outside development mode)", ErrInsecureURL, u.Scheme, u.Host)
+	}
+	if c.opts.Development || c.configuredHost(net.JoinHostPort(u.Hostname(), effectivePort(u))) {
+		return nil
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return fmt.Errorf("%w: %s is this machine", ErrForbiddenTarget, u.Host)
+	}
+	if a, err := netip.ParseAddr(host); err == nil && forbiddenAddr(a) {
+		return fmt.Errorf("%w: %s is a loopback, link-local or private address", ErrForbiddenTarget, u.Host)
+	}
+	return nil
+}
+
+// forbiddenAddr: addresses a marketplace-supplied URL must not reach.
+func forbiddenAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() ||
+		cgnat.Contains(a)
+}
+
+// cgnat is the shared address space (RFC 6598): private in all but name.
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// downloadRedirect keeps download redirects short and inside the rules:
+// the target is checked like the first URL (no https→http downgrade, no
+// private address), and the token survives only toward token hosts.
+func (c *Client) downloadRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("marketplace: too many redirects")
+	}
+	if err := c.checkDownloadURL(req.URL); err != nil {
+		return fmt.Errorf("redirect refused: %w", err)
+	}
+	if !c.mayPresentToken(req.URL) {
+		req.Header.Del("Authorization")
+	}
+	return nil
+}
+
+// downloadTransport is the client's transport with a dialer that checks
+// the address a name resolves to, so a DNS name pointing into a private
+// network is refused like a literal address (also after redirects).
+// Configured hosts, the environment's proxy and development mode are
+// exempt. A caller-supplied non-*http.Transport is used as is (tests).
+func (c *Client) downloadTransport(target *url.URL) http.RoundTripper {
+	t, ok := c.transport.(*http.Transport)
+	if !ok || c.opts.Development {
+		return c.transport
+	}
+	t = t.Clone()
+	var proxyAddr string
+	if t.Proxy != nil {
+		if pu, err := t.Proxy(&http.Request{URL: target}); err == nil && pu != nil {
+			proxyAddr = net.JoinHostPort(pu.Hostname(), effectivePort(pu))
+		}
+	}
+	dial := t.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == proxyAddr || c.configuredHost(addr) {
+			return dial(ctx, network, addr)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range addrs {
+			if forbiddenAddr(a) {
+				return nil, fmt.Errorf("%w: %s resolves to %s, a loopback, link-local or private address", ErrForbiddenTarget, host, a)
+			}
+		}
+		var lastErr error
+		for _, a := range addrs {
+			conn, err := dial(ctx, network, net.JoinHostPort(a.String(), port))
+			if err == nil {
+				return conn, nil
+			}
+			lastErr = err
+		}
+		return nil, lastErr
+	}
+	return t
+}
+
+// withoutBody strips the answer body from an HTTP error: what reaches a
+// job's failure report carries the status code only, never bytes a
+// (possibly hostile) server chose.
+func withoutBody(err error) error {
+	var he *HTTPError
+	if errors.As(err, &he) && he.Body != "" {
+		return &HTTPError{Method: he.Method, URL: he.URL, StatusCode: he.StatusCode}
+	}
+	return err
+}
+
 // Download starts fetching the job's ciphertext and returns the body as a
-// stream. The printer token goes only to the marketplace origin. The body
-// is bounded by MaxDownloadBytes, DownloadTimeout (total) and
-// DownloadIdleTimeout (between bytes); a body shorter than announced or
-// cut off fails with ErrTruncated. Close releases everything.
+// stream. The printer token goes only to the marketplace origin and the
+// token hosts; storage hosts are fetched without it. A direct download
+// refused with 401 or 403 is retried once through the marketplace's
+// download proxy (with the token). The body is bounded by
+// MaxDownloadBytes, DownloadTimeout (total) and DownloadIdleTimeout
+// (between bytes); a body shorter than announced or cut off fails with
+// ErrTruncated. Close releases everything.
 func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 	target, viaProxy, err := c.downloadTarget(ctx, job)
 	if err != nil {
@@ -79,9 +257,65 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DownloadTimeout)
 	idle := newIdleWatch(c.opts.DownloadIdleTimeout, cancel)
 	// The total and idle timeouts bound the transfer; no client timeout.
-	hc := &http.Client{Transport: c.transport, CheckRedirect: c.checkRedirect}
+	transport := c.downloadTransport(target)
+	// A transport cloned for this download holds its connections only
+	// until the download ends.
+	closeIdle := func() {
+		if t, ok := transport.(*http.Transport); ok && transport != c.transport {
+			t.CloseIdleConnections()
+		}
+	}
+	hc := &http.Client{Transport: transport, CheckRedirect: c.downloadRedirect}
+	resp, req, err := c.fetch(dctx, hc, target)
+	if err == nil && !viaProxy && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+		c.log.Info("marketplace: direct download refused, retrying through the download proxy",
+			"job", job.ID, "host", target.Host, "status", resp.StatusCode)
+		drainClose(resp)
+		target, viaProxy = c.proxyURL(job.ID), true
+		idle.arm()
+		resp, req, err = c.fetch(dctx, hc, target)
+	}
+	if err != nil {
+		idle.stop()
+		cancel()
+		closeIdle()
+		if idle.fired() {
+			return nil, fmt.Errorf("%w: %v", ErrIdleTimeout, err)
+		}
+		return nil, err
+	}
+	fail := func(err error) (*Download, error) {
+		resp.Body.Close()
+		idle.stop()
+		cancel()
+		closeIdle()
+		return nil, err
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		drainClose(resp)
+		return fail(&HTTPError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode})
+	}
+	if resp.ContentLength > c.opts.MaxDownloadBytes {
+		return fail(fmt.Errorf("%w: job %s announces %d bytes, cap %d", ErrTooLarge, job.ID, resp.ContentLength, c.opts.MaxDownloadBytes))
+	}
+	if resp.ContentLength < 0 && resp.ProtoMajor == 1 && !slices.Contains(resp.TransferEncoding, "chunked") {
+		return fail(fmt.Errorf("%w (job %s)", ErrUnframedBody, job.ID))
+	}
+	idle.disarm()
+	c.log.Info("marketplace: download started", "job", job.ID, "url", redactURL(target), "via_proxy", viaProxy, "size", resp.ContentLength)
+	body := &guardedBody{
+		body: resp.Body, want: resp.ContentLength, limit: c.opts.MaxDownloadBytes,
+		idle: idle, cancel: cancel, ctx: dctx, jobID: job.ID, closeIdle: closeIdle,
+	}
+	return &Download{ReadCloser: body, Size: body.want, ViaProxy: viaProxy}, nil
+}
+
+// fetch sends one download GET: with the token (refreshed once on 401) to
+// the marketplace origin, with the token to a token host, without it
+// anywhere else.
+func (c *Client) fetch(ctx context.Context, hc *http.Client, target *url.URL) (*http.Response, *http.Request, error) {
 	build := func(token string) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(dctx, http.MethodGet, target.String(), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -95,52 +329,39 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 		}
 		return req, nil
 	}
-	var resp *http.Response
 	var req *http.Request
 	if c.sameOrigin(target) {
-		resp, err = c.authedDo(dctx, hc, func(token string) (*http.Request, error) {
-			req, err = build(token)
-			return req, err
+		resp, err := c.authedDo(ctx, hc, func(token string) (*http.Request, error) {
+			r, err := build(token)
+			req = r
+			return r, err
 		})
-	} else {
-		// A foreign host (signed storage URL): no token, ever.
-		if req, err = build(""); err == nil {
-			resp, err = hc.Do(req)
-			if err != nil {
-				err = fmt.Errorf("marketplace: GET %s: %w", redactURL(target), redactErr(err))
-			}
-		}
+		return resp, req, err
 	}
+	token := ""
+	if c.mayPresentToken(target) {
+		tok, err := c.currentToken()
+		if err != nil {
+			return nil, nil, err
+		}
+		token = tok.Value
+	}
+	req, err := build(token)
 	if err != nil {
-		idle.stop()
-		cancel()
-		if idle.fired() {
-			return nil, fmt.Errorf("%w: %v", ErrIdleTimeout, err)
-		}
-		return nil, err
+		return nil, nil, err
 	}
-	fail := func(err error) (*Download, error) {
-		resp.Body.Close()
-		idle.stop()
-		cancel()
-		return nil, err
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, req, fmt.Errorf("marketplace: GET %s: %w", redactURL(target), redactErr(err))
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fail(readHTTPError(req, resp))
-	}
-	if resp.ContentLength > c.opts.MaxDownloadBytes {
-		return fail(fmt.Errorf("%w: job %s announces %d bytes, cap %d", ErrTooLarge, job.ID, resp.ContentLength, c.opts.MaxDownloadBytes))
-	}
-	if resp.ContentLength < 0 && resp.ProtoMajor == 1 && !slices.Contains(resp.TransferEncoding, "chunked") {
-		return fail(fmt.Errorf("%w (job %s)", ErrUnframedBody, job.ID))
-	}
-	idle.disarm()
-	c.log.Info("marketplace: download started", "job", job.ID, "url", redactURL(target), "via_proxy", viaProxy, "size", resp.ContentLength)
-	body := &guardedBody{
-		body: resp.Body, want: resp.ContentLength, limit: c.opts.MaxDownloadBytes,
-		idle: idle, cancel: cancel, ctx: dctx, jobID: job.ID,
-	}
-	return &Download{ReadCloser: body, Size: body.want, ViaProxy: viaProxy}, nil
+	return resp, req, nil
+}
+
+// drainClose reads a little of an unwanted body (so the connection can be
+// reused) and closes it; the bytes are never kept.
+func drainClose(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body.Close()
 }
 
 // guardedBody enforces the size cap, the announced length and the timeouts
@@ -156,6 +377,8 @@ type guardedBody struct {
 	ctx    context.Context
 	jobID  string
 	err    error // sticky
+	// closeIdle releases the download's own connections once it is closed.
+	closeIdle func()
 }
 
 func (g *guardedBody) Read(p []byte) (int, error) {
@@ -204,6 +427,7 @@ func (g *guardedBody) Close() error {
 	g.idle.stop()
 	err := g.body.Close()
 	g.cancel()
+	g.closeIdle()
 	if g.err == nil {
 		g.err = errors.New("marketplace: download closed")
 	}

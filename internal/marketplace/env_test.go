@@ -86,6 +86,9 @@ func newEnv(t *testing.T, profile marketplace.Profile, simOpts *marketsim.Option
 		StateDir:       e.stateDir,
 		RequestTimeout: 5 * time.Second,
 		OnPairingLost:  e.lost.record,
+		// The simulator's storage host is another loopback port: reaching
+		// it is what development mode is for (the SSRF tests turn it off).
+		Development: true,
 	}
 	if tune != nil {
 		tune(&e.opts)

@@ -91,9 +91,11 @@ func (c *Client) PairStart(ctx context.Context, pub []byte, info PrinterInfo) (P
 	if ans.SessionID == "" || ans.PairingCode == "" {
 		return PairingSession{}, fmt.Errorf("%w: pair/start answer lacks session_id or pairing_code", ErrBadResponse)
 	}
-	exp, err := parseExpiry(ans.ExpiresAt)
-	if err != nil {
-		return PairingSession{}, fmt.Errorf("%w: pair/start expires_at: %v", ErrBadResponse, err)
+	// The session's expiry only tells the owner how long the code is good
+	// for: one we cannot read is shown as unknown, never a reason to fail.
+	exp, err := parseWireTime(ans.ExpiresAt)
+	if err != nil && !errors.Is(err, errNoTime) {
+		c.log.Warn("marketplace: pair/start expires_at not understood; the code's lifetime is unknown", "problem", err)
 	}
 	return PairingSession{SessionID: string(ans.SessionID), Code: string(ans.PairingCode), ExpiresAt: exp}, nil
 }
@@ -180,15 +182,7 @@ func (c *Client) PairComplete(ctx context.Context, sessionID string, opener BoxO
 			return Token{}, err
 		}
 	}
-	raw := ta.ExpiresAt
-	if len(raw) == 0 || string(raw) == "null" {
-		raw = ta.Expiry
-	}
-	exp, err := parseExpiry(raw)
-	if err != nil {
-		return Token{}, fmt.Errorf("%w: pair/complete: %v", ErrBadResponse, err)
-	}
-	tok, err := newToken(ta.Token, string(ta.PrinterID), exp, c.clock.Now(), 0)
+	tok, err := newToken(ta.Token, string(ta.PrinterID), c.answerExpiry("pair/complete", ta.ExpiresAt, ta.Expiry), c.clock.Now(), unknownExpiryLifetime)
 	if err != nil {
 		return Token{}, fmt.Errorf("pair/complete: %w", err)
 	}
@@ -297,11 +291,7 @@ func (c *Client) RegisterPrinter(ctx context.Context, userJWT string, pub []byte
 	if err := c.do(req, &ans); err != nil {
 		return Registration{}, err
 	}
-	exp, err := parseExpiry(ans.TokenExpires)
-	if err != nil {
-		return Registration{}, fmt.Errorf("%w: register-printer: %v", ErrBadResponse, err)
-	}
-	tok, err := newToken(ans.PrinterToken, string(ans.ID), exp, c.clock.Now(), legacyDefaultTokenTT)
+	tok, err := newToken(ans.PrinterToken, string(ans.ID), c.answerExpiry("register-printer", ans.TokenExpires), c.clock.Now(), legacyDefaultTokenTT)
 	if err != nil {
 		return Registration{}, fmt.Errorf("register-printer: %w", err)
 	}
@@ -309,4 +299,29 @@ func (c *Client) RegisterPrinter(ctx context.Context, userJWT string, pub []byte
 		return Registration{}, err
 	}
 	return Registration{Token: tok, UserID: string(ans.UserID), KEKID: string(ans.KEKID)}, nil
+}
+
+// unknownExpiryLifetime is assumed for a freshly paired token when neither
+// its JWT exp nor the answer's expiry can be read: the shortest lifetime a
+// printer token sensibly has, so the refresher renews it at once (under 7
+// days left) and learns the real expiry from the refreshed token.
+const unknownExpiryLifetime = 24 * time.Hour
+
+// answerExpiry reads the first expiry field of an answer that says
+// anything. The token's JWT exp, when present, wins over it (newToken); an
+// expiry in a form we cannot read is logged and treated as absent, never a
+// reason to abort a pairing.
+func (c *Client) answerExpiry(call string, fields ...json.RawMessage) time.Time {
+	for _, raw := range fields {
+		t, err := parseWireTime(raw)
+		switch {
+		case err == nil:
+			return t
+		case errors.Is(err, errNoTime):
+			continue
+		default:
+			c.log.Warn("marketplace: "+call+" expiry not understood; using the token's own exp, else renewing early", "problem", err)
+		}
+	}
+	return time.Time{}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -97,32 +96,14 @@ func epochClaim(v json.RawMessage) (time.Time, error) {
 	return time.Unix(int64(f), 0).UTC(), nil
 }
 
-// parseExpiry reads a server expiry field: RFC 3339 (a naive timestamp is
-// taken as UTC), or epoch seconds as a number or numeric string.
+// parseExpiry reads a server expiry field in any form parseWireTime knows;
+// absent, null and "" are the zero time.
 func parseExpiry(v json.RawMessage) (time.Time, error) {
-	if len(v) == 0 || string(v) == "null" {
+	t, err := parseWireTime(v)
+	if errors.Is(err, errNoTime) {
 		return time.Time{}, nil
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		var f float64
-		if err := json.Unmarshal(v, &f); err != nil {
-			return time.Time{}, fmt.Errorf("expiry %s is neither a timestamp nor a number", v)
-		}
-		return time.Unix(int64(f), 0).UTC(), nil
-	}
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return time.Unix(n, 0).UTC(), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("expiry %q is not an RFC 3339 timestamp", s)
+	return t, err
 }
 
 // flexString accepts a JSON string or number (ids are numbers on some

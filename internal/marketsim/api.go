@@ -48,13 +48,15 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("POST /api/register-printer", s.call(CallRegister, s.handleRegister))
 	mux.HandleFunc("POST /auth/login", s.call(CallLogin, s.handleLogin)) // cws host of the legacy era
 	// Current profile.
-	mux.HandleFunc("POST /api/printer-agent/refresh-token", s.call(CallRefresh, s.handleRefresh("current")))
-	mux.HandleFunc("GET /api/printer-agent/poll-print-queue", s.call(CallPoll, s.handlePoll("current")))
-	mux.HandleFunc("GET /api/printer-agent/download-gcode", s.call(CallDownload, s.handleDownloadProxy))
-	mux.HandleFunc("POST /api/printer-agent/1.0.0/job-status/{id}", s.call(CallJobStatus, s.handleJobStatus("current")))
+	if !s.o.LegacyOnly {
+		mux.HandleFunc("POST /api/printer-agent/refresh-token", s.call(CallRefresh, s.handleRefresh("current")))
+		mux.HandleFunc("GET /api/printer-agent/poll-print-queue", s.call(CallPoll, s.handlePoll()))
+		mux.HandleFunc("GET /api/printer-agent/download-gcode", s.call(CallDownload, s.handleDownloadProxy))
+		mux.HandleFunc("POST /api/printer-agent/1.0.0/job-status/{id}", s.call(CallJobStatus, s.handleJobStatus("current")))
+	}
 	// Legacy profile.
 	mux.HandleFunc("POST /api/refresh-printer-token", s.call(CallRefresh, s.handleRefresh("legacy")))
-	mux.HandleFunc("GET /api/poll-print-queue", s.call(CallPoll, s.handlePoll("legacy")))
+	mux.HandleFunc("GET /api/poll-print-queue", s.call(CallPoll, s.handlePoll()))
 	mux.HandleFunc("GET /api/print/download-gcode", s.call(CallDownload, s.handleDownloadProxy))
 	mux.HandleFunc("POST /api/1.0.0/job-status/{id}", s.call(CallJobStatus, s.handleJobStatus("legacy")))
 	// Both.
@@ -136,7 +138,7 @@ func (s *Server) handlePairStart(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"session_id": ss.id, "pairing_code": ss.code, "expires_at": ss.expires.Format(time.RFC3339)})
+	writeJSON(w, http.StatusOK, map[string]any{"session_id": ss.id, "pairing_code": ss.code, "expires_at": s.expiryShape(ss.expires, false)})
 }
 
 // pairingCodeLocked makes a unique code from an alphabet without look-alikes.
@@ -200,7 +202,7 @@ func (s *Server) handlePairComplete(w http.ResponseWriter, r *http.Request) {
 	}
 	p := s.printers[ss.printerID]
 	tok, exp := s.issuePrinterTokenLocked(p)
-	plain := map[string]any{"token": tok, "expires_at": exp.Format(time.RFC3339), "printer_id": p.id}
+	plain := map[string]any{"token": tok, "expires_at": s.expiryShape(exp, true), "printer_id": p.id}
 	if !s.o.SealPairing {
 		writeJSON(w, http.StatusOK, plain)
 		return
@@ -328,7 +330,7 @@ func (s *Server) handleRefresh(profile string) http.HandlerFunc {
 	}
 }
 
-func (s *Server) handlePoll(profile string) http.HandlerFunc {
+func (s *Server) handlePoll() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -336,9 +338,13 @@ func (s *Server) handlePoll(profile string) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		jobs := []map[string]any{}
-		for _, id := range p.queue {
-			jobs = append(jobs, s.wireJobLocked(s.jobs[id], profile))
+		s.polls++
+		jobs := []any{}
+		for i, id := range p.queue {
+			jobs = append(jobs, s.wireJobLocked(s.jobs[id], s.polls+i))
+		}
+		if s.o.Varying {
+			jobs = withOddEntries(jobs, s.polls)
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"jobs": jobs})
 	}

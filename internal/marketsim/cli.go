@@ -31,7 +31,7 @@ USAGE
   lmnt-marketsim serve [flags]                  run the simulator (Ctrl-C stops it)
   lmnt-marketsim state                          printers, pairing sessions, URLs
   lmnt-marketsim approve CODE [--email E]       approve a pairing code, as the owner would in the web shop
-  lmnt-marketsim create-job FILE.gcode [--printer ID] [--download gcs|storage|marketplace|none]
+  lmnt-marketsim create-job FILE.gcode [--printer ID] [--download gcs|firebase|storage|marketplace|lmnt-host|none]
                                                 encrypt a G-code file for the printer's key and queue it
   lmnt-marketsim status JOB_ID                  the job-status reports the printer sent
   lmnt-marketsim add-user EMAIL                 add a web-shop user (password read from stdin)
@@ -119,6 +119,9 @@ type serveConfig struct {
 	plain, autoApprove, seal  bool
 	tokenLifetime, keepAlive  time.Duration
 	verbose                   bool
+	lmntHost                  string
+	varying, altDEK           bool
+	legacyOnly                bool
 }
 
 func serveFlags() (*pflag.FlagSet, *serveConfig) {
@@ -128,6 +131,10 @@ func serveFlags() (*pflag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.storage, "storage", "127.0.0.1:8444", "fake third-party storage host listen address")
 	fs.StringVar(&c.push, "push", "127.0.0.1:8445", "push stream (Realtime Database) listen address")
 	fs.StringVar(&c.admin, "admin", "127.0.0.1:8480", "admin API listen address (plain http; keep it on loopback)")
+	fs.StringVar(&c.lmntHost, "lmnt-host", "127.0.0.1:0", "second LMNT host listen address (downloads that need the printer token; default: a free port)")
+	fs.BoolVar(&c.varying, "varying", false, "vary every optional field's shape as the real server's builds do, and add poll entries to skip")
+	fs.BoolVar(&c.altDEK, "alt-dek-field", false, "name the DEK package gcode_dek_package instead of gcode_dek_encrypted_hex")
+	fs.BoolVar(&c.legacyOnly, "legacy-only", false, "serve only the legacy profile's paths (a seed-era marketplace)")
 	fs.StringVar(&c.dir, "dir", filepath.Join(os.TempDir(), "lmnt-marketsim"), "directory for ca.pem")
 	fs.StringSliceVar(&c.hostnames, "hostname", nil, "extra DNS name for the server certificate (repeatable)")
 	fs.BoolVar(&c.plain, "plain-http", false, "serve plain http (loopback demos; lmntd accepts it only for loopback)")
@@ -153,7 +160,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	s, err := New(Options{
 		PlainHTTP: c.plain, APIAddr: c.api, StorageAddr: c.storage, PushAddr: c.push, AdminAddr: c.admin,
 		Hostnames: c.hostnames, TokenLifetime: c.tokenLifetime, AutoApprove: c.autoApprove,
-		SealPairing: c.seal, KeepAlive: c.keepAlive, Logger: log,
+		SealPairing: c.seal, KeepAlive: c.keepAlive, Logger: log, LMNTHostAddr: c.lmntHost,
+		Varying: c.varying, AltDEKField: c.altDEK, LegacyOnly: c.legacyOnly,
 	})
 	if err != nil {
 		return err
@@ -176,6 +184,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, `lmnt-marketsim running
   marketplace API  %s   (base URL of both profiles; legacy cws_url too)
   storage host     %s
+  second LMNT host %s   (create-job --download lmnt-host: needs the printer token)
   push stream      %s
   admin API        %s
   test CA          %s
@@ -188,7 +197,7 @@ lmntd settings:
   tls_ca_file = %q
   [push]
   base_url = %q
-`, s.URL(), s.StorageURL(), s.PushURL(), s.AdminURL(), caPath, demoEmail, demoPassword, s.URL(), caPath, s.PushURL())
+`, s.URL(), s.StorageURL(), s.LMNTHostURL(), s.PushURL(), s.AdminURL(), caPath, demoEmail, demoPassword, s.URL(), caPath, s.PushURL())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
@@ -202,7 +211,7 @@ func runAdmin(cmd string, args []string, stdin io.Reader, stdout io.Writer) erro
 	admin := fs.String("admin", defaultAdmin, "admin API URL")
 	email := fs.String("email", "", "approve: the owner's email (default: the first user)")
 	printer := fs.String("printer", "", "create-job: printer id (default: the only printer)")
-	download := fs.String("download", "gcs", "create-job: where the download URL points: gcs, storage, marketplace, none")
+	download := fs.String("download", "gcs", "create-job: where the download URL points: gcs, firebase, storage, marketplace, lmnt-host, none")
 	var af adminFault
 	clearFaults := fs.Bool("clear", false, "fault: remove every fault")
 	fs.IntVar(&af.Status, "status", 0, "fault: answer this HTTP status")

@@ -17,25 +17,36 @@ type LmntdConfig struct {
 	BridgeSocket string
 	// API is the whole [api] section (socket, listeners, access).
 	API string
+	// MoonrakerConf, when set, is an old plugin's moonraker.conf to import
+	// (a migration): api_profile is then "auto", and the marketplace URL,
+	// cws_url and check_interval are left to the import.
+	MoonrakerConf string
 	// Extra is appended verbatim (more sections).
 	Extra string
 }
 
 // LmntdTOML renders c as lmntd.toml: quick polls and status for a local run,
-// the software sealer, and no moonraker.conf import.
+// the software sealer, and no moonraker.conf import (unless MoonrakerConf).
 func (s *Server) LmntdTOML(c LmntdConfig) string {
 	profile, cws := "current", ""
 	if c.Legacy {
 		profile, cws = "legacy", fmt.Sprintf("cws_url = %q\n", s.URL())
 	}
+	market := fmt.Sprintf("url = %q\n%scheck_interval = \"5s\"\n", s.URL(), cws)
+	migration := "import_moonraker = false\n"
+	if c.MoonrakerConf != "" {
+		profile, market = "auto", ""
+		migration = fmt.Sprintf("moonraker_conf = %q\n", c.MoonrakerConf)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `# An lmntd against the LMNT marketplace simulator.
 api_profile = %q
+# The simulator's storage and second LMNT host are other loopback ports:
+# downloads may reach them only in development mode.
+development_mode = true
 
 [marketplace]
-url = %q
 %stls_ca_file = %q
-check_interval = "5s"
 
 [push]
 enabled = true
@@ -56,8 +67,7 @@ status_interval = "1s"
 
 %s
 [migration]
-import_moonraker = false
-%s`, profile, s.URL(), cws, c.CAFile, s.PushURL(), c.StateDir, c.RuntimeDir,
-		c.KlipperUser, c.PrinterCfg, c.BridgeSocket, c.API, c.Extra)
+%s%s`, profile, market, c.CAFile, s.PushURL(), c.StateDir, c.RuntimeDir,
+		c.KlipperUser, c.PrinterCfg, c.BridgeSocket, c.API, migration, c.Extra)
 	return b.String()
 }

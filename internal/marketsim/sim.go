@@ -47,6 +47,23 @@ type Options struct {
 	SealPairing bool
 	// KeepAlive is the push stream's keep-alive interval; 0 ⇒ 30 s.
 	KeepAlive time.Duration
+	// Varying makes every answer vary the shape of each optional field the
+	// way the real server's builds do (timestamps as ISO with or without
+	// zone, epoch seconds or milliseconds, Firestore objects, null; ids as
+	// numbers; extra fields), and adds poll entries a client must skip
+	// (no print_job_id, not an object, a DEK of the wrong type) next to the
+	// real jobs. See varying.go.
+	Varying bool
+	// AltDEKField names the DEK package gcode_dek_package (the seed
+	// README's name) instead of gcode_dek_encrypted_hex, the name the real
+	// poll uses in both eras.
+	AltDEKField bool
+	// LegacyOnly serves only the legacy profile's paths, as a seed-era
+	// marketplace did: the current profile's endpoints answer 404.
+	LegacyOnly bool
+	// LMNTHostAddr is the listen address of the second LMNT host, whose
+	// download URLs need the printer token ("" ⇒ 127.0.0.1, free port).
+	LMNTHostAddr string
 
 	Now    func() time.Time // nil ⇒ time.Now
 	Rand   io.Reader        // job and pairing randomness; nil ⇒ crypto/rand
@@ -61,7 +78,7 @@ type Server struct {
 	secret  []byte // JWT signing key
 	closing chan struct{}
 
-	api, storage, push, admin *listener
+	api, storage, push, admin, lmnt2 *listener
 
 	mu          sync.Mutex
 	users       map[string]*user // by email
@@ -76,7 +93,10 @@ type Server struct {
 	maxInflight map[Call]int
 	storageAuth []string // Authorization headers seen by the storage host
 	pushAuth    []string // … and by the push host
+	tokenSeen   []TokenPresentation
 	nextID      int
+	polls       int // poll answers given (Varying picks shapes by it)
+	shapes      int // expiries rendered (Varying)
 }
 
 type listener struct {
@@ -171,8 +191,9 @@ func New(o Options) (*Server, error) {
 		{&s.storage, o.StorageAddr, s.storageHandler(), !o.PlainHTTP},
 		{&s.push, o.PushAddr, s.pushHandler(), !o.PlainHTTP},
 		{&s.admin, o.AdminAddr, s.adminHandler(), false}, // loopback, for curl
+		{&s.lmnt2, o.LMNTHostAddr, s.lmntHostHandler(), !o.PlainHTTP},
 	} {
-		if *l.dst, err = s.listen(l.addr, l.handler, l.tls); err != nil {
+		if *l.dst, err = s.listen(l.addr, s.recordTokens(l.dst, l.handler), l.tls); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -209,7 +230,7 @@ func (s *Server) Close() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, l := range []*listener{s.api, s.storage, s.push, s.admin} {
+	for _, l := range []*listener{s.api, s.storage, s.push, s.admin, s.lmnt2} {
 		if l != nil {
 			if err := l.srv.Shutdown(ctx); err != nil {
 				l.srv.Close()
@@ -226,6 +247,10 @@ func (s *Server) StorageURL() string { return s.storage.url }
 
 // PushURL is the Realtime-Database-style push host.
 func (s *Server) PushURL() string { return s.push.url }
+
+// LMNTHostURL is the second LMNT host: its download URLs need the printer
+// token, and it is not the API base.
+func (s *Server) LMNTHostURL() string { return s.lmnt2.url }
 
 // AdminURL is the plain-http admin API (loopback).
 func (s *Server) AdminURL() string { return s.admin.url }

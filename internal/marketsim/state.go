@@ -29,16 +29,22 @@ const (
 	// DownloadNone: the poll carries no URL; get-print-job gives a
 	// gcode_file_url on the marketplace host.
 	DownloadNone DownloadKind = "none"
+	// DownloadFirebase: a firebasestorage.googleapis.com URL, which the old
+	// plugin also routed through the download proxy.
+	DownloadFirebase DownloadKind = "firebase"
+	// DownloadLMNTHost: a URL on a second LMNT host (not the API base)
+	// that answers 401 without the printer token.
+	DownloadLMNTHost DownloadKind = "lmnt-host"
 )
 
 func parseDownloadKind(s string) (DownloadKind, error) {
 	switch k := DownloadKind(s); k {
-	case DownloadGCS, DownloadStorage, DownloadMarketplace, DownloadNone:
+	case DownloadGCS, DownloadStorage, DownloadMarketplace, DownloadNone, DownloadFirebase, DownloadLMNTHost:
 		return k, nil
 	case "":
 		return DownloadGCS, nil
 	}
-	return "", fmt.Errorf("unknown download kind %q (gcs, storage, marketplace, none)", s)
+	return "", fmt.Errorf("unknown download kind %q (gcs, firebase, storage, marketplace, lmnt-host, none)", s)
 }
 
 // JobOptions shape a created job.
@@ -326,28 +332,38 @@ func (s *Server) downloadURLLocked(j *job) string {
 		return s.storage.url + "/jobs/" + j.id + ".gcode.enc?" + url.Values{"sig": {j.storageSig}}.Encode()
 	case DownloadMarketplace:
 		return s.api.url + "/api/sim/files/" + url.PathEscape(j.id)
+	case DownloadFirebase:
+		return "https://firebasestorage.googleapis.com/v0/b/lmnt-sim.appspot.com/o/jobs%2F" + j.id + ".gcode.enc?alt=media&token=" + j.storageSig
+	case DownloadLMNTHost:
+		return s.lmnt2.url + "/files/" + url.PathEscape(j.id) + ".gcode.enc"
 	}
 	return ""
 }
 
-// wireJobLocked is the job as the poll answer carries it.
-func (s *Server) wireJobLocked(j *job, profile string) map[string]any {
+// wireJobLocked is the job as the poll answer carries it: the fields the
+// old plugin reads from the real poll, in both eras. The DEK package is
+// gcode_dek_encrypted_hex in both profiles (the old plugin of the seed era
+// read that name too; gcode_dek_package is only the seed README's word),
+// unless AltDEKField asks for the alternative. Varying shapes the optional
+// fields the way another build of the server would (variant).
+func (s *Server) wireJobLocked(j *job, variant int) map[string]any {
 	m := map[string]any{
 		"print_job_id":                 j.id,
 		"purchase_id":                  j.purchaseID,
 		"status":                       j.status,
-		"created_at":                   j.created.Format(time.RFC3339),
+		"created_at":                   j.created.Format("2006-01-02T15:04:05.000Z"),
 		"encrypted_gcode_download_url": s.downloadURLLocked(j),
 		"gcode_iv_hex":                 j.enc.ivHex,
 		"user_account_id":              s.printers[j.printerID].userID,
 		"printer_kek_id":               "kek-" + j.printerID,
 	}
-	// The legacy docs name the DEK package field gcode_dek_package; the
-	// current API calls it gcode_dek_encrypted_hex (it is not hex).
-	if profile == "legacy" {
-		m["gcode_dek_package"] = j.enc.dekPackage
-	} else {
-		m["gcode_dek_encrypted_hex"] = j.enc.dekPackage
+	dekField := "gcode_dek_encrypted_hex"
+	if s.o.AltDEKField {
+		dekField = "gcode_dek_package"
+	}
+	m[dekField] = j.enc.dekPackage
+	if s.o.Varying {
+		varyJob(m, j, variant)
 	}
 	return m
 }

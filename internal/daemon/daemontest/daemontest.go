@@ -36,6 +36,11 @@ type Options struct {
 	// Extra TOML appended to the generated lmntd.toml (new sections only,
 	// or keys of sections the generator does not write).
 	ExtraTOML string
+	// MoonrakerConf, when set, is written next to printer.cfg as the old
+	// plugin's moonraker.conf and imported (api_profile "auto"); the
+	// marketplace URL then comes from it ("{{SIM}}" is replaced by the
+	// simulator's URL).
+	MoonrakerConf string
 	// Profile is the API profile ("" ⇒ current).
 	Profile string
 	// HTTPListen turns the TCP listener on (e.g. "127.0.0.1:0" is not
@@ -189,8 +194,14 @@ func Setup(t testing.TB, o Options) *Daemon {
 		mustWrite(t, kf, o.APIKey+"\n", 0o600)
 		api += fmt.Sprintf("api_key_file = %q\n", kf)
 	}
+	var mrConf string
+	if o.MoonrakerConf != "" {
+		mrConf = filepath.Join(filepath.Dir(d.PrinterCfg), "moonraker.conf")
+		mustWrite(t, mrConf, strings.ReplaceAll(o.MoonrakerConf, "{{SIM}}", d.Sim.URL()), 0o644)
+	}
 	toml := d.Sim.LmntdTOML(marketsim.LmntdConfig{Legacy: profile == config.ProfileLegacy, CAFile: ca, StateDir: d.StateDir,
-		RuntimeDir: run, KlipperUser: me.Username, PrinterCfg: d.PrinterCfg, BridgeSocket: d.Bridge, API: api, Extra: o.ExtraTOML})
+		RuntimeDir: run, KlipperUser: me.Username, PrinterCfg: d.PrinterCfg, BridgeSocket: d.Bridge, API: api,
+		MoonrakerConf: mrConf, Extra: o.ExtraTOML})
 	d.ConfigFile = filepath.Join(dir, "lmntd.toml")
 	mustWrite(t, d.ConfigFile, toml, 0o644)
 	if o.Prepare != nil {
@@ -219,6 +230,7 @@ func (d *Daemon) run(o Options) {
 			// The spec's 2 s between approval checks is for the real
 			// marketplace; the simulator answers at once.
 			PairingPollInterval: 50 * time.Millisecond,
+			ProfileProbeRetry:   50 * time.Millisecond,
 		})
 	}()
 	t.Cleanup(func() { d.Stop() })
