@@ -107,8 +107,11 @@ type Klipper struct {
 type API struct {
 	Socket         string         `koanf:"socket" doc:"unix socket of the local API"`
 	Listen         string         `koanf:"listen" doc:"optional TCP listen address host:port (empty: off)"`
-	TrustedClients []netip.Prefix `koanf:"trusted_clients" reload:"live" doc:"client networks allowed on the TCP listener without an API key (comma-separated CIDRs)"`
+	TrustedClients []netip.Prefix `koanf:"trusted_clients" reload:"live" doc:"LAN client networks allowed on the TCP listener or through the proxy socket without an API key (comma-separated CIDRs; never loopback)"`
 	APIKeyFile     string         `koanf:"api_key_file" doc:"file holding the API key for the TCP listener (mode 0600 or 0640)"`
+	ProxySocket    string         `koanf:"proxy_socket" doc:"unix socket for the local web server (nginx), the only channel whose X-Forwarded-For counts (empty: off)"`
+	ProxyGroup     string         `koanf:"proxy_group" doc:"group of the web server allowed on api.proxy_socket"`
+	AllowedHosts   []string       `koanf:"allowed_hosts" reload:"live" doc:"host names browsers may use for the API besides localhost and this machine's names and addresses (comma-separated)"`
 }
 
 // Jobs controls how marketplace jobs start.
@@ -183,7 +186,7 @@ func Defaults() Config {
 			BridgeSocket:   "/run/lmntd/klipper.sock",
 			StatusInterval: 5 * time.Second,
 		},
-		API: API{Socket: "/run/lmntd/api.sock", TrustedClients: []netip.Prefix{}},
+		API: API{Socket: "/run/lmntd/api.sock", TrustedClients: []netip.Prefix{}, ProxyGroup: "www-data", AllowedHosts: []string{}},
 		Limits: Limits{
 			MaxDownloadSize:     512 * MiB,
 			DownloadTimeout:     30 * time.Minute,
@@ -270,6 +273,7 @@ const (
 	kindSize
 	kindPrefixes
 	kindInts
+	kindStrings
 )
 
 func (k kind) want() string {
@@ -283,9 +287,11 @@ func (k kind) want() string {
 	case kindSize:
 		return `a size such as "512MiB", "2GiB" or a number of bytes`
 	case kindPrefixes:
-		return `a list of IP addresses or CIDRs such as ["192.168.1.0/24", "::1"]`
+		return `a list of IP addresses or CIDRs such as ["192.168.1.0/24", "fd00::/8"]`
 	case kindInts:
 		return "a list of integers such as [7]"
+	case kindStrings:
+		return `a list of strings such as ["printer.example.com"]`
 	}
 	return "?"
 }
@@ -324,6 +330,7 @@ var (
 	sizeType     = reflect.TypeOf(ByteSize(0))
 	prefixesType = reflect.TypeOf([]netip.Prefix(nil))
 	intsType     = reflect.TypeOf([]int(nil))
+	stringsType  = reflect.TypeOf([]string(nil))
 )
 
 func buildSchema() []*field {
@@ -352,6 +359,8 @@ func buildSchema() []*field {
 				f.kind = kindPrefixes
 			case sf.Type == intsType:
 				f.kind = kindInts
+			case sf.Type == stringsType:
+				f.kind = kindStrings
 			case sf.Type.Kind() == reflect.Bool:
 				f.kind = kindBool
 			case sf.Type.Kind() == reflect.String:
@@ -389,6 +398,8 @@ func canonical(f *field, v reflect.Value) any {
 		return out
 	case kindInts:
 		return append([]int{}, v.Interface().([]int)...)
+	case kindStrings:
+		return append([]string{}, v.Interface().([]string)...)
 	}
 	return nil
 }

@@ -469,6 +469,20 @@ func convert(f *field, raw any, textual bool) (any, string) {
 			}
 		}
 		return out, ""
+	case kindStrings:
+		items, ok := listItems(raw, textual)
+		if !ok {
+			break
+		}
+		out := make([]string, 0, len(items))
+		for _, it := range items {
+			s, ok := it.(string)
+			if !ok {
+				return nil, fmt.Sprintf("list element %s is not a string", describeRaw(it))
+			}
+			out = append(out, strings.TrimSpace(s))
+		}
+		return out, ""
 	}
 	return nil, "got " + describe()
 }
