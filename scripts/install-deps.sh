@@ -10,6 +10,7 @@ APT_PACKAGES=(
   python3 python3-nacl python3-cryptography # Debian's interpreter: vectors, Klipper extras' tests
   swtpm swtpm-tools tpm2-tools              # real TPM 2.0 for internal/seal
   acl util-linux iproute2                   # setfacl for lmnt setup, setpriv for a second uid
+  nginx curl                                # the shipped nginx snippet in front of lmntd (test/system)
   systemd systemd-container                 # systemd-analyze, systemd-nspawn
   debootstrap qemu-user-static binfmt-support # Debian roots for packaging and image tests
   dpkg-dev apt-utils gnupg                  # signed apt repository
