@@ -125,6 +125,7 @@ type Limits struct {
 	MaxDownloadSize     ByteSize      `koanf:"max_download_size" reload:"live" doc:"largest G-code download accepted (e.g. 512MiB)"`
 	DownloadTimeout     time.Duration `koanf:"download_timeout" reload:"live" doc:"whole download must finish within this"`
 	DownloadIdleTimeout time.Duration `koanf:"download_idle_timeout" reload:"live" doc:"abort a download that receives nothing for this long"`
+	DownloadMinRate     ByteSize      `koanf:"download_min_rate" reload:"live" doc:"abort a download slower than this many bytes per second on average, once download_idle_timeout has passed"`
 	RequestTimeout      time.Duration `koanf:"request_timeout" reload:"live" doc:"timeout of one marketplace API request"`
 }
 
@@ -191,6 +192,7 @@ func Defaults() Config {
 			MaxDownloadSize:     512 * MiB,
 			DownloadTimeout:     30 * time.Minute,
 			DownloadIdleTimeout: 60 * time.Second,
+			DownloadMinRate:     16 * KiB,
 			RequestTimeout:      30 * time.Second,
 		},
 		Migration: Migration{ImportMoonraker: true},

@@ -505,7 +505,7 @@ func TestDiffMarksRestartKeys(t *testing.T) {
 	}
 	live := LiveKeys()
 	sort.Strings(live)
-	wantLive := []string{"api.allowed_hosts", "api.trusted_clients", "jobs.filament_type", "limits.download_idle_timeout", "limits.download_timeout",
+	wantLive := []string{"api.allowed_hosts", "api.trusted_clients", "jobs.filament_type", "limits.download_idle_timeout", "limits.download_min_rate", "limits.download_timeout",
 		"limits.max_download_size", "limits.request_timeout", "log.level", "marketplace.check_interval"}
 	if !reflect.DeepEqual(live, wantLive) {
 		t.Errorf("LiveKeys = %v", live)

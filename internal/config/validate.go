@@ -176,6 +176,9 @@ func (c *Config) validate() []error {
 			fmt.Sprintf("%s is longer than limits.download_timeout (%s)", c.Limits.DownloadIdleTimeout, c.Limits.DownloadTimeout),
 			"at most limits.download_timeout")
 	}
+	if r := c.Limits.DownloadMinRate; r < 256 || r > 64*MiB {
+		fail("limits.download_min_rate", ErrOutOfRange, fmt.Sprintf("%s is out of range", r), "256 to 64MiB (bytes per second)")
+	}
 	between("limits.request_timeout", c.Limits.RequestTimeout, time.Second, 10*time.Minute)
 
 	absPath("migration.moonraker_conf", c.Migration.MoonrakerConf, true)

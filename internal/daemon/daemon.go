@@ -374,6 +374,7 @@ func (d *daemon) newClient(cfg *config.Config) (*marketplace.Client, error) {
 		RequestTimeout:      cfg.Limits.RequestTimeout,
 		DownloadTimeout:     cfg.Limits.DownloadTimeout,
 		DownloadIdleTimeout: cfg.Limits.DownloadIdleTimeout,
+		DownloadMinRate:     int64(cfg.Limits.DownloadMinRate),
 		MaxDownloadBytes:    int64(cfg.Limits.MaxDownloadSize),
 		UserAgent:           "lmntd/" + version.Version,
 		Logger:              d.log.With("part", "marketplace"),
