@@ -259,6 +259,9 @@ func (a *Access) checkNetwork(r *http.Request, client netip.Addr) error {
 	if !client.IsValid() {
 		return fmt.Errorf("%w: unknown client address", errDenied)
 	}
+	if m := a.machine(); m.addrErr != nil {
+		return fmt.Errorf("%w: cannot list this machine's addresses (%v), so no client is trusted by address; use the API key", errDenied, m.addrErr)
+	}
 	if client.IsLoopback() || a.machine().hasAddr(client) {
 		return fmt.Errorf("%w: client %s is this machine: local users use /run/lmntd/api.sock (group %s) or the API key", errDenied, client, a.Group)
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -193,5 +194,19 @@ func TestSameOrigin(t *testing.T) {
 	}
 	if own, _ := requestOrigin(withTestPeer(r, &peer{addr: netip.MustParseAddrPort("192.168.1.5:1")})); sameOrigin(r, own) == nil {
 		t.Error("X-Forwarded-Proto honoured on plain TCP")
+	}
+}
+
+// TestUnknownAddressesFailClosed: when this machine's addresses cannot be
+// listed (netlink refused), a local user could pass for a LAN client, so
+// nobody is trusted by address; the key still works.
+func TestUnknownAddressesFailClosed(t *testing.T) {
+	a := testAccess()
+	a.machine = func() machineInfo { return machineInfo{addrErr: errors.New("netlink: permission denied")} }
+	if err := a.check(tcpRequest("192.168.1.50:1", nil)); err == nil || !strings.Contains(err.Error(), "cannot list") {
+		t.Fatalf("trusted by address without knowing the machine's addresses: %v", err)
+	}
+	if err := a.check(tcpRequest("192.168.1.50:1", map[string]string{"X-Api-Key": "the-key"})); err != nil {
+		t.Fatalf("key refused: %v", err)
 	}
 }

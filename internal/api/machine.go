@@ -19,6 +19,9 @@ const machineRefresh = 10 * time.Second
 type machineInfo struct {
 	names map[string]bool
 	addrs map[netip.Addr]bool
+	// addrErr is why the addresses could not be listed: then no client is
+	// trusted by address (it might be this machine).
+	addrErr error
 }
 
 func (m machineInfo) hasName(host string) bool { return m.names[strings.ToLower(host)] }
@@ -36,11 +39,14 @@ func readMachine() machineInfo {
 			m.names[n] = true
 		}
 	}
-	if ifaddrs, err := net.InterfaceAddrs(); err == nil {
-		for _, ia := range ifaddrs {
-			if pfx, err := netip.ParsePrefix(ia.String()); err == nil {
-				m.addrs[pfx.Addr().Unmap().WithZone("")] = true
-			}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		m.addrErr = err
+		return m
+	}
+	for _, ia := range ifaddrs {
+		if pfx, err := netip.ParsePrefix(ia.String()); err == nil {
+			m.addrs[pfx.Addr().Unmap().WithZone("")] = true
 		}
 	}
 	return m
