@@ -23,7 +23,7 @@ fail() { echo "lmntd-image: error: $*" >&2; exit 1; }
 readonly keyring_base=/usr/share/keyrings/lmntd-archive-keyring
 readonly sources=/etc/apt/sources.list.d/lmntd.sources
 readonly nginx_include='include /usr/share/lmntd/nginx/lmntd.conf;'
-readonly units=(lmntd.socket lmntd-klipper.socket lmntd.service lmntd-firstboot.service lmntd-http.socket)
+readonly units=(lmntd.socket lmntd-klipper.socket lmntd.service lmntd-firstboot.service lmntd-http.socket lmntd-proxy.socket)
 
 arch=$(dpkg --print-architecture)
 
@@ -110,7 +110,7 @@ fi
 
 # --- nginx (MainsailOS / FluiddPi) ------------------------------------------
 # The package's snippet is included inside the web UI's server block, and the
-# loopback listener it proxies to is enabled.
+# web server's proxy socket it talks to (lmntd-proxy.socket) is enabled.
 nginx_wired=
 if [[ $LMNTD_NGINX != no ]]; then
   for site in /etc/nginx/sites-available/mainsail /etc/nginx/sites-available/fluidd; do
@@ -126,7 +126,7 @@ if [[ $LMNTD_NGINX != no ]]; then
 fi
 install -d -m 0755 /etc/systemd/system-preset
 if [[ -n $nginx_wired ]]; then
-  echo 'enable lmntd-http.socket' >/etc/systemd/system-preset/40-lmntd-nginx.preset
+  echo 'enable lmntd-proxy.socket' >/etc/systemd/system-preset/40-lmntd-nginx.preset
 else
   rm -f /etc/systemd/system-preset/40-lmntd-nginx.preset
 fi

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   python3-jinja2                            # renders the Klipper README's macros as Klipper does
   swtpm swtpm-tools tpm2-tools              # real TPM 2.0 for internal/seal
   acl util-linux iproute2                   # setfacl for lmnt setup, setpriv for a second uid
+  nginx curl                                # the shipped nginx snippet in front of lmntd (test/system)
   systemd systemd-container                 # systemd-analyze, systemd-nspawn
   debootstrap qemu-user-static binfmt-support # Debian roots for packaging and image tests
   dpkg-dev apt-utils gnupg                  # signed apt repository

@@ -137,7 +137,7 @@ func checkSource(t *testing.T, root, url, keyring string) {
 }
 
 // checkInstalled verifies what every glue must leave in an arm64 root.
-func checkInstalled(t *testing.T, root, version string, httpSocket bool) {
+func checkInstalled(t *testing.T, root, version string, proxySocket bool) {
 	t.Helper()
 	if got := mustChroot(t, root, "dpkg-query", "-W", "-f=${Status} ${Version}", "lmntd"); got != "install ok installed "+version {
 		t.Errorf("dpkg-query lmntd: %q, want installed %s", got, version)
@@ -147,11 +147,14 @@ func checkInstalled(t *testing.T, root, version string, httpSocket bool) {
 	for u, dir := range enabledUnits {
 		units[u] = dir
 	}
-	link := filepath.Join(root, "etc/systemd/system/sockets.target.wants/lmntd-http.socket")
-	if httpSocket {
-		units["lmntd-http.socket"] = "sockets.target.wants"
+	link := filepath.Join(root, "etc/systemd/system/sockets.target.wants/lmntd-proxy.socket")
+	if proxySocket {
+		units["lmntd-proxy.socket"] = "sockets.target.wants"
 	} else if _, err := os.Lstat(link); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("lmntd-http.socket is enabled without an nginx site to use it (%v)", err)
+		t.Errorf("lmntd-proxy.socket is enabled without an nginx site to use it (%v)", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "etc/systemd/system/sockets.target.wants/lmntd-http.socket")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("lmntd-http.socket (the LAN listener) is enabled in an image (%v)", err)
 	}
 	for u, dir := range units {
 		target, err := os.Readlink(filepath.Join(root, "etc/systemd/system", dir, u))

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
 const (
@@ -127,6 +129,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	req.PrinterName, req.Manufacturer, req.Model = cleanName(req.PrinterName), cleanName(req.Manufacturer), cleanName(req.Model)
 	if req.UserToken == "" || req.PrinterName == "" {
 		writeError(w, Errorf(http.StatusBadRequest, "bad_request", "user_token and printer_name are required (get user_token from user_login)"))
 		return
@@ -145,6 +148,7 @@ func (s *Server) handlePairStart(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	req.PrinterName, req.Manufacturer, req.Model = cleanName(req.PrinterName), cleanName(req.Manufacturer), cleanName(req.Model)
 	if req.ExtruderCount < 0 || req.ExtruderCount > 4 {
 		writeError(w, Errorf(http.StatusBadRequest, "bad_request", "extruder_count must be 1 to 4"))
 		return
@@ -200,7 +204,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Errorf(http.StatusBadRequest, "bad_request", "id is required"))
 		return
 	}
-	if err := s.backend().CancelJob(req.ID, req.Reason); err != nil {
+	if err := s.backend().CancelJob(req.ID, textsafe.Clean(req.Reason, 200)); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -272,6 +276,10 @@ func (s *Server) handleRestart(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusAccepted, s.backend().RestartWhenIdle())
 }
+
+// cleanName cleans a name a caller gives (printer, file) before anything
+// stores or shows it.
+func cleanName(s string) string { return textsafe.Clean(s, 100) }
 
 // Upload limits for the small fields of a start-print request.
 const maxFieldLen = 4 << 10
@@ -402,7 +410,7 @@ func readUpload(r *http.Request, limit int64) (*upload, error) {
 		u.close()
 		return nil, Errorf(http.StatusBadRequest, "bad_request", "iv without dek_package")
 	}
-	if u.name == "" {
+	if u.name = cleanName(u.name); u.name == "" {
 		u.name = "upload.gcode"
 	}
 	return u, nil

@@ -5,8 +5,10 @@
 //
 // It is served on the socket-activated unix socket (callers admitted by
 // their kernel credentials: root, the daemon's user and members of group
-// lmnt) and optionally on TCP (trusted_clients networks, X-Forwarded-For
-// only from a loopback proxy, or an X-Api-Key). Every answer is JSON
+// lmnt), optionally on TCP (trusted_clients networks by the connecting
+// address, or an X-Api-Key) and on the web server's proxy socket (the only
+// channel whose X-Forwarded-For counts). Browser requests must name this
+// machine as Host and come from the API's own origin. Every answer is JSON
 // (errors as {"error":{"code","message"}}) except the pairing page, and no
 // answer carries the printer token, a download URL, a DEK package or an IV.
 //
@@ -104,11 +106,26 @@ func New(o Options) *Server {
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Serve answers on l until ctx ends, then stops accepting, lets requests
-// in flight finish (up to 5 s) and returns.
+// in flight finish (up to 5 s) and returns. On l forwarded headers never
+// count: a TCP client is the address it connects from.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	return s.serve(ctx, l, connContext)
+}
+
+// ServeProxy is Serve for the web server's proxy socket (a unix socket only
+// the web server's group can open): there, and only there, X-Forwarded-For
+// and X-Forwarded-Proto say who the browser is.
+func (s *Server) ServeProxy(ctx context.Context, l net.Listener) error {
+	if l.Addr().Network() != "unix" {
+		return fmt.Errorf("api: the proxy listener must be a unix socket, not %s", l.Addr().Network())
+	}
+	return s.serve(ctx, l, proxyConnContext)
+}
+
+func (s *Server) serve(ctx context.Context, l net.Listener, connCtx func(context.Context, net.Conn) context.Context) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
-		ConnContext:       connContext,
+		ConnContext:       connCtx,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -144,8 +161,21 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Errorf(http.StatusForbidden, "forbidden", "%s", err.Error()))
 		return
 	}
-	if p := peerOf(r); p != nil && !p.unix {
-		if err := sameOrigin(r); err != nil {
+	// Browsers reach the API over TCP or through the proxy: the Host must
+	// be this machine and a page's Origin exactly the API's own.
+	if p := peerOf(r); p != nil && (!p.unix || p.proxy) {
+		err := func() error {
+			own, err := requestOrigin(r)
+			if err != nil {
+				return err
+			}
+			if err := s.o.Access.checkHost(own); err != nil {
+				return err
+			}
+			return sameOrigin(r, own)
+		}()
+		if err != nil {
+			s.log.Info("api: request refused", "path", r.URL.Path, "reason", err)
 			writeError(w, Errorf(http.StatusForbidden, "forbidden", "%s", err.Error()))
 			return
 		}

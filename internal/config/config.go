@@ -156,8 +156,11 @@ type Klipper struct {
 type API struct {
 	Socket         string         `koanf:"socket" doc:"unix socket of the local API"`
 	Listen         string         `koanf:"listen" doc:"optional TCP listen address host:port (empty: off)"`
-	TrustedClients []netip.Prefix `koanf:"trusted_clients" reload:"live" doc:"client networks allowed on the TCP listener without an API key (comma-separated CIDRs)"`
+	TrustedClients []netip.Prefix `koanf:"trusted_clients" reload:"live" doc:"LAN client networks allowed on the TCP listener or through the proxy socket without an API key (comma-separated CIDRs; never loopback)"`
 	APIKeyFile     string         `koanf:"api_key_file" doc:"file holding the API key for the TCP listener (mode 0600 or 0640)"`
+	ProxySocket    string         `koanf:"proxy_socket" doc:"unix socket for the local web server (nginx), the only channel whose X-Forwarded-For counts (empty: off)"`
+	ProxyGroup     string         `koanf:"proxy_group" doc:"group of the web server allowed on api.proxy_socket"`
+	AllowedHosts   []string       `koanf:"allowed_hosts" reload:"live" doc:"host names browsers may use for the API besides localhost and this machine's names and addresses (comma-separated)"`
 }
 
 // Jobs controls how marketplace jobs start.
@@ -171,6 +174,7 @@ type Limits struct {
 	MaxDownloadSize     ByteSize      `koanf:"max_download_size" reload:"live" doc:"largest G-code download accepted (e.g. 512MiB)"`
 	DownloadTimeout     time.Duration `koanf:"download_timeout" reload:"live" doc:"whole download must finish within this"`
 	DownloadIdleTimeout time.Duration `koanf:"download_idle_timeout" reload:"live" doc:"abort a download that receives nothing for this long"`
+	DownloadMinRate     ByteSize      `koanf:"download_min_rate" reload:"live" doc:"abort a download slower than this many bytes per second on average, once download_idle_timeout has passed"`
 	RequestTimeout      time.Duration `koanf:"request_timeout" reload:"live" doc:"timeout of one marketplace API request"`
 }
 
@@ -235,11 +239,12 @@ func Defaults() Config {
 			GcodesDir:      "/home/pi/printer_data/gcodes",
 			MetadataStub:   true,
 		},
-		API: API{Socket: "/run/lmntd/api.sock", TrustedClients: []netip.Prefix{}},
+		API: API{Socket: "/run/lmntd/api.sock", TrustedClients: []netip.Prefix{}, ProxyGroup: "www-data", AllowedHosts: []string{}},
 		Limits: Limits{
 			MaxDownloadSize:     512 * MiB,
 			DownloadTimeout:     30 * time.Minute,
 			DownloadIdleTimeout: 60 * time.Second,
+			DownloadMinRate:     16 * KiB,
 			RequestTimeout:      30 * time.Second,
 		},
 		Migration: Migration{ImportMoonraker: true},
@@ -336,7 +341,7 @@ func (k kind) want() string {
 	case kindSize:
 		return `a size such as "512MiB", "2GiB" or a number of bytes`
 	case kindPrefixes:
-		return `a list of IP addresses or CIDRs such as ["192.168.1.0/24", "::1"]`
+		return `a list of IP addresses or CIDRs such as ["192.168.1.0/24", "fd00::/8"]`
 	case kindInts:
 		return "a list of integers such as [7]"
 	case kindStrings:

@@ -131,8 +131,12 @@ func TestLayerPrecedence(t *testing.T) {
 			Source{Kind: SourceFile, Name: filepath.Join(dir, "lmntd.toml")}},
 		{"bool flag", "", nil, []string{"--jobs-auto-start"}, "jobs.auto_start", true,
 			Source{Kind: SourceFlag, Name: "--jobs-auto-start"}},
-		{"list from env", "", []string{"LMNTD_API_TRUSTED_CLIENTS=192.168.1.0/24, ::1"}, nil, "api.trusted_clients",
-			[]string{"192.168.1.0/24", "::1/128"}, Source{Kind: SourceEnv, Name: "LMNTD_API_TRUSTED_CLIENTS"}},
+		{"list from env", "", []string{"LMNTD_API_TRUSTED_CLIENTS=192.168.1.0/24, fd00::7"}, nil, "api.trusted_clients",
+			[]string{"192.168.1.0/24", "fd00::7/128"}, Source{Kind: SourceEnv, Name: "LMNTD_API_TRUSTED_CLIENTS"}},
+		{"strings from file", "[api]\nallowed_hosts = [\"printer.example.com\", \"10.0.0.9\"]\n", nil, nil, "api.allowed_hosts",
+			[]string{"printer.example.com", "10.0.0.9"}, Source{Kind: SourceFile, Name: filepath.Join(dir, "lmntd.toml")}},
+		{"strings from flag", "", nil, []string{"--api-allowed-hosts=a.example, b.example"}, "api.allowed_hosts",
+			[]string{"a.example", "b.example"}, Source{Kind: SourceFlag, Name: "--api-allowed-hosts"}},
 		{"list from file", "[api]\ntrusted_clients = [\"10.0.0.7/8\"]\n", nil, nil, "api.trusted_clients",
 			[]string{"10.0.0.0/8"}, Source{Kind: SourceFile, Name: filepath.Join(dir, "lmntd.toml")}},
 		{"ints from flag", "", nil, []string{"--seal-tpm-pcrs=0,7"}, "seal.tpm_pcrs", []int{0, 7},
@@ -378,7 +382,15 @@ func TestValidationErrors(t *testing.T) {
 		{"wrong type: bad duration", "[limits]\nrequest_timeout = \"30 seconds\"\n", nil, "", ErrWrongType,
 			cfgPath + `: limits.request_timeout: "30 seconds" is not a duration (allowed: a duration string such as "60s", "5m" or "1h30m")`},
 		{"bad CIDR", "[api]\ntrusted_clients = [\"192.168.1.0/33\"]\n", nil, "", ErrWrongType,
-			cfgPath + `: api.trusted_clients: "192.168.1.0/33" is not an IP address or CIDR (allowed: a list of IP addresses or CIDRs such as ["192.168.1.0/24", "::1"])`},
+			cfgPath + `: api.trusted_clients: "192.168.1.0/33" is not an IP address or CIDR (allowed: a list of IP addresses or CIDRs such as ["192.168.1.0/24", "fd00::/8"])`},
+		{"loopback in trusted_clients", "[api]\ntrusted_clients = [\"192.168.1.0/24\", \"127.0.0.1\"]\n", nil, "", ErrInvalidValue,
+			cfgPath + `: api.trusted_clients: 127.0.0.1/32 includes loopback addresses: every local user can connect from loopback, so it would admit them all (allowed: LAN networks only, e.g. ["192.168.1.0/24"]; for nginx on this machine use api.proxy_socket (lmntd-proxy.socket) and the shipped snippet, which pass the browser's own address)`},
+		{"everyone in trusted_clients", "", []string{"LMNTD_API_TRUSTED_CLIENTS=::/0"}, "", ErrInvalidValue,
+			`environment variable LMNTD_API_TRUSTED_CLIENTS: api.trusted_clients: ::/0 includes loopback addresses: every local user can connect from loopback, so it would admit them all (allowed: LAN networks only, e.g. ["192.168.1.0/24"]; for nginx on this machine use api.proxy_socket (lmntd-proxy.socket) and the shipped snippet, which pass the browser's own address)`},
+		{"bad allowed host", "[api]\nallowed_hosts = [\"http://printer.lan:80\"]\n", nil, "", ErrInvalidValue,
+			cfgPath + `: api.allowed_hosts: "http://printer.lan:80" is not a host name or IP address (allowed: host names such as printer.example.com or IP addresses, without scheme or port)`},
+		{"bad proxy group", "[api]\nproxy_group = \"www data\"\n", nil, "", ErrInvalidValue,
+			cfgPath + `: api.proxy_group: "www data" is not a group name (allowed: the web server's group, e.g. www-data)`},
 		{"out of range interval", "[marketplace]\ncheck_interval = \"2s\"\n", nil, "", ErrOutOfRange,
 			cfgPath + `: marketplace.check_interval: 2s is out of range (allowed: 5s to 1h0m0s, or 0s for push only)`},
 		{"out of range size", "[limits]\nmax_download_size = \"100GiB\"\n", nil, "", ErrOutOfRange,
@@ -493,7 +505,7 @@ func TestDiffMarksRestartKeys(t *testing.T) {
 	}
 	live := LiveKeys()
 	sort.Strings(live)
-	wantLive := []string{"api.trusted_clients", "jobs.filament_type", "limits.download_idle_timeout", "limits.download_timeout",
+	wantLive := []string{"api.allowed_hosts", "api.trusted_clients", "jobs.filament_type", "limits.download_idle_timeout", "limits.download_min_rate", "limits.download_timeout",
 		"limits.max_download_size", "limits.request_timeout", "log.level", "marketplace.check_interval"}
 	if !reflect.DeepEqual(live, wantLive) {
 		t.Errorf("LiveKeys = %v", live)

@@ -49,7 +49,25 @@ var (
 	userNameRE     = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 	firebaseIDRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$`)
 	filamentTypeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9+_. -]{0,31}$`)
+	hostNameRE     = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$`)
 )
+
+// loopbackNets are the addresses any local process can connect from.
+var loopbackNets = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("::ffff:127.0.0.0/104"),
+}
+
+// coversLoopback says whether pfx admits a loopback address.
+func coversLoopback(pfx netip.Prefix) bool {
+	for _, lo := range loopbackNets {
+		if pfx.Overlaps(lo) {
+			return true
+		}
+	}
+	return false
+}
 
 // validate checks values and relations after the layers are merged; each
 // problem names the layer that supplied the offending value.
@@ -154,6 +172,26 @@ func (c *Config) validate() []error {
 			fail("api.listen", ErrInvalidValue, problem, `host:port such as "0.0.0.0:7130" or "[::]:7130", or empty for off`)
 		}
 	}
+	for _, pfx := range c.API.TrustedClients {
+		if coversLoopback(pfx) {
+			fail("api.trusted_clients", ErrInvalidValue, fmt.Sprintf("%s includes loopback addresses: every local user can connect from loopback, so it would admit them all", pfx),
+				"LAN networks only, e.g. [\"192.168.1.0/24\"]; for nginx on this machine use api.proxy_socket (lmntd-proxy.socket) and the shipped snippet, which pass the browser's own address")
+		}
+	}
+	if c.API.ProxySocket != "" {
+		socketPath("api.proxy_socket", c.API.ProxySocket)
+	}
+	if !userNameRE.MatchString(c.API.ProxyGroup) {
+		fail("api.proxy_group", ErrInvalidValue, fmt.Sprintf("%q is not a group name", c.API.ProxyGroup), "the web server's group, e.g. www-data")
+	}
+	for _, h := range c.API.AllowedHosts {
+		if !hostNameRE.MatchString(h) {
+			if _, err := netip.ParseAddr(h); err != nil {
+				fail("api.allowed_hosts", ErrInvalidValue, fmt.Sprintf("%q is not a host name or IP address", h),
+					"host names such as printer.example.com or IP addresses, without scheme or port")
+			}
+		}
+	}
 	if absPath("api.api_key_file", c.API.APIKeyFile, true) {
 		if problem := checkKeyFile(c.API.APIKeyFile); problem != "" {
 			fail("api.api_key_file", ErrUnreadableFile, problem, "a readable, non-empty file not readable by others (mode 0600 or 0640)")
@@ -174,6 +212,9 @@ func (c *Config) validate() []error {
 		fail("limits.download_idle_timeout", ErrOutOfRange,
 			fmt.Sprintf("%s is longer than limits.download_timeout (%s)", c.Limits.DownloadIdleTimeout, c.Limits.DownloadTimeout),
 			"at most limits.download_timeout")
+	}
+	if r := c.Limits.DownloadMinRate; r < 256 || r > 64*MiB {
+		fail("limits.download_min_rate", ErrOutOfRange, fmt.Sprintf("%s is out of range", r), "256 to 64MiB (bytes per second)")
 	}
 	between("limits.request_timeout", c.Limits.RequestTimeout, time.Second, 10*time.Minute)
 

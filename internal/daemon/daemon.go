@@ -209,8 +209,10 @@ func (d *daemon) run(parent context.Context) (err error) {
 		Backend: backend{d},
 		Access: api.Access{
 			Group:          d.o.APIGroup,
+			ProxyGroup:     cfg.API.ProxyGroup,
 			TrustedClients: func() []netip.Prefix { return d.cfg.Load().API.TrustedClients },
 			APIKey:         d.apiKey(cfg),
+			AllowedHosts:   func() []string { return d.cfg.Load().API.AllowedHosts },
 		},
 		MaxUpload:    func() int64 { return int64(d.cfg.Load().Limits.MaxDownloadSize) },
 		PairingBurst: d.o.PairingBurst,
@@ -222,7 +224,8 @@ func (d *daemon) run(parent context.Context) (err error) {
 	if group == "" {
 		group = "lmnt"
 	}
-	ls, err := openListeners(cfg.API.Socket, cfg.Klipper.BridgeSocket, cfg.API.Listen, group, d.log)
+	ls, err := openListeners(listenConfig{apiSocket: cfg.API.Socket, bridgeSocket: cfg.Klipper.BridgeSocket, httpAddr: cfg.API.Listen,
+		group: group, proxySocket: cfg.API.ProxySocket, proxyGroup: cfg.API.ProxyGroup}, d.log)
 	if err != nil {
 		return err
 	}
@@ -266,6 +269,9 @@ func (d *daemon) run(parent context.Context) (err error) {
 	goRun(&apiWG, "api", func() error { return d.api.Serve(apiCtx, ls.api) })
 	if ls.http != nil {
 		goRun(&apiWG, "api-tcp", func() error { return d.api.Serve(apiCtx, ls.http) })
+	}
+	if ls.proxy != nil {
+		goRun(&apiWG, "api-proxy", func() error { return d.api.ServeProxy(apiCtx, ls.proxy) })
 	}
 	goRun(&mktWG, "marketplace", func() error { d.runMarketplace(mktCtx); return nil })
 	if !d.profileSettled() {
@@ -396,6 +402,7 @@ func (d *daemon) newClientFor(cfg *config.Config, profile string) (*marketplace.
 		RequestTimeout:      cfg.Limits.RequestTimeout,
 		DownloadTimeout:     cfg.Limits.DownloadTimeout,
 		DownloadIdleTimeout: cfg.Limits.DownloadIdleTimeout,
+		DownloadMinRate:     int64(cfg.Limits.DownloadMinRate),
 		MaxDownloadBytes:    int64(cfg.Limits.MaxDownloadSize),
 		UserAgent:           "lmntd/" + version.Version,
 		Logger:              d.log.With("part", "marketplace"),

@@ -149,30 +149,50 @@ func TestLegacyRegistration(t *testing.T) {
 	}
 }
 
-// TestLiveReload: trusted_clients edited in lmntd.toml apply without a
-// restart.
+// TestLiveReload: api.allowed_hosts edited in lmntd.toml applies without a
+// restart; an edit putting loopback into trusted_clients is rejected and
+// the running configuration kept.
 func TestLiveReload(t *testing.T) {
 	addr := daemontest.FreePort(t)
-	d := daemontest.Start(t, daemontest.Options{NoStandin: true, HTTPListen: addr})
+	d := daemontest.Start(t, daemontest.Options{NoStandin: true, HTTPListen: addr, APIKey: "k3y"})
 	hc := &http.Client{Timeout: 5 * time.Second}
-	if r := daemontest.Do(t, hc, "GET", "http://"+addr+"/lmnt/v1/status", nil, nil); r.Status != 403 {
-		t.Fatalf("before the edit: %d", r.Status)
+	status := func() int {
+		req, err := http.NewRequest("GET", "http://"+addr+"/lmnt/v1/status", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "printer.example.com"
+		req.Header.Set("X-Api-Key", "k3y")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	cfg, err := os.ReadFile(d.ConfigFile)
+	if s := status(); s != 403 {
+		t.Fatalf("before the edit: %d", s)
+	}
+	orig, err := os.ReadFile(d.ConfigFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	edited := strings.Replace(string(cfg), "[api]\n", "[api]\ntrusted_clients = [\"127.0.0.1/32\"]\n", 1)
-	tmp := d.ConfigFile + ".new"
-	if err := os.WriteFile(tmp, []byte(edited), 0o644); err != nil {
-		t.Fatal(err)
+	save := func(apiLine string) { // an editor's save
+		edited := strings.Replace(string(orig), "[api]\n", "[api]\n"+apiLine+"\n", 1)
+		tmp := d.ConfigFile + ".new"
+		if err := os.WriteFile(tmp, []byte(edited), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, d.ConfigFile); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := os.Rename(tmp, d.ConfigFile); err != nil { // an editor's save
-		t.Fatal(err)
-	}
-	d.WaitFor("trusted_clients to apply", func() bool {
-		return daemontest.Do(t, hc, "GET", "http://"+addr+"/lmnt/v1/status", nil, nil).Status == 200
+	save(`trusted_clients = ["127.0.0.1/32"]`)
+	d.WaitFor("the loopback edit to be rejected", func() bool {
+		return strings.Contains(d.Log.String(), "api.trusted_clients: 127.0.0.1/32 includes loopback")
 	})
+	save(`allowed_hosts = ["printer.example.com"]`)
+	d.WaitFor("allowed_hosts to apply", func() bool { return status() == 200 })
 }
 
 // TestPairingPageEscapes: what the page shows comes from callers and the

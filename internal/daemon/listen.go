@@ -21,6 +21,7 @@ const (
 	fdNameAPI     = "api"
 	fdNameKlipper = "klipper"
 	fdNameHTTP    = "http"
+	fdNameProxy   = "proxy"
 )
 
 // listeners are the daemon's sockets, passed by systemd or made here.
@@ -28,11 +29,12 @@ type listeners struct {
 	api       net.Listener
 	klipper   *net.UnixListener
 	http      net.Listener // nil when off
+	proxy     net.Listener // the web server's proxy socket; nil when off
 	activated bool
 }
 
 func (l *listeners) close() {
-	for _, c := range []interface{ Close() error }{l.api, l.klipper, l.http} {
+	for _, c := range []interface{ Close() error }{l.api, l.klipper, l.http, l.proxy} {
 		if c != nil && !isNilListener(c) {
 			_ = c.Close()
 		}
@@ -49,9 +51,18 @@ func isNilListener(c interface{ Close() error }) bool {
 	return false
 }
 
+// listenConfig says where the daemon's sockets go when systemd passes none.
+type listenConfig struct {
+	apiSocket, bridgeSocket, httpAddr string
+	// group may use the API and bridge sockets.
+	group string
+	// proxySocket ("" ⇒ off) is for the web server's group proxyGroup only.
+	proxySocket, proxyGroup string
+}
+
 // openListeners takes the sockets systemd passed (by fd name) and creates
 // the rest on the configured paths.
-func openListeners(apiSocket, bridgeSocket, httpAddr, group string, log *slog.Logger) (*listeners, error) {
+func openListeners(lc listenConfig, log *slog.Logger) (*listeners, error) {
 	l := &listeners{}
 	ok := false
 	defer func() {
@@ -68,31 +79,48 @@ func openListeners(apiSocket, bridgeSocket, httpAddr, group string, log *slog.Lo
 			}
 		}
 	}
-	gid, haveGroup := lookupGroup(group)
+	gid, haveGroup := lookupGroup(lc.group)
 	if l.api == nil {
-		ln, err := listenUnixStream(apiSocket, gid, haveGroup, log)
+		ln, err := listenUnixStream("api.socket", lc.apiSocket, gid, haveGroup, log)
 		if err != nil {
 			return nil, err
 		}
 		l.api = ln
 	}
 	if l.klipper == nil {
-		if err := makeParent(bridgeSocket, gid, haveGroup); err != nil {
+		if err := makeParent(lc.bridgeSocket, gid, haveGroup); err != nil {
 			return nil, err
 		}
-		ln, err := klipper.Listen(bridgeSocket, 0o660)
+		ln, err := klipper.Listen(lc.bridgeSocket, 0o660)
 		if err != nil {
 			return nil, err
 		}
-		chgrp(bridgeSocket, gid, haveGroup, log)
+		chgrp(lc.bridgeSocket, gid, haveGroup, log)
 		l.klipper = ln
 	}
-	if l.http == nil && httpAddr != "" {
-		ln, err := net.Listen("tcp", httpAddr)
+	if l.http == nil && lc.httpAddr != "" {
+		ln, err := net.Listen("tcp", lc.httpAddr)
 		if err != nil {
-			return nil, fmt.Errorf("api.listen %s: %w", httpAddr, err)
+			return nil, fmt.Errorf("api.listen %s: %w", lc.httpAddr, err)
 		}
 		l.http = ln
+	}
+	if l.proxy == nil && lc.proxySocket != "" {
+		// The proxy socket has its own directory, which the web server
+		// (not in group lmnt) can traverse; the socket's group and mode
+		// keep everyone else out.
+		pgid, havePGroup := lookupGroup(lc.proxyGroup)
+		if !havePGroup {
+			log.Warn("the web server's group does not exist: only root can use the proxy socket", "api.proxy_group", lc.proxyGroup)
+		}
+		if err := makeParentMode(lc.proxySocket, 0o755, 0, false); err != nil {
+			return nil, err
+		}
+		ln, err := listenUnixStream("api.proxy_socket", lc.proxySocket, pgid, havePGroup, log)
+		if err != nil {
+			return nil, err
+		}
+		l.proxy = ln
 	}
 	ok = true
 	return l, nil
@@ -124,6 +152,12 @@ func (l *listeners) adopt(name string, f *os.File, log *slog.Logger) error {
 			return fmt.Errorf("socket activation: fd %q is %s, want TCP", name, ln.Addr().Network())
 		}
 		l.http = ln
+	case fdNameProxy:
+		if ln.Addr().Network() != "unix" {
+			ln.Close()
+			return fmt.Errorf("socket activation: fd %q is %s, want a unix stream socket", name, ln.Addr().Network())
+		}
+		l.proxy = ln
 	default:
 		ln.Close()
 		log.Warn("socket activation: ignoring an fd with an unknown name", "name", name)
@@ -149,11 +183,15 @@ func lookupGroup(name string) (int, bool) {
 // makeParent creates a socket's directory (0750, group lmnt when it
 // exists) if it is missing.
 func makeParent(path string, gid int, haveGroup bool) error {
+	return makeParentMode(path, 0o750, gid, haveGroup)
+}
+
+func makeParentMode(path string, mode os.FileMode, gid int, haveGroup bool) error {
 	dir := filepath.Dir(path)
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, mode); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	if haveGroup {
@@ -173,13 +211,13 @@ func chgrp(path string, gid int, haveGroup bool, log *slog.Logger) {
 
 // listenUnixStream listens on path (replacing a stale socket, never another
 // kind of file) with mode 0660.
-func listenUnixStream(path string, gid int, haveGroup bool, log *slog.Logger) (net.Listener, error) {
+func listenUnixStream(key, path string, gid int, haveGroup bool, log *slog.Logger) (net.Listener, error) {
 	if err := makeParent(path, gid, haveGroup); err != nil {
 		return nil, err
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("api.socket %s exists and is not a socket", path)
+			return nil, fmt.Errorf("%s %s exists and is not a socket", key, path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("removing the stale socket %s: %w", path, err)
@@ -189,12 +227,12 @@ func listenUnixStream(path string, gid int, haveGroup bool, log *slog.Logger) (n
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
-		return nil, fmt.Errorf("api.socket %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", key, path, err)
 	}
 	ln.SetUnlinkOnClose(true)
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("api.socket %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", key, path, err)
 	}
 	chgrp(path, gid, haveGroup, log)
 	return ln, nil

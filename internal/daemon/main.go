@@ -52,6 +52,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "lmntd", version.Version)
 		return 0
 	}
+	if err := hardenProcess(); err != nil {
+		fmt.Fprintln(stderr, "lmntd:", err)
+		return 1
+	}
 	err := Run(context.Background(), Options{
 		Config:        config.Options{Flags: fs},
 		LogOutput:     stderr,

@@ -15,6 +15,8 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/identity"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
+
+	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
 // printerInfoFile records how the printer was introduced to the
@@ -62,6 +64,9 @@ func savePrinterInfo(dir string, p printerInfo) error {
 }
 
 func (d *daemon) setPrinter(p printerInfo) {
+	// Names come from the owner or the marketplace, and are shown in
+	// terminals, the pairing page and Klipper's console.
+	p.Name, p.Manufacturer, p.Model = textsafe.Clean(p.Name, 100), textsafe.Clean(p.Manufacturer, 100), textsafe.Clean(p.Model, 100)
 	if err := savePrinterInfo(d.cfg.Load().Paths.StateDirectory, p); err != nil {
 		d.log.Warn("cannot record the printer's name", "err", err)
 	}
@@ -180,7 +185,7 @@ func (p *pairing) wait(ctx context.Context, client *marketplace.Client, s *pairS
 	if err != nil {
 		p.mu.Lock()
 		if s.status == pairPending {
-			s.status, s.message = pairFailed, "pairing ended: "+err.Error()
+			s.status, s.message = pairFailed, textsafe.Clean("pairing ended: "+err.Error(), 500)
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, marketplace.ErrPairingRejected) {
 				s.status = pairExpired
 				s.message = "the pairing code expired or was refused: start pairing again"
@@ -219,7 +224,7 @@ func (p *pairing) complete(ctx context.Context, client *marketplace.Client, s *p
 	tok, err := client.PairComplete(ctx, s.id, boxOpener{kr: p.d.keys})
 	if err != nil {
 		p.mu.Lock()
-		s.message = "collecting the token failed: " + err.Error()
+		s.message = textsafe.Clean("collecting the token failed: "+err.Error(), 500)
 		p.mu.Unlock()
 		return p.snapshot(s), marketError("pairing could not complete", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
 // Metadata is what the slicer wrote about the print, completed by what the
@@ -458,19 +460,21 @@ func (s *metaState) result(m *motionState) *Metadata {
 		cfg = s.cfgBlock
 	}
 	md := &Metadata{
-		SlicerName:        s.slicerName,
-		SlicerVersion:     s.slicerVersion,
+		// Comment text is the creator's: shown in status and checked
+		// against the loaded filament, so cleaned like every outside name.
+		SlicerName:        textsafe.Clean(s.slicerName, 64),
+		SlicerVersion:     textsafe.Clean(s.slicerVersion, 64),
 		EstimatedTime:     firstNonZero(s.timeStated, s.curaTimeElapsed, s.curaTime),
 		FilamentUsedMM:    firstNonZero(s.filamentMM, s.materialUsedMM),
 		FilamentUsedG:     firstNonZero(s.filamentGTotal, s.filamentGSum),
-		FilamentType:      cfg.filamentType,
+		FilamentType:      textsafe.Clean(cfg.filamentType, 64),
 		LayerHeight:       firstNonZero(cfg.layerHeight, s.layerHeight, s.heightAfterMarker[1]),
 		NozzleDiameter:    firstNonZero(cfg.nozzle, s.nozzle),
 		Thumbnails:        s.thumbs,
 		ThumbnailsSkipped: s.thumbsSkipped,
 	}
 	if md.FilamentType == "" {
-		md.FilamentType = s.filamentType
+		md.FilamentType = textsafe.Clean(s.filamentType, 64)
 	}
 	var pct float64
 	if cfg.firstLayerPct > 0 {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
 // Options configure an Engine. Zero durations take the defaults shown.
@@ -1048,18 +1050,9 @@ func (e *Engine) SubmitLocal(j LocalJob) (string, error) {
 	return id, nil
 }
 
-func sanitizeName(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, strings.ToValidUTF8(s, ""))
-	if len(s) > 200 {
-		s = strings.ToValidUTF8(s[:200], "")
-	}
-	return s
-}
+// sanitizeName cleans a job name from the marketplace or a local caller
+// before it is journaled, shown or sent to Klipper's console.
+func sanitizeName(s string) string { return textsafe.Clean(s, 200) }
 
 // Cancel cancels a job: a queued one at once, one being prepared before it
 // reaches Klipper, a print through Klipper (the job ends when Klipper

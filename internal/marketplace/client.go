@@ -79,8 +79,11 @@ type Options struct {
 	RequestTimeout      time.Duration // one API call; 0 ⇒ 30 s
 	DownloadTimeout     time.Duration // a whole download; 0 ⇒ 30 min
 	DownloadIdleTimeout time.Duration // no body byte for this long ⇒ error; 0 ⇒ 60 s
-	MaxDownloadBytes    int64         // 0 ⇒ 1 GiB
-	UserAgent           string        // "" ⇒ "lmntd"
+	// DownloadMinRate (bytes/s) is the slowest average a download may have
+	// once DownloadIdleTimeout has passed; 0 ⇒ 16 KiB/s.
+	DownloadMinRate  int64
+	MaxDownloadBytes int64  // 0 ⇒ 1 GiB
+	UserAgent        string // "" ⇒ "lmntd"
 
 	Logger *slog.Logger // nil ⇒ discard
 	Clock  Clock        // nil ⇒ the real clock
@@ -184,6 +187,9 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.MaxDownloadBytes <= 0 {
 		opts.MaxDownloadBytes = 1 << 30
+	}
+	if opts.DownloadMinRate <= 0 {
+		opts.DownloadMinRate = 16 << 10
 	}
 	if opts.UserAgent == "" {
 		opts.UserAgent = "lmntd"

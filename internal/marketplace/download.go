@@ -307,7 +307,8 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 		body: resp.Body, want: resp.ContentLength, limit: c.opts.MaxDownloadBytes,
 		idle: idle, cancel: cancel, ctx: dctx, jobID: job.ID, closeIdle: closeIdle,
 	}
-	return &Download{ReadCloser: body, Size: body.want, ViaProxy: viaProxy}, nil
+	return &Download{ReadCloser: withMinRate(body, c.opts.DownloadMinRate, c.opts.DownloadIdleTimeout, cancel, job.ID),
+		Size: body.want, ViaProxy: viaProxy}, nil
 }
 
 // fetch sends one download GET: with the token (refreshed once on 401) to

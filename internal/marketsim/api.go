@@ -412,6 +412,21 @@ func serveBody(w http.ResponseWriter, r *http.Request, data []byte) {
 		http.NewResponseController(w).Flush()
 		panic(http.ErrAbortHandler) // cut the connection: the body is short
 	}
+	if f.TrickleEvery > 0 {
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		for i := range data {
+			if _, err := w.Write(data[i : i+1]); err != nil || rc.Flush() != nil {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(f.TrickleEvery):
+			}
+		}
+		return
+	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(data)
 }

@@ -49,6 +49,9 @@ type Fault struct {
 	// TruncateAt (download, storage): announce the full Content-Length but
 	// close the connection after this many body bytes.
 	TruncateAt int64
+	// TrickleEvery (download, storage): send the body one byte at a time,
+	// this far apart (a hostile host holding the job slot).
+	TrickleEvery time.Duration
 	// Silent: hold the request without answering until the client gives up.
 	// For the push stream: send the headers, then nothing at all.
 	Silent bool

@@ -59,7 +59,7 @@ func TestUnitVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, cmdOpts{quiet: true}, "cp", "-a", "/lib/systemd/system", filepath.Join(root, "lib/systemd/"))
-	units := []string{"lmntd.service", "lmntd.socket", "lmntd-klipper.socket", "lmntd-http.socket"}
+	units := []string{"lmntd.service", "lmntd.socket", "lmntd-klipper.socket", "lmntd-http.socket", "lmntd-proxy.socket"}
 	for _, u := range units {
 		copyFile(t, filepath.Join(repoRoot, "systemd", u), filepath.Join(root, "lib/systemd/system", u), 0o644)
 	}

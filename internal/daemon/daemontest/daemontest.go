@@ -49,6 +49,9 @@ type Options struct {
 	TrustedClients []string
 	APIKey         string
 	APIGroup       string
+	// ProxyGroup turns the web server's proxy socket on (Daemon.ProxySocket),
+	// for this group.
+	ProxyGroup string
 	// NoStandin leaves Klipper disconnected.
 	NoStandin bool
 	// StandinSpeed is the stand-in's read speed in bytes/s (0: instant).
@@ -67,18 +70,20 @@ type Options struct {
 
 // Daemon is a running test daemon.
 type Daemon struct {
-	T          testing.TB
-	Sim        *marketsim.Server
-	Dir        string
-	StateDir   string
-	HostRoot   string
-	Socket     string
-	Bridge     string
-	ConfigFile string
-	PrinterCfg string
-	Standin    *standin.Standin
-	Client     *http.Client
-	Log        *SyncBuffer
+	T        testing.TB
+	Sim      *marketsim.Server
+	Dir      string
+	StateDir string
+	HostRoot string
+	Socket   string
+	Bridge   string
+	// ProxySocket is the web server's proxy socket ("" when off).
+	ProxySocket string
+	ConfigFile  string
+	PrinterCfg  string
+	Standin     *standin.Standin
+	Client      *http.Client
+	Log         *SyncBuffer
 
 	cancel  context.CancelFunc
 	done    chan error
@@ -188,6 +193,10 @@ func Setup(t testing.TB, o Options) *Daemon {
 			q[i] = fmt.Sprintf("%q", c)
 		}
 		api += "trusted_clients = [" + strings.Join(q, ", ") + "]\n"
+	}
+	if o.ProxyGroup != "" {
+		d.ProxySocket = filepath.Join(run, "proxy", "api.sock")
+		api += fmt.Sprintf("proxy_socket = %q\nproxy_group = %q\n", d.ProxySocket, o.ProxyGroup)
 	}
 	if o.APIKey != "" {
 		kf := filepath.Join(dir, "api.key")
