@@ -102,9 +102,10 @@ func (c *Config) PollSchedule() (interval time.Duration, jitter float64) {
 	return c.Marketplace.CheckInterval, 0
 }
 
-// Degraded lists imported moonraker.conf values lmntd could not use (each
-// names the file, line, option and key): the built-in value is in effect
-// instead, and lmnt doctor shows them. They never stop the daemon.
+// Degraded lists values lmntd could not use and ignores: imported
+// moonraker.conf values (each names the file, line, option and key; the value
+// below is in effect instead) and api.trusted_clients entries that admit
+// loopback. lmnt doctor shows them; they never stop the daemon.
 func (c *Config) Degraded() []*FieldError { return append([]*FieldError(nil), c.degraded...) }
 
 // Marketplace is how lmntd reaches the LMNT Marketplace.

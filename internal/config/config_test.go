@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -383,10 +384,6 @@ func TestValidationErrors(t *testing.T) {
 			cfgPath + `: limits.request_timeout: "30 seconds" is not a duration (allowed: a duration string such as "60s", "5m" or "1h30m")`},
 		{"bad CIDR", "[api]\ntrusted_clients = [\"192.168.1.0/33\"]\n", nil, "", ErrWrongType,
 			cfgPath + `: api.trusted_clients: "192.168.1.0/33" is not an IP address or CIDR (allowed: a list of IP addresses or CIDRs such as ["192.168.1.0/24", "fd00::/8"])`},
-		{"loopback in trusted_clients", "[api]\ntrusted_clients = [\"192.168.1.0/24\", \"127.0.0.1\"]\n", nil, "", ErrInvalidValue,
-			cfgPath + `: api.trusted_clients: 127.0.0.1/32 includes loopback addresses: every local user can connect from loopback, so it would admit them all (allowed: LAN networks only, e.g. ["192.168.1.0/24"]; for nginx on this machine use api.proxy_socket (lmntd-proxy.socket) and the shipped snippet, which pass the browser's own address)`},
-		{"everyone in trusted_clients", "", []string{"LMNTD_API_TRUSTED_CLIENTS=::/0"}, "", ErrInvalidValue,
-			`environment variable LMNTD_API_TRUSTED_CLIENTS: api.trusted_clients: ::/0 includes loopback addresses: every local user can connect from loopback, so it would admit them all (allowed: LAN networks only, e.g. ["192.168.1.0/24"]; for nginx on this machine use api.proxy_socket (lmntd-proxy.socket) and the shipped snippet, which pass the browser's own address)`},
 		{"bad allowed host", "[api]\nallowed_hosts = [\"http://printer.lan:80\"]\n", nil, "", ErrInvalidValue,
 			cfgPath + `: api.allowed_hosts: "http://printer.lan:80" is not a host name or IP address (allowed: host names such as printer.example.com or IP addresses, without scheme or port)`},
 		{"bad proxy group", "[api]\nproxy_group = \"www data\"\n", nil, "", ErrInvalidValue,
@@ -451,6 +448,54 @@ func TestValidationErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "eyJ") {
 				t.Errorf("error message repeats a secret: %v", err)
+			}
+		})
+	}
+}
+
+// TestLoopbackTrustIgnoredNotFatal: a trusted_clients entry that admits
+// loopback would give every local user the API (issue 15), so it is never
+// honoured; it is reported (doctor names the file and key) but does not stop
+// lmntd, since an older example suggested it and an unattended upgrade must
+// not leave the printer offline.
+func TestLoopbackTrustIgnoredNotFatal(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "lmntd.toml")
+	for _, tc := range []struct {
+		name, file string
+		env        []string
+		source     string
+		dropped    []string
+		kept       []string
+	}{
+		{"file", "[api]\ntrusted_clients = [\"192.168.1.0/24\", \"127.0.0.1\"]\n", nil, cfgPath,
+			[]string{"127.0.0.1/32"}, []string{"192.168.1.0/24"}},
+		{"everyone from env", "", []string{"LMNTD_API_TRUSTED_CLIENTS=::/0, 10.0.0.0/8"}, "environment variable LMNTD_API_TRUSTED_CLIENTS",
+			[]string{"::/0"}, []string{"10.0.0.0/8"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeFile(t, dir, "lmntd.toml", tc.file+"\n"+hermetic(dir))
+			cfg, err := Load(Options{ConfigFile: cfgPath, Environ: env(tc.env...)})
+			if err != nil {
+				t.Fatalf("Load refused the configuration: %v", err)
+			}
+			var kept []string
+			for _, p := range cfg.API.TrustedClients {
+				kept = append(kept, p.String())
+			}
+			if !slices.Equal(kept, tc.kept) {
+				t.Errorf("trusted_clients in effect %v, want %v", kept, tc.kept)
+			}
+			deg := cfg.Degraded()
+			if len(deg) != len(tc.dropped) {
+				t.Fatalf("degraded %v, want one entry per dropped prefix %v", deg, tc.dropped)
+			}
+			for i, fe := range deg {
+				msg := fe.Error()
+				if fe.Key != "api.trusted_clients" || !errors.Is(fe, ErrInvalidValue) ||
+					!strings.HasPrefix(msg, tc.source+": api.trusted_clients: "+tc.dropped[i]+" includes loopback addresses") {
+					t.Errorf("degraded entry %q does not name the source, key and prefix", msg)
+				}
 			}
 		})
 	}

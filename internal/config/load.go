@@ -224,7 +224,7 @@ func (ld *loader) build(base, fileLayer, mrLayer, envLayer, flagLayer *layer, pa
 	}
 	sort.Slice(cfg.imports, func(i, j int) bool { return cfg.imports[i].Key < cfg.imports[j].Key })
 	cfg.notes = ld.notes
-	cfg.degraded = ld.degraded
+	cfg.degraded = append(ld.degraded, cfg.dropLoopbackTrust()...)
 	return cfg, append(append([]error(nil), ld.errs...), cfg.validate()...)
 }
 

@@ -59,6 +59,27 @@ var loopbackNets = []netip.Prefix{
 	netip.MustParsePrefix("::ffff:127.0.0.0/104"),
 }
 
+// dropLoopbackTrust removes api.trusted_clients entries that admit loopback
+// and reports each as a config error that does not stop lmntd: every local
+// user can connect from loopback, so trusting it would hand them the API. The
+// entry is never honoured; refusing to start instead would take a printer
+// offline after an unattended upgrade over a line an older example suggested.
+func (c *Config) dropLoopbackTrust() []*FieldError {
+	var dropped []*FieldError
+	kept := c.API.TrustedClients[:0:0]
+	for _, pfx := range c.API.TrustedClients {
+		if !coversLoopback(pfx) {
+			kept = append(kept, pfx)
+			continue
+		}
+		dropped = append(dropped, &FieldError{Source: c.Origin("api.trusted_clients"), Key: "api.trusted_clients", Class: ErrInvalidValue,
+			Problem: fmt.Sprintf("%s includes loopback addresses: every local user can connect from loopback, so it would admit them all; lmntd ignores it", pfx),
+			Allowed: "LAN networks only, e.g. [\"192.168.1.0/24\"]; for nginx on this machine use api.proxy_socket (lmntd-proxy.socket) and the shipped snippet, which pass the browser's own address"})
+	}
+	c.API.TrustedClients = kept
+	return dropped
+}
+
 // coversLoopback says whether pfx admits a loopback address.
 func coversLoopback(pfx netip.Prefix) bool {
 	for _, lo := range loopbackNets {
@@ -170,12 +191,6 @@ func (c *Config) validate() []error {
 	if c.API.Listen != "" {
 		if problem := listenProblem(c.API.Listen); problem != "" {
 			fail("api.listen", ErrInvalidValue, problem, `host:port such as "0.0.0.0:7130" or "[::]:7130", or empty for off`)
-		}
-	}
-	for _, pfx := range c.API.TrustedClients {
-		if coversLoopback(pfx) {
-			fail("api.trusted_clients", ErrInvalidValue, fmt.Sprintf("%s includes loopback addresses: every local user can connect from loopback, so it would admit them all", pfx),
-				"LAN networks only, e.g. [\"192.168.1.0/24\"]; for nginx on this machine use api.proxy_socket (lmntd-proxy.socket) and the shipped snippet, which pass the browser's own address")
 		}
 	}
 	if c.API.ProxySocket != "" {
