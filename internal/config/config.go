@@ -120,6 +120,10 @@ type Jobs struct {
 // Limits bound what one job may cost.
 type Limits struct {
 	MaxDownloadSize     ByteSize      `koanf:"max_download_size" reload:"live" doc:"largest G-code download accepted (e.g. 512MiB)"`
+	// Local uploads wait in memory until they print: these bound how many
+	// and how much, whoever sends them.
+	MaxLocalJobs      int      `koanf:"max_local_jobs" reload:"live" doc:"most local print uploads waiting in memory at once (1 to 64)"`
+	MaxLocalQueueSize ByteSize `koanf:"max_local_queue_size" reload:"live" doc:"total size of local print uploads waiting in memory (e.g. 256MiB)"`
 	DownloadTimeout     time.Duration `koanf:"download_timeout" reload:"live" doc:"whole download must finish within this"`
 	DownloadIdleTimeout time.Duration `koanf:"download_idle_timeout" reload:"live" doc:"abort a download that receives nothing for this long"`
 	RequestTimeout      time.Duration `koanf:"request_timeout" reload:"live" doc:"timeout of one marketplace API request"`
@@ -186,6 +190,8 @@ func Defaults() Config {
 		API: API{Socket: "/run/lmntd/api.sock", TrustedClients: []netip.Prefix{}},
 		Limits: Limits{
 			MaxDownloadSize:     512 * MiB,
+			MaxLocalJobs:        4,
+			MaxLocalQueueSize:   256 * MiB,
 			DownloadTimeout:     30 * time.Minute,
 			DownloadIdleTimeout: 60 * time.Second,
 			RequestTimeout:      30 * time.Second,
@@ -270,6 +276,7 @@ const (
 	kindSize
 	kindPrefixes
 	kindInts
+	kindInt
 )
 
 func (k kind) want() string {
@@ -286,6 +293,8 @@ func (k kind) want() string {
 		return `a list of IP addresses or CIDRs such as ["192.168.1.0/24", "::1"]`
 	case kindInts:
 		return "a list of integers such as [7]"
+	case kindInt:
+		return "an integer"
 	}
 	return "?"
 }
@@ -352,6 +361,8 @@ func buildSchema() []*field {
 				f.kind = kindPrefixes
 			case sf.Type == intsType:
 				f.kind = kindInts
+			case sf.Type.Kind() == reflect.Int:
+				f.kind = kindInt
 			case sf.Type.Kind() == reflect.Bool:
 				f.kind = kindBool
 			case sf.Type.Kind() == reflect.String:
@@ -389,6 +400,8 @@ func canonical(f *field, v reflect.Value) any {
 		return out
 	case kindInts:
 		return append([]int{}, v.Interface().([]int)...)
+	case kindInt:
+		return int(v.Int())
 	}
 	return nil
 }

@@ -105,6 +105,9 @@ type Engine struct {
 	// printSeen: Klipper showed a print in progress (ours or the owner's
 	// own) that has not been seen ending yet.
 	printSeen bool
+	// localFailures: when local jobs failed verification, oldest first,
+	// within the rate limit's window (verify.go).
+	localFailures []time.Time
 
 	wake       chan struct{}
 	outboxWake chan struct{}
@@ -163,6 +166,7 @@ func New(o Options) (*Engine, error) {
 	// is what the previous run left.
 	e.mu.Lock()
 	e.recoverLocked()
+	e.seedLocalFailuresLocked()
 	e.mu.Unlock()
 	return e, nil
 }
@@ -421,6 +425,11 @@ func (e *Engine) step(ctx context.Context) {
 		}
 		return
 	}
+	if ok, until := e.localFailuresLocked(now); r.Local && !ok {
+		e.endLocked(r, Failed, tooManyFailures(until).Error())
+		e.kick()
+		return
+	}
 	a := &activeJob{id: r.ID}
 	if err := e.transition(r, Downloading, "Downloading", &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
 		e.endLocked(r, Failed, "Could not write the job journal: "+err.Error())
@@ -529,6 +538,9 @@ func (e *Engine) prepare(ctx context.Context, id string, local bool, offer Offer
 					return prepResult{id: id, err: fmt.Errorf("could not fetch the job again after a restart: %w", err), transient: !errors.Is(err, ErrJobGone)}
 				}
 			}
+			if offer.Keys.DEKPackage == "" {
+				return prepResult{id: id, err: ErrPlaintextOffer}
+			}
 			keys = offer.Keys
 			if body, err = e.o.Marketplace.Download(ctx, offer); err != nil {
 				return prepResult{id: id, err: fmt.Errorf("Download failed: %w", err)}
@@ -541,7 +553,7 @@ func (e *Engine) prepare(ctx context.Context, id string, local bool, offer Offer
 		}
 		p, err := e.o.Decryptor.Prepare(ctx, id, in, keys)
 		if err != nil {
-			return prepResult{id: id, err: fmt.Errorf("Could not decrypt and check the file: %w", err)}
+			return prepResult{id: id, err: errors.New(e.prepareFailure(id, err))}
 		}
 		return prepResult{id: id, prepared: p}
 	})
@@ -623,6 +635,9 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		e.mu.Unlock()
 		return
 	case res.err != nil:
+		if r.Local && isVerificationFailure(res.err.Error()) {
+			e.localFailures = append(e.localFailures, e.clock.Now())
+		}
 		e.finishActiveLocked(Failed, res.err.Error(), false)
 		e.mu.Unlock()
 		return
@@ -1026,6 +1041,9 @@ func (e *Engine) SubmitLocal(j LocalJob) (string, error) {
 	id := "local-" + hex.EncodeToString(b[:])
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if ok, until := e.localFailuresLocked(e.clock.Now()); !ok {
+		return "", tooManyFailures(until)
+	}
 	r := &record{ID: id, Local: true, Name: sanitizeName(j.Name), Created: e.clock.Now()}
 	if err := e.transition(r, Accepted, "Queued", nil); err != nil {
 		return "", err
