@@ -119,11 +119,11 @@ type Jobs struct {
 
 // Limits bound what one job may cost.
 type Limits struct {
-	MaxDownloadSize     ByteSize      `koanf:"max_download_size" reload:"live" doc:"largest G-code download accepted (e.g. 512MiB)"`
+	MaxDownloadSize ByteSize `koanf:"max_download_size" reload:"live" doc:"largest G-code download accepted (e.g. 512MiB)"`
 	// Local uploads wait in memory until they print: these bound how many
 	// and how much, whoever sends them.
-	MaxLocalJobs      int      `koanf:"max_local_jobs" reload:"live" doc:"most local print uploads waiting in memory at once (1 to 64)"`
-	MaxLocalQueueSize ByteSize `koanf:"max_local_queue_size" reload:"live" doc:"total size of local print uploads waiting in memory (e.g. 256MiB)"`
+	MaxLocalJobs        int           `koanf:"max_local_jobs" reload:"live" doc:"most local print uploads waiting in memory at once (1 to 64)"`
+	MaxLocalQueueSize   ByteSize      `koanf:"max_local_queue_size" reload:"live" doc:"total size of local print uploads waiting in memory (e.g. 256MiB)"`
 	DownloadTimeout     time.Duration `koanf:"download_timeout" reload:"live" doc:"whole download must finish within this"`
 	DownloadIdleTimeout time.Duration `koanf:"download_idle_timeout" reload:"live" doc:"abort a download that receives nothing for this long"`
 	RequestTimeout      time.Duration `koanf:"request_timeout" reload:"live" doc:"timeout of one marketplace API request"`

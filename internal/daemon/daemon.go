@@ -178,6 +178,10 @@ func (d *daemon) run(parent context.Context) (err error) {
 		Logger:      d.log.With("part", "jobs"),
 		AutoStart:   cfg.Jobs.AutoStart,
 		RequestPoll: d.triggerPoll,
+		LocalLimits: func() (int, int64) {
+			l := d.cfg.Load().Limits
+			return l.MaxLocalJobs, int64(l.MaxLocalQueueSize)
+		},
 		// Each decrypted job is compared with printer.cfg as last read
 		// and the filament the owner configured, before it reaches Klipper.
 		Check: jobs.PrinterCheck{
@@ -197,7 +201,11 @@ func (d *daemon) run(parent context.Context) (err error) {
 			TrustedClients: func() []netip.Prefix { return d.cfg.Load().API.TrustedClients },
 			APIKey:         d.apiKey(cfg),
 		},
-		MaxUpload:    func() int64 { return int64(d.cfg.Load().Limits.MaxDownloadSize) },
+		// An upload that cannot fit in the local queue is refused while
+		// it arrives, not after it has been stored in memory.
+		MaxUpload: func() int64 {
+			return min(int64(d.cfg.Load().Limits.MaxDownloadSize), d.engine.LocalRoom())
+		},
 		PairingBurst: d.o.PairingBurst,
 		PairingEvery: d.o.PairingEvery,
 		Logger:       d.log.With("part", "api"),

@@ -42,6 +42,11 @@ type Options struct {
 	RetryMax          time.Duration // 5 min: …up to this
 	SendTimeout       time.Duration // 30 s: one status report attempt
 	KeepFinished      int           // 1000 finished jobs kept in the journal
+
+	// LocalLimits, when set, returns the caps on local uploads held in
+	// memory: how many and how many bytes in total (local.go has the
+	// defaults). It is asked at each submission, so a reload applies.
+	LocalLimits func() (jobs int, bytes int64)
 }
 
 func (o *Options) setDefaults() {
@@ -128,6 +133,10 @@ type activeJob struct {
 	started      bool   // Klipper showed our file printing or beyond
 	lostConn     bool   // the bridge dropped during the print
 	cancelReason string
+	// localHeld: the job's uploaded body is still open (being decrypted);
+	// localSize is its size, counted against the local queue's cap.
+	localHeld bool
+	localSize int64
 }
 
 type prepResult struct {
@@ -314,6 +323,11 @@ func (e *Engine) shutdown() {
 	if a != nil && a.prepared != nil {
 		_ = a.prepared.File.Close()
 	}
+	e.mu.Lock()
+	for id := range e.locals {
+		e.releaseLocalLocked(id)
+	}
+	e.mu.Unlock()
 	for _, t := range []*Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer} {
 		stopTimer(t)
 	}
@@ -438,6 +452,7 @@ func (e *Engine) step(ctx context.Context) {
 	offer, haveOffer := e.offers[r.ID]
 	local := e.locals[r.ID]
 	delete(e.locals, r.ID) // a local body is read once
+	a.localHeld, a.localSize = r.Local, max(local.Size, 0)
 	pctx, cancel := context.WithCancel(ctx)
 	a.prepCancel = cancel
 	e.active = a
@@ -620,6 +635,7 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 	}
 	a.prepCancel()
 	a.prepared = res.prepared
+	a.localHeld = false // prepare has closed the body
 	r := e.recs[a.id]
 	switch {
 	case a.cancelReason != "":
@@ -913,7 +929,7 @@ func (e *Engine) endLocked(r *record, to State, msg string) {
 		e.log.Error("could not journal the end of a job", "job", r.ID, "err", err)
 	}
 	delete(e.offers, r.ID)
-	delete(e.locals, r.ID)
+	e.releaseLocalLocked(r.ID)
 	delete(e.notBefore, r.ID)
 	verb := map[State]string{Succeeded: "finished", Failed: "failed", Cancelled: "cancelled"}[to]
 	e.console(verb + " " + displayName(r) + ": " + msg)
@@ -1043,6 +1059,9 @@ func (e *Engine) SubmitLocal(j LocalJob) (string, error) {
 	defer e.mu.Unlock()
 	if ok, until := e.localFailuresLocked(e.clock.Now()); !ok {
 		return "", tooManyFailures(until)
+	}
+	if err := e.checkLocalRoomLocked(j.Size); err != nil {
+		return "", err
 	}
 	r := &record{ID: id, Local: true, Name: sanitizeName(j.Name), Created: e.clock.Now()}
 	if err := e.transition(r, Accepted, "Queued", nil); err != nil {
