@@ -174,6 +174,7 @@ func New(o Options) (*Engine, error) {
 	// Before anything new can be submitted: what is in the journal now
 	// is what the previous run left.
 	e.mu.Lock()
+	e.quarantineLocked()
 	e.recoverLocked()
 	e.seedLocalFailuresLocked()
 	e.mu.Unlock()
@@ -966,7 +967,7 @@ func (e *Engine) resolveRecoveryLocked() {
 		r := e.recs[id]
 		switch {
 		case !st.Connected:
-			e.endLocked(r, Failed, fmt.Sprintf("Klipper did not reconnect within %s after lmntd restarted; the print's outcome is unknown", e.o.RecoveryWait))
+			e.endLocked(r, Failed, lostMessage(r, fmt.Sprintf("Klipper did not reconnect within %s after lmntd restarted; the print's outcome is unknown", e.o.RecoveryWait)))
 			e.printEndedLocked()
 		case st.Filename == VirtualName(id) && e.active == nil:
 			e.log.Info("Klipper still knows the job", "job", id, "print_state", st.PrintState)
@@ -976,7 +977,7 @@ func (e *Engine) resolveRecoveryLocked() {
 			}
 			e.monitorLocked(st)
 		default:
-			e.endLocked(r, Failed, fmt.Sprintf("The print was lost while lmntd was not running (Klipper now shows %q, %s)", st.Filename, st.PrintState))
+			e.endLocked(r, Failed, lostMessage(r, fmt.Sprintf("The print was lost while lmntd was not running (Klipper now shows %q, %s)", st.Filename, st.PrintState)))
 			e.printEndedLocked()
 		}
 	}
@@ -1028,6 +1029,9 @@ func (e *Engine) Offer(offers []Offer) {
 				e.kick()
 			}
 			continue
+		}
+		if e.st.idx.known(o.ID) {
+			continue // finished, its record pruned: never printed again
 		}
 		created := o.CreatedAt
 		if created.IsZero() {
