@@ -113,6 +113,13 @@ type Engine struct {
 	// localFailures: when local jobs failed verification, oldest first,
 	// within the rate limit's window (verify.go).
 	localFailures []time.Time
+	// unsaved: records whose latest state is not on disk yet, because the
+	// journal could not be written (diskErr); flushTimer retries them
+	// (diskfull.go).
+	unsaved       map[string]bool
+	diskErr       error
+	flushTimer    Timer
+	flushAttempts int
 
 	wake       chan struct{}
 	outboxWake chan struct{}
@@ -164,7 +171,7 @@ func New(o Options) (*Engine, error) {
 	e := &Engine{
 		o: o, log: o.Logger, clock: o.Clock, st: st,
 		recs: recs, offers: map[string]Offer{}, locals: map[string]LocalJob{},
-		notBefore: map[string]time.Time{}, bed: bed,
+		notBefore: map[string]time.Time{}, bed: bed, unsaved: map[string]bool{},
 		changed:    make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		outboxWake: make(chan struct{}, 1),
@@ -302,6 +309,11 @@ func (e *Engine) loop(ctx context.Context, updates <-chan struct{}) {
 			e.mu.Unlock()
 		case <-timerC(e.retryTimer):
 			e.retryTimer = nil
+		case <-timerC(e.flushTimer):
+			e.mu.Lock()
+			e.flushTimer = nil
+			e.flushLocked()
+			e.mu.Unlock()
 		}
 	}
 }
@@ -329,7 +341,7 @@ func (e *Engine) shutdown() {
 		e.releaseLocalLocked(id)
 	}
 	e.mu.Unlock()
-	for _, t := range []*Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer} {
+	for _, t := range []*Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer, &e.flushTimer} {
 		stopTimer(t)
 	}
 }
@@ -401,8 +413,8 @@ func (e *Engine) transition(r *record, to State, msg string, rep *Report) error 
 		e.queueReportLocked(r, *rep, false)
 	}
 	e.broadcastLocked()
-	if err := e.st.save(r); err != nil {
-		e.log.Error("journal write failed", "job", r.ID, "state", to, "err", err)
+	if err := e.saveLocked(r); err != nil {
+		e.log.Warn("journal write failed", "job", r.ID, "state", to, "err", err)
 		return err
 	}
 	e.log.Info("job state", "job", r.ID, "state", to, "message", msg)
@@ -446,8 +458,9 @@ func (e *Engine) step(ctx context.Context) {
 		return
 	}
 	a := &activeJob{id: r.ID}
+	prior := snapshotRecord(r)
 	if err := e.transition(r, Downloading, "Downloading", &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
-		e.endLocked(r, Failed, "Could not write the job journal: "+err.Error())
+		undoLocked(r, prior) // it waits for the journal (blockedLocked)
 		return
 	}
 	offer, haveOffer := e.offers[r.ID]
@@ -487,6 +500,8 @@ func (e *Engine) nextQueuedLocked(now time.Time) (*record, time.Time) {
 func (e *Engine) blockedLocked() string {
 	st := e.status
 	switch {
+	case e.diskErr != nil:
+		return "Waiting for the job journal to be writable (" + journalProblem(e.diskErr) + ")"
 	case !st.Connected:
 		return "Waiting for Klipper to connect"
 	case st.Klippy != "ready":
@@ -613,9 +628,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 	r.Message = msg
 	if !r.Local && e.o.Marketplace != nil {
 		e.queueReportLocked(r, Report{Status: StatusProcessing, Message: msg}, true)
-		if err := e.st.save(r); err != nil {
-			e.log.Error("journal write failed", "job", r.ID, "err", err)
-		}
+		_ = e.saveLocked(r) // unsaved: retried
 		e.kickOutbox()
 	}
 	e.broadcastLocked()
@@ -659,8 +672,9 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		e.mu.Unlock()
 		return
 	}
+	prior := snapshotRecord(r)
 	if err := e.transition(r, Ready, "Decrypted and checked", nil); err != nil {
-		e.finishActiveLocked(Failed, "Could not write the job journal: "+err.Error(), false)
+		e.requeueUnjournaledLocked(a, r, prior)
 		e.mu.Unlock()
 		return
 	}
@@ -691,8 +705,9 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		e.mu.Unlock()
 		return
 	}
+	prior = snapshotRecord(r)
 	if err := e.transition(r, Printing, "Printing: 0.0%", &Report{Status: StatusPrinting, Message: "Printing: 0.0%"}); err != nil {
-		e.finishActiveLocked(Failed, "Could not write the job journal: "+err.Error(), false)
+		e.requeueUnjournaledLocked(a, r, prior)
 		e.mu.Unlock()
 		return
 	}
@@ -997,9 +1012,7 @@ func (e *Engine) onHeartbeat() {
 		r.Message = msg
 		if !r.Local && e.o.Marketplace != nil {
 			e.queueReportLocked(r, Report{Status: StatusPrinting, Message: msg}, true)
-			if err := e.st.save(r); err != nil {
-				e.log.Error("journal write failed", "job", r.ID, "err", err)
-			}
+			_ = e.saveLocked(r) // unsaved: retried
 			e.kickOutbox()
 		}
 		e.broadcastLocked()
@@ -1175,13 +1188,17 @@ type Snapshot struct {
 	Waiting   string `json:"waiting,omitempty"`
 	BedClear  bool   `json:"bed_clear"`
 	AutoStart bool   `json:"auto_start"`
+	// JournalProblem says why the job journal cannot be written ("state
+	// disk full: …"), "" when it can.
+	JournalProblem string `json:"journal_problem,omitempty"`
 }
 
 // Snapshot returns the jobs and the queue as they are now.
 func (e *Engine) Snapshot() Snapshot {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := Snapshot{BedClear: e.bed.Clear, AutoStart: e.o.AutoStart, Queue: []JobInfo{}, Finished: []JobInfo{}}
+	s := Snapshot{BedClear: e.bed.Clear, AutoStart: e.o.AutoStart, Queue: []JobInfo{}, Finished: []JobInfo{},
+		JournalProblem: e.journalProblemLocked()}
 	for _, r := range e.recs {
 		info := JobInfo{ID: r.ID, Name: r.Name, Local: r.Local, State: r.State, Message: r.Message,
 			Progress: r.Progress, Created: r.Created, Updated: r.Updated, PendingReports: len(r.Pending)}

@@ -57,6 +57,9 @@ type store struct {
 	dir string // <state>/jobs
 	log *slog.Logger
 	idx *jobIndex
+	// write replaces a file durably: atomicfile.Write, or in tests a
+	// writer that fails like a full disk where no tmpfs can be mounted.
+	write func(path string, data []byte) error
 	// damaged lists the ids whose records were unreadable when the store
 	// was opened (set aside as <id>.json.corrupt): the engine quarantines
 	// them.
@@ -71,7 +74,7 @@ func openStore(stateDir string, log *slog.Logger) (*store, map[string]*record, e
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("jobs: create journal directory: %w", err)
 	}
-	s := &store{dir: dir, log: log}
+	s := &store{dir: dir, log: log, write: atomicfile.Write}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("jobs: read journal: %w", err)
@@ -122,7 +125,7 @@ func (s *store) save(r *record) error {
 	if err != nil {
 		return fmt.Errorf("jobs: encode record %s: %w", r.ID, err)
 	}
-	if err := atomicfile.Write(filepath.Join(s.dir, r.ID+".json"), data); err != nil {
+	if err := s.write(filepath.Join(s.dir, r.ID+".json"), data); err != nil {
 		return fmt.Errorf("jobs: journal job %s: %w", r.ID, err)
 	}
 	if err := s.idx.note(r); err != nil {
