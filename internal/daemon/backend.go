@@ -73,7 +73,7 @@ func (b backend) Status(ctx context.Context) api.Status {
 	switch {
 	case state == keyBroken:
 		st.Health = api.HealthBroken
-	case !st.Auth.Authenticated || !kl.Connected:
+	case !st.Auth.Authenticated || !kl.Connected || st.Jobs.JournalProblem != "":
 		st.Health = api.HealthDegraded
 	default:
 		st.Health = api.HealthOK

@@ -47,6 +47,7 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 		os.Remove(f.Name())
 	}
 	add(sc)
+	add(d.journalCheck())
 
 	// Sealing.
 	state, keyID, backendName, problem, advice, _, _ := d.keys.state()

@@ -36,12 +36,18 @@ func (e *Engine) saveLocked(r *record) error {
 		e.log.Error("cannot write the job journal; keeping job updates in memory until it can", "problem", journalProblem(err), "err", err)
 	}
 	e.diskErr = err
-	if e.flushTimer == nil {
+	e.broadcastLocked()
+	e.kick() // the loop arms the retry (armFlushLocked)
+	return err
+}
+
+// armFlushLocked schedules the next retry while the journal is failing. It
+// runs on the loop goroutine, the only one that uses the engine's timers.
+func (e *Engine) armFlushLocked() {
+	if e.diskErr != nil && e.flushTimer == nil {
 		e.flushAttempts++
 		e.flushTimer = e.clock.NewTimer(backoffNoJitter(flushRetryMin, flushRetryMax, e.flushAttempts))
 	}
-	e.broadcastLocked()
-	return err
 }
 
 func backoffNoJitter(lo, hi time.Duration, attempt int) time.Duration {
@@ -70,8 +76,6 @@ func (e *Engine) flushLocked() {
 	}
 	if err := e.st.idx.flush(); err != nil {
 		e.diskErr = err
-		e.flushAttempts++
-		e.flushTimer = e.clock.NewTimer(backoffNoJitter(flushRetryMin, flushRetryMax, e.flushAttempts))
 		return
 	}
 	if e.diskErr != nil {

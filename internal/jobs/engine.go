@@ -429,6 +429,7 @@ func (e *Engine) transition(r *record, to State, msg string, rep *Report) error 
 func (e *Engine) step(ctx context.Context) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.armFlushLocked()
 	if e.active != nil || len(e.recovering) > 0 || ctx.Err() != nil {
 		return
 	}
