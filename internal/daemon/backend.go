@@ -179,6 +179,8 @@ func (b backend) SubmitLocal(ctx context.Context, p api.LocalPrint) (string, err
 		return "", api.Errorf(http.StatusTooManyRequests, "queue_full", "%v", err)
 	case errors.Is(err, jobs.ErrTooManyFailures):
 		return "", api.Errorf(http.StatusTooManyRequests, "rate_limited", "%v", err)
+	case errors.Is(err, jobs.ErrJournalUnwritable):
+		return "", api.Errorf(http.StatusInsufficientStorage, "state_disk_full", "%v", err)
 	case err != nil:
 		return "", err
 	}

@@ -58,8 +58,8 @@ func TestStateDiskFullShown(t *testing.T) {
 	// now knows the disk is full.
 	r := daemontest.Do(t, d.Client, "POST", "http://lmntd/machine/encrypted_print/start_print?filename=a.gcode",
 		bytes.NewReader([]byte("G28\nG1 X10\n")), http.Header{"Content-Type": {"text/x-gcode"}})
-	if r.Status == http.StatusOK {
-		t.Fatalf("upload accepted with the journal full: %s", r.Body)
+	if r.Status != http.StatusInsufficientStorage || !strings.Contains(string(r.Body), "state disk full") {
+		t.Fatalf("upload with the journal full: %d %s", r.Status, r.Body)
 	}
 	status := func() api.Status {
 		var st api.Status

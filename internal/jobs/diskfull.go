@@ -87,6 +87,10 @@ func (e *Engine) flushLocked() {
 	e.kickOutbox()
 }
 
+// ErrJournalUnwritable is returned by SubmitLocal when the job cannot be
+// journaled (a full state disk).
+var ErrJournalUnwritable = errors.New("jobs: the job journal cannot be written")
+
 // journalProblem says in a few words why the journal cannot be written.
 func journalProblem(err error) string {
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {

@@ -1083,7 +1083,7 @@ func (e *Engine) SubmitLocal(j LocalJob) (string, error) {
 	}
 	r := &record{ID: id, Local: true, Name: sanitizeName(j.Name), Created: e.clock.Now()}
 	if err := e.transition(r, Accepted, "Queued", nil); err != nil {
-		return "", err
+		return "", fmt.Errorf("%w (%s): try again when space is free", ErrJournalUnwritable, journalProblem(err))
 	}
 	e.recs[id] = r
 	e.locals[id] = j

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -33,12 +34,19 @@ type jobIndex struct {
 	unwritten []string
 }
 
-// openIndex reads the index and adds what recs show and it lacks.
-func openIndex(dir string, recs map[string]*record) (*jobIndex, error) {
+// openIndex reads the index and adds what recs show and it lacks. Neither
+// an unreadable index nor a full disk stops lmntd from starting: the first
+// is set aside and rebuilt from the records, and what the second keeps
+// from being written is appended later (flush).
+func openIndex(dir string, recs map[string]*record, log *slog.Logger) *jobIndex {
 	x := &jobIndex{path: filepath.Join(dir, indexFile), done: map[string]bool{}}
 	data, err := os.ReadFile(x.path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("jobs: read the job index: %w", err)
+		// Only finished jobs whose records were pruned are forgotten:
+		// the marketplace no longer offers those.
+		log.Error("unreadable job index set aside; rebuilt from the journal records", "file", x.path+".corrupt", "err", err)
+		_ = os.Rename(x.path, x.path+".corrupt")
+		data = nil
 	}
 	lines := 0
 	for line := range strings.Lines(string(data)) {
@@ -49,16 +57,21 @@ func openIndex(dir string, recs map[string]*record) (*jobIndex, error) {
 		lines++
 		x.done[id] = x.done[id] || event == "done"
 	}
+	var missing []string
 	for id, r := range recs {
-		x.done[id] = x.done[id] || finished(r)
-	}
-	if lines != len(x.done) {
-		x.unwritten = nil
-		if err := atomicfile.Write(x.path, x.compact()); err != nil {
-			return nil, fmt.Errorf("jobs: rewrite the job index: %w", err)
+		if done, ok := x.done[id]; !ok || finished(r) && !done {
+			x.done[id] = finished(r)
+			missing = append(missing, indexLine(id, finished(r)))
 		}
 	}
-	return x, nil
+	if lines != len(x.done) || len(missing) > 0 {
+		if err := atomicfile.Write(x.path, x.compact()); err != nil {
+			log.Warn("could not compact the job index", "err", err)
+			sort.Strings(missing)
+			x.unwritten = missing
+		}
+	}
+	return x
 }
 
 // finished: the job is over and the marketplace has heard the outcome, so

@@ -103,3 +103,34 @@ func TestPrunedJobNeverPrintedAgain(t *testing.T) {
 		t.Fatalf("Klipper printed %d times, was %d", n, prints)
 	}
 }
+
+// TestUnreadableIndexDoesNotStopStart: an index lmntd cannot read is set
+// aside and rebuilt from the records.
+func TestUnreadableIndexDoesNotStopStart(t *testing.T) {
+	dir := t.TempDir()
+	s, _, err := openStore(dir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.save(&record{ID: "job-1", State: Succeeded}); err != nil {
+		t.Fatal(err)
+	}
+	idx := filepath.Join(dir, "jobs", indexFile)
+	// Unreadable: for root, whom modes do not stop, a directory.
+	if err := os.Remove(idx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(idx, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err = openStore(dir, discardLogger())
+	if err != nil {
+		t.Fatalf("an unreadable index stopped the start: %v", err)
+	}
+	if !s.idx.done["job-1"] {
+		t.Fatalf("index not rebuilt: %v", s.idx.done)
+	}
+	if data, err := os.ReadFile(idx); err != nil || string(data) != "job-1 done\n" {
+		t.Fatalf("rebuilt index: %q, %v", data, err)
+	}
+}

@@ -65,17 +65,15 @@ func (e *Engine) checkLocalRoomLocked(size int64) error {
 	return nil
 }
 
-// LocalRoom is the largest upload that fits in the local queue now (0 when
-// it is full), so the API can refuse an upload before storing it.
+// LocalRoom is the most bytes another upload may have now, so the API can
+// refuse a larger one before storing it. (When the count is reached, the
+// upload is refused by SubmitLocal, with an error that says so.)
 func (e *Engine) LocalRoom() int64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	maxJobs, maxBytes := e.localLimits()
-	n, held := e.localHeldLocked()
-	if n >= maxJobs || held >= maxBytes {
-		return 0
-	}
-	return maxBytes - held
+	_, maxBytes := e.localLimits()
+	_, held := e.localHeldLocked()
+	return max(maxBytes-held, 0)
 }
 
 // releaseLocalLocked frees the body of a local job that will not be read.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -80,8 +81,8 @@ func TestLocalUploadsCapped(t *testing.T) {
 	if _, err := submit(memfdBody(t, "upload-e", small)); !errors.Is(err, ErrLocalQueueFull) || !strings.Contains(err.Error(), "limits.max_local_jobs") {
 		t.Fatalf("fourth upload under a cap of 3: %v", err)
 	}
-	if room := d.eng.LocalRoom(); room != 0 {
-		t.Fatalf("LocalRoom with the count reached = %d", room)
+	if room := d.eng.LocalRoom(); room != 1<<20-int64(len(big)+2*len(small)) {
+		t.Fatalf("LocalRoom = %d", room)
 	}
 	tooBig := bytes.Repeat([]byte{'x'}, 2<<20)
 	if _, err := submit(memfdBody(t, "upload-f", tooBig)); !errors.Is(err, ErrLocalQueueFull) {
@@ -168,6 +169,21 @@ func TestVerificationOracleClosed(t *testing.T) {
 	}
 	if verified != 1 || refused != 1 {
 		t.Fatalf("%d failed verification, %d refused; want 1 and 1", verified, refused)
+	}
+	// Klipper's console says no more than the API.
+	deadline := time.Now().Add(testTimeout)
+	for {
+		lines := strings.Join(w.klipper.ConsoleLines(), "\n")
+		if strings.Contains(lines, "Fernet") || strings.Contains(lines, "gAAAAA") || strings.Contains(lines, "offset") {
+			t.Fatalf("the console was told the detail:\n%s", lines)
+		}
+		if strings.Count(lines, verificationFailed) >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console lines:\n%s", lines)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if _, err := d.eng.SubmitLocal(garbage(7)); !errors.Is(err, ErrTooManyFailures) {
 		t.Fatalf("sixth probe within the hour: %v", err)

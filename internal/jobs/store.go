@@ -113,9 +113,7 @@ func openStore(stateDir string, log *slog.Logger) (*store, map[string]*record, e
 		}
 		recs[id] = &r
 	}
-	if s.idx, err = openIndex(dir, recs); err != nil {
-		return nil, nil, err
-	}
+	s.idx = openIndex(dir, recs, log)
 	return s, recs, nil
 }
 
