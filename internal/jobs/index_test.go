@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestIndexRepairsAndIgnoresTornLines(t *testing.T) {
@@ -83,6 +84,8 @@ func TestPrunedJobNeverPrintedAgain(t *testing.T) {
 	if err := d.eng.ConfirmBedClear(); err != nil {
 		t.Fatal(err)
 	}
+	// Pruning keeps the newest: make the second job finish later.
+	w.clock.Advance(time.Minute)
 	second := w.createJob(fixtureGcode(t))
 	d.poll(t)
 	d.waitJob(t, second, "success", func(j JobInfo) bool { return j.State == Succeeded && j.PendingReports == 0 })
