@@ -48,6 +48,7 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 	}
 	add(sc)
 	add(d.journalCheck())
+	add(d.memoryCheck())
 
 	// Sealing.
 	state, keyID, backendName, problem, advice, _, _ := d.keys.state()

@@ -2,12 +2,14 @@ package daemon_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/lmnt-marketplace/lmntd/internal/api"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 )
 
@@ -68,5 +70,36 @@ func TestLocalUploadsCappedThroughTheAPI(t *testing.T) {
 	}
 	if r := upload(300 << 10); r.Status != http.StatusOK {
 		t.Fatalf("upload after the cancel freed room: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestDoctorComparesMemoryMaxWithLimits: limits raised past the unit's
+// MemoryMax= are pointed out (the kernel would otherwise kill lmntd in the
+// middle of a job), with the fix.
+func TestDoctorComparesMemoryMaxWithLimits(t *testing.T) {
+	host := t.TempDir()
+	write := func(rel, data string) {
+		p := filepath.Join(host, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("etc/machine-id", "0123456789abcdef0123456789abcdef\n")
+	write("proc/self/cgroup", "0::/system.slice/lmntd.service\n")
+	write("sys/fs/cgroup/system.slice/lmntd.service/memory.max", fmt.Sprintln(896<<20)) // the shipped unit
+	d := daemontest.Start(t, daemontest.Options{NoStandin: true, HostRoot: host})
+	if c := doctorCheck(t, d, "memory limit"); c.Result != api.CheckOK {
+		t.Fatalf("default limits under MemoryMax=896M: %+v", c)
+	}
+	d.Stop()
+
+	d = daemontest.Start(t, daemontest.Options{NoStandin: true, HostRoot: host,
+		ExtraTOML: "[limits]\nmax_download_size = \"1GiB\"\n"})
+	c := doctorCheck(t, d, "memory limit")
+	if c.Result != api.CheckWarn || !strings.Contains(c.Detail, "limits.max_download_size") || !strings.Contains(c.Fix, "MemoryMax=") {
+		t.Fatalf("a 1 GiB download limit under MemoryMax=896M: %+v", c)
 	}
 }
