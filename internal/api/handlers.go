@@ -293,7 +293,7 @@ const maxFieldLen = 4 << 10
 func (s *Server) handleStartPrint(w http.ResponseWriter, r *http.Request) {
 	limit := s.o.MaxUpload()
 	if r.ContentLength > limit {
-		writeError(w, Errorf(http.StatusRequestEntityTooLarge, "too_large", "file of %d bytes is over the %d-byte limit (limits.max_download_size)", r.ContentLength, limit))
+		writeError(w, Errorf(http.StatusRequestEntityTooLarge, "too_large", "file of %d bytes is over the %d-byte limit (limits.max_download_size, or what is left of limits.max_local_queue_size)", r.ContentLength, limit))
 		return
 	}
 	up, err := readUpload(r, limit)
@@ -444,7 +444,7 @@ func (u *upload) store(src io.Reader, limit int64) error {
 		return Errorf(http.StatusBadRequest, "bad_request", "reading the upload: %v", err)
 	}
 	if n > limit {
-		return Errorf(http.StatusRequestEntityTooLarge, "too_large", "file is over the %d-byte limit (limits.max_download_size)", limit)
+		return Errorf(http.StatusRequestEntityTooLarge, "too_large", "file is over the %d-byte limit (limits.max_download_size, or what is left of limits.max_local_queue_size)", limit)
 	}
 	u.size = n
 	return nil

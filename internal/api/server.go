@@ -58,7 +58,8 @@ func Errorf(status int, code, format string, args ...any) *Error {
 type Options struct {
 	Backend Backend
 	Access  Access
-	// MaxUpload bounds an uploaded print file (limits.max_download_size);
+	// MaxUpload bounds an uploaded print file (limits.max_download_size, and
+	// the room left in the local queue);
 	// a function because the limit reloads live. nil ⇒ 512 MiB.
 	MaxUpload func() int64
 	// PairingBurst and PairingEvery rate-limit the calls that reach the

@@ -172,7 +172,11 @@ type Jobs struct {
 
 // Limits bound what one job may cost.
 type Limits struct {
-	MaxDownloadSize     ByteSize      `koanf:"max_download_size" reload:"live" doc:"largest G-code download accepted (e.g. 512MiB)"`
+	MaxDownloadSize ByteSize `koanf:"max_download_size" reload:"live" doc:"largest G-code download accepted (e.g. 512MiB)"`
+	// Local uploads wait in memory until they print: these bound how many
+	// and how much, whoever sends them.
+	MaxLocalJobs        int           `koanf:"max_local_jobs" reload:"live" doc:"most local print uploads waiting in memory at once (1 to 64)"`
+	MaxLocalQueueSize   ByteSize      `koanf:"max_local_queue_size" reload:"live" doc:"total size of local print uploads waiting in memory (e.g. 256MiB)"`
 	DownloadTimeout     time.Duration `koanf:"download_timeout" reload:"live" doc:"whole download must finish within this"`
 	DownloadIdleTimeout time.Duration `koanf:"download_idle_timeout" reload:"live" doc:"abort a download that receives nothing for this long"`
 	DownloadMinRate     ByteSize      `koanf:"download_min_rate" reload:"live" doc:"abort a download slower than this many bytes per second on average, once download_idle_timeout has passed"`
@@ -243,6 +247,8 @@ func Defaults() Config {
 		API: API{Socket: "/run/lmntd/api.sock", TrustedClients: []netip.Prefix{}, ProxyGroup: "www-data", AllowedHosts: []string{}},
 		Limits: Limits{
 			MaxDownloadSize:     512 * MiB,
+			MaxLocalJobs:        4,
+			MaxLocalQueueSize:   256 * MiB,
 			DownloadTimeout:     30 * time.Minute,
 			DownloadIdleTimeout: 60 * time.Second,
 			DownloadMinRate:     16 * KiB,
@@ -329,6 +335,7 @@ const (
 	kindPrefixes
 	kindInts
 	kindStrings
+	kindInt
 )
 
 func (k kind) want() string {
@@ -347,6 +354,8 @@ func (k kind) want() string {
 		return "a list of integers such as [7]"
 	case kindStrings:
 		return `a list of strings such as ["printers.lmnt.co"]`
+	case kindInt:
+		return "an integer"
 	}
 	return "?"
 }
@@ -416,6 +425,8 @@ func buildSchema() []*field {
 				f.kind = kindInts
 			case sf.Type == stringsType:
 				f.kind = kindStrings
+			case sf.Type.Kind() == reflect.Int:
+				f.kind = kindInt
 			case sf.Type.Kind() == reflect.Bool:
 				f.kind = kindBool
 			case sf.Type.Kind() == reflect.String:
@@ -455,6 +466,8 @@ func canonical(f *field, v reflect.Value) any {
 		return append([]int{}, v.Interface().([]int)...)
 	case kindStrings:
 		return append([]string{}, v.Interface().([]string)...)
+	case kindInt:
+		return int(v.Int())
 	}
 	return nil
 }

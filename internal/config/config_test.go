@@ -392,6 +392,12 @@ func TestValidationErrors(t *testing.T) {
 			cfgPath + `: marketplace.check_interval: 2s is out of range (allowed: 5s to 1h0m0s, or 0s for push only)`},
 		{"out of range size", "[limits]\nmax_download_size = \"100GiB\"\n", nil, "", ErrOutOfRange,
 			cfgPath + `: limits.max_download_size: 100GiB is out of range (allowed: 1MiB to 16GiB)`},
+		{"no local jobs", "[limits]\nmax_local_jobs = 0\n", nil, "", ErrOutOfRange,
+			cfgPath + `: limits.max_local_jobs: 0 is out of range (allowed: 1 to 64)`},
+		{"local jobs not a number", "[limits]\nmax_local_jobs = \"many\"\n", nil, "", ErrWrongType,
+			cfgPath + `: limits.max_local_jobs: got string "many" (allowed: an integer)`},
+		{"local queue too small", "[limits]\nmax_local_queue_size = \"512KiB\"\n", nil, "", ErrOutOfRange,
+			cfgPath + `: limits.max_local_queue_size: 512KiB is out of range (allowed: 1MiB to 16GiB)`},
 		{"out of range PCR", "[seal]\ntpm_pcrs = [24]\n", nil, "", ErrOutOfRange,
 			cfgPath + `: seal.tpm_pcrs: PCR 24 does not exist (allowed: PCR numbers 0 to 23)`},
 		{"idle longer than total", "[limits]\ndownload_timeout = \"1m\"\ndownload_idle_timeout = \"2m\"\n", nil, "", ErrOutOfRange,
@@ -551,7 +557,7 @@ func TestDiffMarksRestartKeys(t *testing.T) {
 	live := LiveKeys()
 	sort.Strings(live)
 	wantLive := []string{"api.allowed_hosts", "api.trusted_clients", "jobs.filament_type", "limits.download_idle_timeout", "limits.download_min_rate", "limits.download_timeout",
-		"limits.max_download_size", "limits.request_timeout", "log.level", "marketplace.check_interval"}
+		"limits.max_download_size", "limits.max_local_jobs", "limits.max_local_queue_size", "limits.request_timeout", "log.level", "marketplace.check_interval"}
 	if !reflect.DeepEqual(live, wantLive) {
 		t.Errorf("LiveKeys = %v", live)
 	}

@@ -549,6 +549,22 @@ func convert(f *field, raw any, textual bool) (any, string) {
 			out = append(out, p.String())
 		}
 		return out, ""
+	case kindInt:
+		switch x := raw.(type) {
+		case int64:
+			if x >= math.MinInt32 && x <= math.MaxInt32 {
+				return int(x), ""
+			}
+			return nil, fmt.Sprintf("%d is out of range", x)
+		case string:
+			if textual {
+				n, err := strconv.Atoi(strings.TrimSpace(x))
+				if err != nil {
+					return nil, fmt.Sprintf("%q is not an integer", x)
+				}
+				return n, ""
+			}
+		}
 	case kindInts:
 		items, ok := listItems(raw, textual)
 		if !ok {

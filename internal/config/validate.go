@@ -221,6 +221,12 @@ func (c *Config) validate() []error {
 	if s := c.Limits.MaxDownloadSize; s < MiB || s > 16*GiB {
 		fail("limits.max_download_size", ErrOutOfRange, fmt.Sprintf("%s is out of range", s), "1MiB to 16GiB")
 	}
+	if n := c.Limits.MaxLocalJobs; n < 1 || n > 64 {
+		fail("limits.max_local_jobs", ErrOutOfRange, fmt.Sprintf("%d is out of range", n), "1 to 64")
+	}
+	if s := c.Limits.MaxLocalQueueSize; s < MiB || s > 16*GiB {
+		fail("limits.max_local_queue_size", ErrOutOfRange, fmt.Sprintf("%s is out of range", s), "1MiB to 16GiB")
+	}
 	between("limits.download_timeout", c.Limits.DownloadTimeout, 10*time.Second, 24*time.Hour)
 	between("limits.download_idle_timeout", c.Limits.DownloadIdleTimeout, 5*time.Second, 10*time.Minute)
 	if c.Limits.DownloadIdleTimeout > c.Limits.DownloadTimeout {

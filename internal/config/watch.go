@@ -131,6 +131,9 @@ func (w *Watcher) Reload() Update {
 	} else {
 		u = Update{Config: applyLive(running, next), Changes: Diff(running, next)}
 		w.current = u.Config
+		for _, fe := range next.Degraded() {
+			w.log.Warn("configuration value ignored (lmnt doctor)", "problem", fe.Error())
+		}
 		for _, c := range u.Changes {
 			if c.Restart {
 				w.log.Warn("configuration change needs a restart of lmntd", "key", c.Key, "old", c.Old, "new", c.New)
@@ -231,5 +234,7 @@ func applyLive(running, next *Config) *Config {
 	}
 	out.origins = origins
 	out.notes = next.notes
+	// What the files get wrong now, not at start, is what doctor shows.
+	out.degraded = next.degraded
 	return &out
 }

@@ -73,7 +73,7 @@ func (b backend) Status(ctx context.Context) api.Status {
 	switch {
 	case state == keyBroken:
 		st.Health = api.HealthBroken
-	case !st.Auth.Authenticated || !kl.Connected:
+	case !st.Auth.Authenticated || !kl.Connected || st.Jobs.JournalProblem != "":
 		st.Health = api.HealthDegraded
 	default:
 		st.Health = api.HealthOK
@@ -166,8 +166,22 @@ func (b backend) SubmitLocal(ctx context.Context, p api.LocalPrint) (string, err
 		Name: p.Name,
 		Open: func(context.Context) (io.ReadCloser, error) { return p.Body() },
 		Keys: jobs.KeyMaterial{DEKPackage: p.DEKPackage, IVHex: p.IVHex, FernetKey: p.FernetKey},
+		Size: p.Size,
+		// Closing the body frees the upload's memfd.
+		Release: func() {
+			if rc, err := p.Body(); err == nil {
+				_ = rc.Close()
+			}
+		},
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, jobs.ErrLocalQueueFull):
+		return "", api.Errorf(http.StatusTooManyRequests, "queue_full", "%v", err)
+	case errors.Is(err, jobs.ErrTooManyFailures):
+		return "", api.Errorf(http.StatusTooManyRequests, "rate_limited", "%v", err)
+	case errors.Is(err, jobs.ErrJournalUnwritable):
+		return "", api.Errorf(http.StatusInsufficientStorage, "state_disk_full", "%v", err)
+	case err != nil:
 		return "", err
 	}
 	b.d.log.Info("local job queued", "job", id, "name", p.Name, "size", p.Size)

@@ -132,7 +132,7 @@ func Run(ctx context.Context, o Options) error {
 		d.log.Info("config: imported from moonraker.conf", "key", im.Key, "value", im.Value, "source", im.Source.String())
 	}
 	for _, fe := range cfg.Degraded() {
-		d.log.Warn("config: moonraker.conf value not usable, built-in value in effect (lmnt doctor)", "problem", fe.Error())
+		d.log.Warn("config: value not usable and ignored (lmnt doctor)", "problem", fe.Error())
 	}
 	return d.run(ctx)
 }
@@ -193,6 +193,10 @@ func (d *daemon) run(parent context.Context) (err error) {
 		RequestPoll: d.triggerPoll,
 		Stubs:       d.stubStore(cfg),
 		KeepStubs:   cfg.Klipper.KeepStub,
+		LocalLimits: func() (int, int64) {
+			l := d.cfg.Load().Limits
+			return l.MaxLocalJobs, int64(l.MaxLocalQueueSize)
+		},
 		// Each decrypted job is compared with printer.cfg as last read
 		// and the filament the owner configured, before it reaches Klipper.
 		Check: jobs.PrinterCheck{
@@ -214,7 +218,11 @@ func (d *daemon) run(parent context.Context) (err error) {
 			APIKey:         d.apiKey(cfg),
 			AllowedHosts:   func() []string { return d.cfg.Load().API.AllowedHosts },
 		},
-		MaxUpload:    func() int64 { return int64(d.cfg.Load().Limits.MaxDownloadSize) },
+		// An upload that cannot fit in the local queue is refused while
+		// it arrives, not after it has been stored in memory.
+		MaxUpload: func() int64 {
+			return min(int64(d.cfg.Load().Limits.MaxDownloadSize), d.engine.LocalRoom())
+		},
 		PairingBurst: d.o.PairingBurst,
 		PairingEvery: d.o.PairingEvery,
 		Logger:       d.log.With("part", "api"),

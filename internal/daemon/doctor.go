@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 )
 
@@ -37,18 +38,25 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 		cc.Detail += "; " + n
 	}
 	add(cc)
-	// Imported values lmntd could not use: the daemon runs on the built-in
-	// value instead, and the owner learns which line to fix.
-	if deg := cfg.Degraded(); len(deg) > 0 {
-		dc := api.Check{Name: "moonraker.conf import", Result: api.CheckWarn,
-			Fix: "fix these lines of moonraker.conf, or set the keys in lmntd.toml (which wins over the import)"}
-		for i, fe := range deg {
-			if i > 0 {
-				dc.Detail += "; "
-			}
-			dc.Detail += fe.Error() + " (not imported; the built-in value is in effect)"
+	// Values lmntd could not use: the daemon runs without them, and the
+	// owner learns which line to fix.
+	var imported, ignored []*config.FieldError
+	for _, fe := range cfg.Degraded() {
+		if fe.Source.Kind == config.SourceMoonraker {
+			imported = append(imported, fe)
+		} else {
+			ignored = append(ignored, fe)
 		}
-		add(dc)
+	}
+	if len(imported) > 0 {
+		add(api.Check{Name: "moonraker.conf import", Result: api.CheckWarn,
+			Detail: joinFieldErrors(imported, " (not imported; the built-in value is in effect)"),
+			Fix:    "fix these lines of moonraker.conf, or set the keys in lmntd.toml (which wins over the import)"})
+	}
+	if len(ignored) > 0 {
+		add(api.Check{Name: "ignored settings", Result: api.CheckWarn,
+			Detail: joinFieldErrors(ignored, ""),
+			Fix:    "remove these entries: lmntd never honours them"})
 	}
 
 	// API profile and how the queue is watched.
@@ -84,6 +92,8 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 		os.Remove(f.Name())
 	}
 	add(sc)
+	add(d.journalCheck())
+	add(d.memoryCheck())
 
 	// Sealing.
 	state, keyID, backendName, problem, advice, _, _ := d.keys.state()
@@ -240,4 +250,13 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// joinFieldErrors is one doctor detail line for several config problems.
+func joinFieldErrors(fes []*config.FieldError, suffix string) string {
+	parts := make([]string, len(fes))
+	for i, fe := range fes {
+		parts[i] = fe.Error() + suffix
+	}
+	return strings.Join(parts, "; ")
 }

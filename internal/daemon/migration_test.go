@@ -183,7 +183,7 @@ debug_mode: maybe
 			t.Errorf("doctor's import check lacks %q: %+v", want, c)
 		}
 	}
-	if !strings.Contains(d.Log.String(), `level=WARN msg="config: moonraker.conf value not usable, built-in value in effect (lmnt doctor)"`) {
+	if !strings.Contains(d.Log.String(), `level=WARN msg="config: value not usable and ignored (lmnt doctor)"`) {
 		t.Errorf("not logged:\n%s", d.Log.String())
 	}
 	if !strings.Contains(doctorReport(t, d)["job queue"].Detail, "polled every 1m0s") {

@@ -89,6 +89,16 @@ func (d *daemon) summary() string {
 }
 
 func (d *daemon) summarize(snap jobs.Snapshot) string {
+	s := d.summarizeJobs(snap)
+	if p := snap.JournalProblem; p != "" {
+		// First: it is the owner's to fix, and the rest of the line
+		// may be stale until it is.
+		return p + " (free space in " + d.cfg.Load().Paths.StateDirectory + "); " + s
+	}
+	return s
+}
+
+func (d *daemon) summarizeJobs(snap jobs.Snapshot) string {
 	if state, _, _, problem, advice, _, _ := d.keys.state(); state == keyBroken {
 		if advice == "" {
 			advice = problem

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,7 +100,8 @@ func TestKill9InEveryState(t *testing.T) {
 		// afterRestart drives the job to its end.
 		afterRestart func(w *world, d *daemon, id string)
 		want         State
-		prints       int // how many times Klipper printed the job in total
+		wantMsg      string // in the job's final message, when set
+		prints       int    // how many times Klipper printed the job in total
 	}
 	klipperPrinting := func(w *world, id string) bool {
 		st := w.klipper.Status()
@@ -108,6 +110,49 @@ func TestKill9InEveryState(t *testing.T) {
 	cancelInKlipper := func(w *world, d *daemon, id string) {
 		d.waitJob(w.t, id, "recovered as printing", func(j JobInfo) bool { return j.State == Printing })
 		if err := w.klipper.Cancel(); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	recordPath := func(w *world) string {
+		ents, err := os.ReadDir(filepath.Join(w.stateDir, "jobs"))
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		for _, e := range ents {
+			if filepath.Ext(e.Name()) == ".json" {
+				return filepath.Join(w.stateDir, "jobs", e.Name())
+			}
+		}
+		w.t.Fatal("no journal record")
+		return ""
+	}
+	// truncate damages the job's record the way a failing SD card or a
+	// careless hand does.
+	truncate := func(w *world) {
+		p := recordPath(w)
+		if err := os.Truncate(p, 7); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	// unreadable makes the record a file lmntd cannot read: mode 000, or,
+	// for root (whom modes do not stop), a directory in its place.
+	unreadable := func(w *world) {
+		p := recordPath(w)
+		if os.Geteuid() != 0 {
+			if err := os.Chmod(p, 0); err != nil {
+				w.t.Fatal(err)
+			}
+			return
+		}
+		if err := os.Remove(p); err != nil {
+			w.t.Fatal(err)
+		}
+		if err := os.Mkdir(p, 0o700); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	bedNotClear := func(w *world) {
+		if err := saveBed(w.stateDir, bedState{Clear: false}); err != nil {
 			w.t.Fatal(err)
 		}
 	}
@@ -158,6 +203,20 @@ func TestKill9InEveryState(t *testing.T) {
 			},
 			whileDown: func(w *world) { w.sim.ClearFaults() },
 			want:      Succeeded, prints: 1},
+		// Issue 15 item 5: a damaged record must not make the job new.
+		{name: "printing, record truncated", speed: 1, child: childConfig{AutoStart: true},
+			reached:      func(w *world, id string, r record) bool { return r.State == Printing && klipperPrinting(w, id) },
+			whileDown:    truncate,
+			afterRestart: cancelInKlipper,
+			want:         Cancelled, prints: 1},
+		{name: "accepted, record truncated", child: childConfig{AutoStart: false}, setup: bedNotClear,
+			reached:   func(w *world, id string, r record) bool { return r.State == Accepted && len(r.Pending) == 0 },
+			whileDown: truncate,
+			want:      Failed, wantMsg: damagedRecord, prints: 0},
+		{name: "accepted, record unreadable", child: childConfig{AutoStart: false}, setup: bedNotClear,
+			reached:   func(w *world, id string, r record) bool { return r.State == Accepted && len(r.Pending) == 0 },
+			whileDown: unreadable,
+			want:      Failed, wantMsg: damagedRecord, prints: 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -215,8 +274,8 @@ func TestKill9InEveryState(t *testing.T) {
 				c.afterRestart(w, d, id)
 			}
 			j := d.waitJob(t, id, "its end", func(j JobInfo) bool { return j.State.Terminal() && j.PendingReports == 0 })
-			if j.State != c.want {
-				t.Fatalf("job ended %s %q, want %s\n%s", j.State, j.Message, c.want, d.logs.String())
+			if j.State != c.want || !strings.Contains(j.Message, c.wantMsg) {
+				t.Fatalf("job ended %s %q, want %s %q\n%s", j.State, j.Message, c.want, c.wantMsg, d.logs.String())
 			}
 			h := w.waitHistory(id, "a terminal report", hasTerminal)
 			if n := terminalCount(h); n != 1 {

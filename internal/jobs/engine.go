@@ -49,6 +49,11 @@ type Options struct {
 	RetryMax          time.Duration // 5 min: …up to this
 	SendTimeout       time.Duration // 30 s: one status report attempt
 	KeepFinished      int           // 1000 finished jobs kept in the journal
+
+	// LocalLimits, when set, returns the caps on local uploads held in
+	// memory: how many and how many bytes in total (local.go has the
+	// defaults). It is asked at each submission, so a reload applies.
+	LocalLimits func() (jobs int, bytes int64)
 }
 
 func (o *Options) setDefaults() {
@@ -113,6 +118,16 @@ type Engine struct {
 	// printSeen: Klipper showed a print in progress (ours or the owner's
 	// own) that has not been seen ending yet.
 	printSeen bool
+	// localFailures: when local jobs failed verification, oldest first,
+	// within the rate limit's window (verify.go).
+	localFailures []time.Time
+	// unsaved: records whose latest state is not on disk yet, because the
+	// journal could not be written (diskErr); flushTimer retries them
+	// (diskfull.go).
+	unsaved       map[string]bool
+	diskErr       error
+	flushTimer    Timer
+	flushAttempts int
 
 	wake       chan struct{}
 	outboxWake chan struct{}
@@ -133,6 +148,10 @@ type activeJob struct {
 	started      bool   // Klipper showed our file printing or beyond
 	lostConn     bool   // the bridge dropped during the print
 	cancelReason string
+	// localHeld: the job's uploaded body is still open (being decrypted);
+	// localSize is its size, counted against the local queue's cap.
+	localHeld bool
+	localSize int64
 }
 
 type prepResult struct {
@@ -160,7 +179,7 @@ func New(o Options) (*Engine, error) {
 	e := &Engine{
 		o: o, log: o.Logger, clock: o.Clock, st: st,
 		recs: recs, offers: map[string]Offer{}, locals: map[string]LocalJob{},
-		notBefore: map[string]time.Time{}, bed: bed,
+		notBefore: map[string]time.Time{}, bed: bed, unsaved: map[string]bool{},
 		changed:    make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		outboxWake: make(chan struct{}, 1),
@@ -170,8 +189,10 @@ func New(o Options) (*Engine, error) {
 	// Before anything new can be submitted: what is in the journal now
 	// is what the previous run left.
 	e.mu.Lock()
+	e.quarantineLocked()
 	e.recoverLocked()
 	e.cleanStubsLocked()
+	e.seedLocalFailuresLocked()
 	e.mu.Unlock()
 	return e, nil
 }
@@ -297,6 +318,11 @@ func (e *Engine) loop(ctx context.Context, updates <-chan struct{}) {
 			e.mu.Unlock()
 		case <-timerC(e.retryTimer):
 			e.retryTimer = nil
+		case <-timerC(e.flushTimer):
+			e.mu.Lock()
+			e.flushTimer = nil
+			e.flushLocked()
+			e.mu.Unlock()
 		}
 	}
 }
@@ -319,7 +345,12 @@ func (e *Engine) shutdown() {
 	if a != nil && a.prepared != nil {
 		_ = a.prepared.File.Close()
 	}
-	for _, t := range []*Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer} {
+	e.mu.Lock()
+	for id := range e.locals {
+		e.releaseLocalLocked(id)
+	}
+	e.mu.Unlock()
+	for _, t := range []*Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer, &e.flushTimer} {
 		stopTimer(t)
 	}
 }
@@ -391,8 +422,8 @@ func (e *Engine) transition(r *record, to State, msg string, rep *Report) error 
 		e.queueReportLocked(r, *rep, false)
 	}
 	e.broadcastLocked()
-	if err := e.st.save(r); err != nil {
-		e.log.Error("journal write failed", "job", r.ID, "state", to, "err", err)
+	if err := e.saveLocked(r); err != nil {
+		e.log.Warn("journal write failed", "job", r.ID, "state", to, "err", err)
 		return err
 	}
 	e.log.Info("job state", "job", r.ID, "state", to, "message", msg)
@@ -407,6 +438,7 @@ func (e *Engine) transition(r *record, to State, msg string, rep *Report) error 
 func (e *Engine) step(ctx context.Context) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.armFlushLocked()
 	if e.active != nil || len(e.recovering) > 0 || ctx.Err() != nil {
 		return
 	}
@@ -430,14 +462,21 @@ func (e *Engine) step(ctx context.Context) {
 		}
 		return
 	}
+	if ok, until := e.localFailuresLocked(now); r.Local && !ok {
+		e.endLocked(r, Failed, tooManyFailures(until).Error())
+		e.kick()
+		return
+	}
 	a := &activeJob{id: r.ID}
+	prior := snapshotRecord(r)
 	if err := e.transition(r, Downloading, "Downloading", &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
-		e.endLocked(r, Failed, "Could not write the job journal: "+err.Error())
+		undoLocked(r, prior) // it waits for the journal (blockedLocked)
 		return
 	}
 	offer, haveOffer := e.offers[r.ID]
 	local := e.locals[r.ID]
 	delete(e.locals, r.ID) // a local body is read once
+	a.localHeld, a.localSize = r.Local, max(local.Size, 0)
 	pctx, cancel := context.WithCancel(ctx)
 	a.prepCancel = cancel
 	e.active = a
@@ -471,6 +510,8 @@ func (e *Engine) nextQueuedLocked(now time.Time) (*record, time.Time) {
 func (e *Engine) blockedLocked() string {
 	st := e.status
 	switch {
+	case e.diskErr != nil:
+		return "Waiting for the job journal to be writable (" + journalProblem(e.diskErr) + ")"
 	case !st.Connected:
 		return "Waiting for Klipper to connect"
 	case st.Klippy != "ready":
@@ -538,6 +579,9 @@ func (e *Engine) prepare(ctx context.Context, id string, local bool, offer Offer
 					return prepResult{id: id, err: fmt.Errorf("could not fetch the job again after a restart: %w", err), transient: !errors.Is(err, ErrJobGone)}
 				}
 			}
+			if offer.Keys.DEKPackage == "" {
+				return prepResult{id: id, err: ErrPlaintextOffer}
+			}
 			keys = offer.Keys
 			if body, err = e.o.Marketplace.Download(ctx, offer); err != nil {
 				return prepResult{id: id, err: fmt.Errorf("Download failed: %w", err)}
@@ -550,7 +594,7 @@ func (e *Engine) prepare(ctx context.Context, id string, local bool, offer Offer
 		}
 		p, err := e.o.Decryptor.Prepare(ctx, id, in, keys)
 		if err != nil {
-			return prepResult{id: id, err: fmt.Errorf("Could not decrypt and check the file: %w", err)}
+			return prepResult{id: id, err: errors.New(e.prepareFailure(id, err))}
 		}
 		return prepResult{id: id, prepared: p}
 	})
@@ -594,9 +638,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 	r.Message = msg
 	if !r.Local && e.o.Marketplace != nil {
 		e.queueReportLocked(r, Report{Status: StatusProcessing, Message: msg}, true)
-		if err := e.st.save(r); err != nil {
-			e.log.Error("journal write failed", "job", r.ID, "err", err)
-		}
+		_ = e.saveLocked(r) // unsaved: retried
 		e.kickOutbox()
 	}
 	e.broadcastLocked()
@@ -617,6 +659,7 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 	}
 	a.prepCancel()
 	a.prepared = res.prepared
+	a.localHeld = false // prepare has closed the body
 	r := e.recs[a.id]
 	switch {
 	case a.cancelReason != "":
@@ -632,12 +675,16 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		e.mu.Unlock()
 		return
 	case res.err != nil:
+		if r.Local && isVerificationFailure(res.err.Error()) {
+			e.localFailures = append(e.localFailures, e.clock.Now())
+		}
 		e.finishActiveLocked(Failed, res.err.Error(), false)
 		e.mu.Unlock()
 		return
 	}
+	prior := snapshotRecord(r)
 	if err := e.transition(r, Ready, "Decrypted and checked", nil); err != nil {
-		e.finishActiveLocked(Failed, "Could not write the job journal: "+err.Error(), false)
+		e.requeueUnjournaledLocked(a, r, prior)
 		e.mu.Unlock()
 		return
 	}
@@ -669,9 +716,10 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		e.mu.Unlock()
 		return
 	}
+	prior = snapshotRecord(r)
 	e.reserveStubLocked(r, stub)
 	if err := e.transition(r, Printing, "Printing: 0.0%", &Report{Status: StatusPrinting, Message: "Printing: 0.0%"}); err != nil {
-		e.finishActiveLocked(Failed, "Could not write the job journal: "+err.Error(), false)
+		e.requeueUnjournaledLocked(a, r, prior)
 		e.mu.Unlock()
 		return
 	}
@@ -911,7 +959,7 @@ func (e *Engine) endLocked(r *record, to State, msg string) {
 		e.log.Error("could not journal the end of a job", "job", r.ID, "err", err)
 	}
 	delete(e.offers, r.ID)
-	delete(e.locals, r.ID)
+	e.releaseLocalLocked(r.ID)
 	delete(e.notBefore, r.ID)
 	e.stubEndedLocked(r)
 	verb := map[State]string{Succeeded: "finished", Failed: "failed", Cancelled: "cancelled"}[to]
@@ -949,7 +997,7 @@ func (e *Engine) resolveRecoveryLocked() {
 		r := e.recs[id]
 		switch {
 		case !st.Connected:
-			e.endLocked(r, Failed, fmt.Sprintf("Klipper did not reconnect within %s after lmntd restarted; the print's outcome is unknown", e.o.RecoveryWait))
+			e.endLocked(r, Failed, lostMessage(r, fmt.Sprintf("Klipper did not reconnect within %s after lmntd restarted; the print's outcome is unknown", e.o.RecoveryWait)))
 			e.printEndedLocked()
 		case e.printsJob(id, st.Filename) && e.active == nil:
 			e.log.Info("Klipper still knows the job", "job", id, "print_state", st.PrintState)
@@ -959,7 +1007,7 @@ func (e *Engine) resolveRecoveryLocked() {
 			}
 			e.monitorLocked(st)
 		default:
-			e.endLocked(r, Failed, fmt.Sprintf("The print was lost while lmntd was not running (Klipper now shows %q, %s)", st.Filename, st.PrintState))
+			e.endLocked(r, Failed, lostMessage(r, fmt.Sprintf("The print was lost while lmntd was not running (Klipper now shows %q, %s)", st.Filename, st.PrintState)))
 			e.printEndedLocked()
 		}
 	}
@@ -979,9 +1027,7 @@ func (e *Engine) onHeartbeat() {
 		r.Message = msg
 		if !r.Local && e.o.Marketplace != nil {
 			e.queueReportLocked(r, Report{Status: StatusPrinting, Message: msg}, true)
-			if err := e.st.save(r); err != nil {
-				e.log.Error("journal write failed", "job", r.ID, "err", err)
-			}
+			_ = e.saveLocked(r) // unsaved: retried
 			e.kickOutbox()
 		}
 		e.broadcastLocked()
@@ -1012,6 +1058,9 @@ func (e *Engine) Offer(offers []Offer) {
 			}
 			continue
 		}
+		if e.st.idx.known(o.ID) {
+			continue // finished, its record pruned: never printed again
+		}
 		created := o.CreatedAt
 		if created.IsZero() {
 			created = e.clock.Now()
@@ -1040,9 +1089,15 @@ func (e *Engine) SubmitLocal(j LocalJob) (string, error) {
 	id := "local-" + hex.EncodeToString(b[:])
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if ok, until := e.localFailuresLocked(e.clock.Now()); !ok {
+		return "", tooManyFailures(until)
+	}
+	if err := e.checkLocalRoomLocked(j.Size); err != nil {
+		return "", err
+	}
 	r := &record{ID: id, Local: true, Name: sanitizeName(j.Name), Created: e.clock.Now()}
 	if err := e.transition(r, Accepted, "Queued", nil); err != nil {
-		return "", err
+		return "", fmt.Errorf("%w (%s): try again when space is free", ErrJournalUnwritable, journalProblem(err))
 	}
 	e.recs[id] = r
 	e.locals[id] = j
@@ -1142,13 +1197,17 @@ type Snapshot struct {
 	Waiting   string `json:"waiting,omitempty"`
 	BedClear  bool   `json:"bed_clear"`
 	AutoStart bool   `json:"auto_start"`
+	// JournalProblem says why the job journal cannot be written ("state
+	// disk full: …"), "" when it can.
+	JournalProblem string `json:"journal_problem,omitempty"`
 }
 
 // Snapshot returns the jobs and the queue as they are now.
 func (e *Engine) Snapshot() Snapshot {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := Snapshot{BedClear: e.bed.Clear, AutoStart: e.o.AutoStart, Queue: []JobInfo{}, Finished: []JobInfo{}}
+	s := Snapshot{BedClear: e.bed.Clear, AutoStart: e.o.AutoStart, Queue: []JobInfo{}, Finished: []JobInfo{},
+		JournalProblem: e.journalProblemLocked()}
 	for _, r := range e.recs {
 		info := JobInfo{ID: r.ID, Name: r.Name, Local: r.Local, State: r.State, Message: r.Message,
 			Progress: r.Progress, Created: r.Created, Updated: r.Updated, PendingReports: len(r.Pending),

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -272,7 +273,7 @@ func TestBadJobsFailBeforeKlipper(t *testing.T) {
 		defer d.stop()
 		id := w.createJob(plain)
 		d.poll(t)
-		expectFailure(t, w, d, id, jobcrypt.ErrPackageAuth.Error())
+		expectVerificationFailure(t, w, d, id, jobcrypt.ErrPackageAuth.Error(), len(w.klipper.Prints()))
 	})
 
 	d := w.startDaemon()
@@ -306,9 +307,10 @@ func TestBadJobsFailBeforeKlipper(t *testing.T) {
 			t.Fatal(err)
 		}
 		j := d.waitJob(t, local, "failure", func(j JobInfo) bool { return j.State.Terminal() })
-		if j.State != Failed || !strings.Contains(j.Message, jobcrypt.ErrPadding.Error()) {
-			t.Fatalf("tampered job ended %s %q, want failure naming the padding", j.State, j.Message)
+		if j.State != Failed || !strings.HasPrefix(j.Message, verificationFailed) {
+			t.Fatalf("tampered job ended %s %q, want %q", j.State, j.Message, verificationFailed)
 		}
+		expectDetailOnlyInLog(t, d, j.Message, jobcrypt.ErrPadding.Error())
 		if h := w.sim.StatusHistory(id); len(h) != 0 {
 			t.Errorf("a local job reported to the marketplace: %s", historyString(h))
 		}
@@ -325,13 +327,42 @@ func TestBadJobsFailBeforeKlipper(t *testing.T) {
 		id := w.createJob(bad)
 		before := len(k.Prints())
 		d.poll(t)
-		expectFailureAfter(t, w, d, id, "UTF-8", before)
+		expectVerificationFailure(t, w, d, id, "UTF-8", before)
 	})
 }
 
-func expectFailure(t *testing.T, w *world, d *daemon, id, reason string) {
+// expectVerificationFailure checks that a job failed with the generic
+// verification message everywhere outside the process, and that the log has
+// the detail under the message's reference, at debug level.
+func expectVerificationFailure(t *testing.T, w *world, d *daemon, id, detail string, printsBefore int) {
 	t.Helper()
-	expectFailureAfter(t, w, d, id, reason, len(w.klipper.Prints()))
+	expectFailureAfter(t, w, d, id, verificationFailed, printsBefore)
+	j := d.waitJob(t, id, "failure", func(j JobInfo) bool { return j.State.Terminal() })
+	expectDetailOnlyInLog(t, d, j.Message, detail)
+	for _, p := range w.sim.StatusHistory(id) {
+		if strings.Contains(p.Message, detail) || strings.Contains(p.Message, "offset") {
+			t.Errorf("the marketplace was told the detail: %q", p.Message)
+		}
+	}
+}
+
+var refInMessage = regexp.MustCompile(`^` + verificationFailed + ` \(ref ([0-9a-f]{12})\)$`)
+
+func expectDetailOnlyInLog(t *testing.T, d *daemon, msg, detail string) {
+	t.Helper()
+	m := refInMessage.FindStringSubmatch(msg)
+	if m == nil {
+		t.Fatalf("message %q is not the generic verification message", msg)
+	}
+	for _, line := range strings.Split(d.logs.String(), "\n") {
+		if strings.Contains(line, "ref="+m[1]) {
+			if !strings.Contains(line, "level=DEBUG") || !strings.Contains(line, detail) {
+				t.Fatalf("log line for ref %s: %s (want the detail %q at debug level)", m[1], line, detail)
+			}
+			return
+		}
+	}
+	t.Fatalf("no log line for ref %s:\n%s", m[1], d.logs.String())
 }
 
 func expectFailureAfter(t *testing.T, w *world, d *daemon, id, reason string, printsBefore int) {

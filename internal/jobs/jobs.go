@@ -124,6 +124,13 @@ type LocalJob struct {
 	Name string
 	Open func(ctx context.Context) (io.ReadCloser, error)
 	Keys KeyMaterial
+	// Size is the body's size in bytes, counted against the local queue's
+	// cap while the body is held.
+	Size int64
+	// Release, when set, frees the body of a job that ends before Open is
+	// called (cancelled, refused, lmntd stopping). Open's body is released
+	// by closing it.
+	Release func()
 }
 
 // Metadata is what the engine (and the compatibility check) knows about a

@@ -36,7 +36,9 @@ func (e *Engine) queueReportLocked(r *record, rep Report, heartbeat bool) {
 func (e *Engine) nextDueLocked(now time.Time) (id string, p pendingReport, wait time.Duration) {
 	var best *record
 	for _, r := range e.recs {
-		if len(r.Pending) == 0 {
+		if len(r.Pending) == 0 || e.unsaved[r.ID] {
+			// An unsaved record's reports wait until it is on disk:
+			// a restart before that must not say anything twice.
 			continue
 		}
 		head := r.Pending[0]
@@ -133,9 +135,7 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 		e.broadcastLocked()
 		return // nothing to persist: retries restart promptly after a restart
 	}
-	if err := e.st.save(r); err != nil {
-		e.log.Error("journal write failed after a delivery", "job", id, "err", err)
-	}
+	_ = e.saveLocked(r) // unsaved: retried; a restart before that resends the report
 	e.broadcastLocked()
 }
 

@@ -59,6 +59,14 @@ type rejectedReport struct {
 type store struct {
 	dir string // <state>/jobs
 	log *slog.Logger
+	idx *jobIndex
+	// write replaces a file durably: atomicfile.Write, or in tests a
+	// writer that fails like a full disk where no tmpfs can be mounted.
+	write func(path string, data []byte) error
+	// damaged lists the ids whose records were unreadable when the store
+	// was opened (set aside as <id>.json.corrupt): the engine quarantines
+	// them.
+	damaged []string
 }
 
 func openStore(stateDir string, log *slog.Logger) (*store, map[string]*record, error) {
@@ -69,7 +77,7 @@ func openStore(stateDir string, log *slog.Logger) (*store, map[string]*record, e
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("jobs: create journal directory: %w", err)
 	}
-	s := &store{dir: dir, log: log}
+	s := &store{dir: dir, log: log, write: atomicfile.Write}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("jobs: read journal: %w", err)
@@ -87,21 +95,28 @@ func openStore(stateDir string, log *slog.Logger) (*store, map[string]*record, e
 		if !ok || checkID(id) != nil {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return nil, nil, fmt.Errorf("jobs: read journal record %s: %w", name, err)
-		}
 		var r record
-		if err := json.Unmarshal(data, &r); err != nil || r.ID != id {
-			// Keep the bytes for diagnosis, out of the way of the
-			// loader. Writes are atomic, so this means outside damage.
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err == nil {
+			if err = json.Unmarshal(data, &r); err == nil && r.ID != id {
+				err = fmt.Errorf("the record is of job %q", r.ID)
+			}
+		}
+		if err != nil {
+			// Unreadable (EACCES, EIO) or damaged: keep the bytes for
+			// diagnosis, out of the way of the loader. Writes are
+			// atomic, so this means outside damage.
 			bad := filepath.Join(dir, name+".corrupt")
-			log.Error("unreadable journal record set aside", "job", id, "file", bad, "err", err)
-			_ = os.Rename(filepath.Join(dir, name), bad)
+			log.Error("unreadable journal record set aside; the job is quarantined", "job", id, "file", bad, "err", err)
+			if rerr := os.Rename(filepath.Join(dir, name), bad); rerr != nil {
+				log.Error("could not set the unreadable record aside", "job", id, "err", rerr)
+			}
+			s.damaged = append(s.damaged, id)
 			continue
 		}
 		recs[id] = &r
 	}
+	s.idx = openIndex(dir, recs, log)
 	return s, recs, nil
 }
 
@@ -111,8 +126,13 @@ func (s *store) save(r *record) error {
 	if err != nil {
 		return fmt.Errorf("jobs: encode record %s: %w", r.ID, err)
 	}
-	if err := atomicfile.Write(filepath.Join(s.dir, r.ID+".json"), data); err != nil {
+	if err := s.write(filepath.Join(s.dir, r.ID+".json"), data); err != nil {
 		return fmt.Errorf("jobs: journal job %s: %w", r.ID, err)
+	}
+	if err := s.idx.note(r); err != nil {
+		// The record is durable: opening the store repairs the index
+		// from it, and the next write appends the line again.
+		s.log.Warn("job index", "job", r.ID, "err", err)
 	}
 	return nil
 }
