@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,38 +16,42 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
-// BenchmarkRunCBC: the whole AES-256-CBC path, as make bench runs it in a
-// child process (ciphertext read from a memfd, G-code sealed into one), on
-// the largest slicer fixture. With -cpuprofile it shows where a job's CPU
-// goes.
-func BenchmarkRunCBC(b *testing.B) {
-	var src []byte
+// benchInputs are the two kinds of real slicer output the gate costs very
+// different amounts on: absolute extrusion (M82, PrusaSlicer's and Cura's
+// default: every move's E word is a position) and relative extrusion (M83).
+func benchInputs(b *testing.B) []testutil.Fixture {
+	abs := testutil.Fixture{Name: "absolute-E-101MB",
+		Path: filepath.Join(testutil.SharedDir(b), "bench", "prusaslicer_vase_absolute_e_100mb.gcode.gz")}
 	for _, f := range testutil.Fixtures(b) {
 		if strings.Contains(f.Name, "30mb") {
-			src = f.Bytes(b)
+			f.Name = "relative-E-30MB"
+			return []testutil.Fixture{abs, f}
 		}
 	}
-	if src == nil {
-		b.Fatal("no 30 MB fixture")
-	}
-	j := newJob(b, src)
-	ct, err := memfd.Create("bench-ciphertext")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ct.Close()
-	if _, err := ct.Write(j.body); err != nil {
-		b.Fatal(err)
-	}
-	// The default chunk, and jobcrypt's larger one it was chosen over.
-	for _, c := range []struct {
-		name string
-		opts jobcrypt.StreamOptions
-	}{
-		{"default", jobcrypt.StreamOptions{}},
-		{"512KiB-chunks", jobcrypt.StreamOptions{ChunkSize: jobcrypt.DefaultChunkSize}},
-	} {
-		b.Run(c.name, func(b *testing.B) { benchRun(b, j, ct, c.opts, len(src)) })
+	b.Fatal("no 30 MB fixture")
+	return nil
+}
+
+// BenchmarkRunCBC: the whole AES-256-CBC path, as make bench runs it in a
+// child process (ciphertext read from a memfd, G-code sealed into one), on
+// both kinds of slicer output. With -cpuprofile it shows where a job's CPU
+// goes.
+func BenchmarkRunCBC(b *testing.B) {
+	for _, f := range benchInputs(b) {
+		b.Run(f.Name, func(b *testing.B) {
+			src := f.Bytes(b)
+			j := newJob(b, src)
+			ct, err := memfd.Create("bench-ciphertext")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ct.Close()
+			if _, err := ct.Write(j.body); err != nil {
+				b.Fatal(err)
+			}
+			j.body = nil
+			benchRun(b, j, ct, jobcrypt.StreamOptions{}, len(src))
+		})
 	}
 }
 

@@ -129,9 +129,6 @@ func checkSealedCopy(t *testing.T, res *Result, want []byte) {
 	if res.Size != int64(len(want)) {
 		t.Fatalf("size %d, want %d", res.Size, len(want))
 	}
-	if res.SHA256 != sha256.Sum256(want) {
-		t.Fatal("reported SHA-256 differs from the source's")
-	}
 	// Read the memfd back through the kernel, not through our own state.
 	got := sha256.New()
 	buf := make([]byte, 1<<20)
