@@ -189,7 +189,8 @@ type input struct {
 
 type measurement struct {
 	wall   time.Duration
-	maxRSS int64 // KiB
+	cpu    time.Duration // user + system
+	maxRSS int64         // KiB
 	report *childReport
 }
 
@@ -241,7 +242,7 @@ func parent() error {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("pipebench: %d run(s) each, pipeline and reference alternating; medians, ratio range in brackets;\n"+
 		"%d CPUs, load average %s at start\n", *runs, runtimeProcs(), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Printf("%-24s %-32s %9s %13s %s\n", "input", "decryptor → memfd", "MB/s", "peak RSS MiB", "notes")
+	fmt.Printf("%-24s %-32s %7s %8s %13s %s\n", "input", "decryptor → memfd", "MB/s", "CPU s/GB", "peak RSS MiB", "notes")
 	for _, src := range sources {
 		for _, mb := range mbs {
 			if err := compare(self, openssl, src, int64(mb)*1_000_000, *runs); err != nil {
@@ -249,8 +250,9 @@ func parent() error {
 			}
 		}
 	}
-	fmt.Printf("\nratio = openssl's wall time / the pipeline's (higher is better), from runs taken alternately.\n" +
-		"MB = 10^6 bytes of G-code; wall time from start to exit of each process (process start included for both).\n" +
+	fmt.Printf("\nratio = openssl's wall time / the pipeline's (higher is better), run by run, runs taken alternately.\n" +
+		"MB = 10^6 bytes of G-code; wall time from start to exit of each process (process start included for both);\n" +
+		"CPU s/GB: user + system time of the median run per GB of G-code, which the machine's other load affects less.\n" +
 		"Peak RSS: ru_maxrss as GNU time reports it. Memfd pages are in neither RSS: both write their memfd\n" +
 		"with write(2) and never map it (RssShmem 0 kB at the pipeline's exit); the pipeline's mlock mapping\n" +
 		"is refused before it touches a page, as the child runs without CAP_IPC_LOCK (like the service).\n")
@@ -282,11 +284,19 @@ func compare(self, openssl string, src source, size int64, runs int) error {
 	label := fmt.Sprintf("%.0f MB %s", float64(in.size)/1e6, src.label)
 	p, o := median(pipe), median(ssl)
 	note := fmt.Sprintf("sealed, mlock %v, RssShmem %d kB, VmHWM %.1f MiB", lockNote(p.report.Locked), p.report.RssShmemKB, float64(p.report.VmHWMKB)/1024)
-	fmt.Printf("%-24s %-32s %9.0f %13.1f %s\n", label, "lmntd pipeline (gate+metadata)", mbps(in.size, p.wall), kib2mib(maxRSS(pipe)), note)
-	fmt.Printf("%-24s %-32s %9.0f %13.1f %s\n", label, "openssl enc -d -aes-256-cbc", mbps(in.size, o.wall), kib2mib(maxRSS(ssl)), "output SHA-256 verified for both")
+	row(label, "lmntd pipeline (gate+metadata)", in.size, p, kib2mib(maxRSS(pipe)), note)
+	row(label, "openssl enc -d -aes-256-cbc", in.size, o, kib2mib(maxRSS(ssl)), "output SHA-256 verified for both")
 	lo, mid, hi := ratios(pipe, ssl)
-	fmt.Printf("%-24s %-32s %8.2fx  [%.2f–%.2f]\n", label, "ratio pipeline vs openssl", mid, lo, hi)
+	fmt.Printf("%-24s %-32s %6.2fx  [%.2f–%.2f]\n", label, "ratio pipeline vs openssl", mid, lo, hi)
 	return nil
+}
+
+func row(label, what string, size int64, m measurement, rssMiB float64, note string) {
+	rss := "-"
+	if rssMiB > 0 {
+		rss = fmt.Sprintf("%.1f", rssMiB)
+	}
+	fmt.Printf("%-24s %-32s %7.0f %8.2f %13s %s\n", label, what, mbps(size, m.wall), m.cpu.Seconds()/(float64(size)/1e9), rss, note)
 }
 
 // ratios are openssl's time over the pipeline's, run by run: the median,
@@ -464,23 +474,23 @@ func encryptOnce(fixture string, buf *[]byte, h io.Writer, flush func(bool) erro
 // direct child of this Go launcher would instead inherit the launcher's
 // peak (Go's exec shares the parent's address space until the exec).
 func timed(argv ...string) *exec.Cmd {
-	return exec.Command("/usr/bin/time", append([]string{"-f", "maxrss_kb=%M"}, argv...)...)
+	return exec.Command("/usr/bin/time", append([]string{"-f", "maxrss_kb=%M cpu_s=%U %S"}, argv...)...)
 }
 
-// peakRSS takes GNU time's last line off the command's stderr.
-func peakRSS(stderr string) (int64, string, error) {
+// gnuTime takes GNU time's last line off the command's stderr: peak RSS
+// and CPU time (user + system).
+func gnuTime(stderr string) (rssKB int64, cpu time.Duration, rest string, err error) {
 	stderr = strings.TrimRight(stderr, "\n")
 	i := strings.LastIndexByte(stderr, '\n')
-	rest, last := "", stderr
+	last := stderr
 	if i >= 0 {
 		rest, last = stderr[:i], stderr[i+1:]
 	}
-	v, ok := strings.CutPrefix(last, "maxrss_kb=")
-	n, err := strconv.ParseInt(v, 10, 64)
-	if !ok || err != nil {
-		return 0, "", fmt.Errorf("no peak RSS from GNU time in %q", stderr)
+	var user, sys float64
+	if _, err := fmt.Sscanf(last, "maxrss_kb=%d cpu_s=%g %g", &rssKB, &user, &sys); err != nil {
+		return 0, 0, "", fmt.Errorf("no peak RSS and CPU time from GNU time in %q", stderr)
 	}
-	return n, rest, nil
+	return rssKB, time.Duration((user + sys) * float64(time.Second)), rest, nil
 }
 
 // reopen gives a child its own read-only file description of the
@@ -497,6 +507,7 @@ type measuredChild struct {
 	secrets *os.File // write end
 	result  *net.UnixConn
 	stderr  bytes.Buffer
+	cpu     time.Duration // user + system, once finished
 }
 
 func startChild(self string, extra *os.File, args ...string) (*measuredChild, error) {
@@ -557,11 +568,12 @@ func (c *measuredChild) finish() (*childReport, *os.File, int64, error) {
 		out.Close()
 		return nil, nil, 0, err
 	}
-	rss, rest, err := peakRSS(c.stderr.String())
+	rss, cpu, rest, err := gnuTime(c.stderr.String())
 	if err != nil {
 		out.Close()
 		return nil, nil, 0, err
 	}
+	c.cpu = cpu
 	if rest != "" && !strings.Contains(rest, "cannot lock") {
 		out.Close()
 		return nil, nil, 0, fmt.Errorf("pipeline child stderr: %s", rest)
@@ -615,7 +627,7 @@ func runPipeline(self string, in *input) (measurement, error) {
 	if err := checkOutput(out, rep, in.size, in.sha); err != nil {
 		return measurement{}, err
 	}
-	return measurement{wall: wall, maxRSS: rss, report: rep}, nil
+	return measurement{wall: wall, cpu: c.cpu, maxRSS: rss, report: rep}, nil
 }
 
 // runOpenSSL decrypts with openssl enc into a memfd. The throwaway
@@ -650,11 +662,11 @@ func runOpenSSL(openssl string, in *input) (measurement, error) {
 	if size != in.size || sum != in.sha {
 		return measurement{}, fmt.Errorf("openssl output differs from the input (%d bytes)", size)
 	}
-	rss, _, err := peakRSS(errb.String())
+	rss, cpu, _, err := gnuTime(errb.String())
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{wall: wall, maxRSS: rss}, nil
+	return measurement{wall: wall, cpu: cpu, maxRSS: rss}, nil
 }
 
 func hashFile(f *os.File) (int64, [32]byte, error) {
