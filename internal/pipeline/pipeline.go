@@ -102,7 +102,7 @@ type Input struct {
 	// Default "lmnt-job".
 	Name string
 	// Gate tunes the G-code gate; Stream tunes the decryption buffers
-	// (a zero ChunkSize means 256 KiB here, see chunkSize).
+	// (a zero ChunkSize means 128 KiB here, see chunkSize).
 	Gate   gcode.Options
 	Stream jobcrypt.StreamOptions
 	// Logger receives the once-per-process mlock warning; nil discards.
@@ -124,7 +124,7 @@ var lockWarning sync.Once
 
 // Run streams in.Body through decryption and the gate into a new memfd,
 // seals it and tries to lock it in RAM. Memory use is fixed (a few chunks of
-// in.Stream.ChunkSize, 256 KiB by default) whatever the body's size. On error the
+// in.Stream.ChunkSize, 128 KiB by default) whatever the body's size. On error the
 // memfd has been closed and the error is an *Error naming the stage.
 func Run(ctx context.Context, in Input) (*Result, error) {
 	log := in.Logger
@@ -263,12 +263,15 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// chunkSize is the stream's default chunk. Smaller than jobcrypt's own
-// default because every chunk crosses cores (decrypted on one, gated and
-// written on two others) and is read by two passes: at 256 KiB more of it
-// is still in cache when they read it. See BenchmarkRunCBC for the sizes
-// around it.
-const chunkSize = 256 << 10
+// chunkSize is the stream's default chunk: a quarter of jobcrypt's own
+// default, because every chunk crosses cores (decrypted on one, gated and
+// written on two others) and is read by two passes while it may still be
+// in the cache. On the 2-vCPU EPYC of the README's figures (loaded by other
+// work, so only CPU time per byte compares), 128 KiB took the least
+// (BenchmarkRunCBC, both kinds of G-code: 1.7–2.0 CPU s/GB, against
+// 1.9–3.0 at 256 KiB and 1.9–2.5 at 1 MiB); the hand-offs per chunk stay
+// negligible.
+const chunkSize = 128 << 10
 
 // sink is where plaintext goes. The gate and the memfd's write(2) both only
 // read a chunk, so they run at the same time: the gate on the caller's

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/jobcrypt"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
+	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
 
 // benchInputs are the two kinds of real slicer output the gate costs very
@@ -34,8 +36,9 @@ func benchInputs(b *testing.B) []testutil.Fixture {
 
 // BenchmarkRunCBC: the whole AES-256-CBC path, as make bench runs it in a
 // child process (ciphertext read from a memfd, G-code sealed into one), on
-// both kinds of slicer output. With -cpuprofile it shows where a job's CPU
-// goes.
+// both kinds of slicer output: the default, from a lowered thread as the
+// job engine runs it, and the chunk sizes around the default. With
+// -cpuprofile it shows where a job's CPU goes.
 func BenchmarkRunCBC(b *testing.B) {
 	for _, f := range benchInputs(b) {
 		b.Run(f.Name, func(b *testing.B) {
@@ -50,7 +53,38 @@ func BenchmarkRunCBC(b *testing.B) {
 				b.Fatal(err)
 			}
 			j.body = nil
-			benchRun(b, j, ct, jobcrypt.StreamOptions{}, len(src))
+			for _, c := range []struct {
+				name string
+				opts jobcrypt.StreamOptions
+				low  bool
+			}{
+				{"default", jobcrypt.StreamOptions{}, false},
+				// The job engine's case: Run on a thread of lowered
+				// priority, so threadprio.Go gives each goroutine a locked
+				// thread of its own (only the I/O priority is lowered
+				// here, so that the CPU share is the same as default's).
+				{"lowered-thread", jobcrypt.StreamOptions{}, true},
+				{"256KiB-chunks", jobcrypt.StreamOptions{ChunkSize: 256 << 10}, false},
+				{"1MiB-chunks", jobcrypt.StreamOptions{ChunkSize: 1 << 20}, false},
+			} {
+				b.Run(c.name, func(b *testing.B) {
+					if !c.low {
+						benchRun(b, j, ct, c.opts, len(src))
+						return
+					}
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						runtime.LockOSThread() // never unlocked: the thread is lowered
+						if err := threadprio.SetIOPrio(threadprio.IOPrioBestEffortLowest); err != nil {
+							b.Error(err)
+							return
+						}
+						benchRun(b, j, ct, c.opts, len(src))
+					}()
+					<-done
+				})
+			}
 		})
 	}
 }
