@@ -20,7 +20,7 @@ export LMNTD_SHARED=${LMNTD_SHARED:-$(cd .. && pwd)/shared}
 mkdir -p bin
 CGO_ENABLED=0 go build -trimpath -o bin/pipebench ./internal/pipeline/cmd/pipebench
 
-bin/pipebench -sizes "${BENCH_SIZES:-100,400}" -runs "${BENCH_RUNS:-5}" -e2e
+bin/pipebench -sizes "${BENCH_SIZES:-100,400}" -runs "${BENCH_RUNS:-5}" -e2e -e2e-runs "${BENCH_E2E_RUNS:-9}"
 
 # Verification: every open in the whole process tree (launcher, pipeline,
 # GNU time, setpriv, openssl) is read-only, and no call creates, renames,

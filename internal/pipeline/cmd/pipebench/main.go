@@ -199,6 +199,7 @@ func parent() error {
 	runs := flag.Int("runs", 3, "runs per measurement, pipeline and reference alternating; medians are reported")
 	kinds := flag.String("inputs", "absolute,relative", "which G-code to repeat: absolute (shared/bench, M82) and/or relative (shared/fixtures, M83)")
 	e2e := flag.Bool("e2e", false, "also measure end to end: simulator over loopback HTTPS → sealed memfd, against curl | openssl")
+	e2eRuns := flag.Int("e2e-runs", 9, "runs of the end-to-end measurement (more than -runs: it varies more with the machine's load)")
 	flag.Parse()
 	shared := os.Getenv("LMNTD_SHARED")
 	if shared == "" {
@@ -257,7 +258,7 @@ func parent() error {
 		"with write(2) and never map it (RssShmem 0 kB at the pipeline's exit); the pipeline's mlock mapping\n" +
 		"is refused before it touches a page, as the child runs without CAP_IPC_LOCK (like the service).\n")
 	if *e2e {
-		return endToEnd(self, sources[0], *runs)
+		return endToEnd(self, sources[0], *e2eRuns)
 	}
 	return nil
 }
