@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io"
 
@@ -45,6 +44,6 @@ func (p *decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, k
 	if err != nil {
 		return nil, err
 	}
-	return &jobs.Prepared{File: res.File, Size: res.Size, SHA256: hex.EncodeToString(res.SHA256[:]),
-		Metadata: jobs.MetadataFromGcode(res.Metadata)}, nil
+	// No SHA256: the bridge hashes the sealed memfd when it hands it over.
+	return &jobs.Prepared{File: res.File, Size: res.Size, Metadata: jobs.MetadataFromGcode(res.Metadata)}, nil
 }

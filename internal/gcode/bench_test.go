@@ -1,6 +1,7 @@
 package gcode_test
 
 import (
+	"path/filepath"
 	"testing"
 	"unicode/utf8"
 
@@ -64,10 +65,15 @@ func BenchmarkUTF8Valid(b *testing.B) {
 	}
 }
 
-// BenchmarkInspectorFixtures runs every fixture: absolute-E Cura files and
-// spiral vases (a Z word on every line) take the slower paths.
+// BenchmarkInspectorFixtures runs every fixture and the 101 MB
+// absolute-extrusion PrusaSlicer file of shared/bench. Absolute extrusion
+// (M82: PrusaSlicer's and Cura's default, here the bench file and the Cura
+// fixture) and spiral vases (a Z word on every line) take other paths than
+// the relative-extrusion (M83) PrusaSlicer fixtures.
 func BenchmarkInspectorFixtures(b *testing.B) {
-	for _, f := range testutil.Fixtures(b) {
+	abs := testutil.Fixture{Name: "prusaslicer_vase_absolute_e_100mb",
+		Path: filepath.Join(testutil.SharedDir(b), "bench", "prusaslicer_vase_absolute_e_100mb.gcode.gz")}
+	for _, f := range append(testutil.Fixtures(b), abs) {
 		data := f.Bytes(b)
 		b.Run(f.Name, func(b *testing.B) {
 			b.SetBytes(int64(len(data)))

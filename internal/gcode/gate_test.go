@@ -304,3 +304,46 @@ func FuzzInspector(f *testing.F) {
 		}
 	})
 }
+
+// TestAbsoluteExtrusionLevels: with absolute E the inspector parses the E
+// word of plain moves only when a new level needs it (the last E of a run
+// of moves, see resolveE). Without layer markers the layer count is the
+// number of rising extrusion heights, so it shows whether each new level's
+// E delta was taken against the right previous E, in every chunking.
+func TestAbsoluteExtrusionLevels(t *testing.T) {
+	const head = "M82\nG28\nG92 E0\n"
+	cases := []struct {
+		name   string
+		body   string
+		levels int
+	}{
+		{"rising E at each level", "G1 Z0.2\nG1 X1 E1\nG1 X2 E2\nG1 Z0.4\nG1 X3 E3\nG1 Z0.6\nG1 X4 E4\n", 3},
+		// The last move before the new level has no E: the one before it counts.
+		{"travel without E ends the run", "G1 Z0.2\nG1 X1 E1\nG1 X2 E2\nG1 X3 E5\nG0 X4 F9000\nG1 Z0.4\nG1 X4 E5\nG1 Z0.6\nG1 X5 E5.1\n", 2},
+		// A retraction (E falls) then unretraction to the same E: no extrusion.
+		{"retract then prime", "G1 Z0.2\nG1 X1 E2\nG1 E1\nG1 Z0.4\nG1 X2 E2\nG1 X3 E3\n", 2},
+		// G92 resets E between runs.
+		{"G92 between runs", "G1 Z0.2\nG1 X1 E7\nG92 E0\nG1 X2 E0.5\nG1 Z0.4\nG1 X3 E0.4\nG1 Z0.6\nG1 X4 E0.6\n", 2},
+		// A malformed E word is ignored; the valid one before it stays.
+		{"malformed E word", "G1 Z0.2\nG1 X1 E1\nG1 X2 E2\nG1 X2 E3\nG1 X3 E9x\nG1 Z0.4\nG1 X3 E3\n", 1},
+		{"CRLF and comments", "G1 Z0.2\r\nG1 X1 E1 ; a\r\nG1 X2 E2\r\n;TYPE:x\r\nG1 Z0.4\r\nG1 X3 E2.5\r\n", 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data := head + c.body
+			for _, chunk := range []int{len(data), 1, 2, 3, 5, 7, 11} {
+				var chunks []string
+				for p := data; len(p) > 0; p = p[min(chunk, len(p)):] {
+					chunks = append(chunks, p[:min(chunk, len(p))])
+				}
+				md, err := feed(gcode.Options{}, chunks...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if md.LayerCount != c.levels {
+					t.Fatalf("%d-byte writes: %d layers, want %d", chunk, md.LayerCount, c.levels)
+				}
+			}
+		})
+	}
+}

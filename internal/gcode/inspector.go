@@ -236,9 +236,22 @@ func (in *Inspector) rejectAtLine(r Reason, at, line int64, detail string) error
 // Besides the line ends it tracks where the next 'Z' or 'z' is, with one
 // vectorised search per occurrence: a line before that position cannot hold
 // a Z word, so the G1 lines that make up most of a file skip the search.
+//
+// With absolute extrusion the same G0/G1 lines only move E while the
+// toolhead is not above the highest extrusion: they are not parsed but
+// remembered as a run of lines (run, in chunk), and the tracker reads the
+// run's last E word only when something else happens (any other line, or
+// the end of the chunk), so one number is parsed per run, not per line.
 func (in *Inspector) scanLines(p []byte) error {
 	max := in.opts.MaxLineLength
 	nextUpper, nextLower := indexOrLen(p, 'Z'), indexOrLen(p, 'z')
+	chunk := p
+	runStart, runEnd := -1, -1 // the run of unparsed absolute-E moves in chunk
+	defer func() {
+		if runStart >= 0 {
+			in.motion.resolveE(chunk[runStart:runEnd])
+		}
+	}()
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
@@ -259,16 +272,31 @@ func (in *Inspector) scanLines(p []byte) error {
 			line = p[:i]
 			mayHaveZ = nextUpper < i || nextLower < i
 			// Fast path for the bulk of every file: "G1 X… Y… E…" with
-			// no Z, while such a move changes nothing the tracker keeps.
-			if !mayHaveZ && i >= 3 && line[0] == 'G' && line[1] == '1' && line[2] == ' ' &&
-				in.motion.plainMoveIsNoop && in.meta.thumb == nil && in.windowLines < gcodeWindow {
-				in.commands++
-				in.windowLines++
-				goto next
+			// no Z, while such a move changes nothing the tracker keeps
+			// but, with absolute extrusion, the E position.
+			if !mayHaveZ && i >= 3 && line[0] == 'G' && line[2] == ' ' && in.meta.thumb == nil && in.windowLines < gcodeWindow {
+				switch {
+				case line[1] == '1' && in.motion.plainMoveIsNoop:
+					in.commands++
+					in.windowLines++
+					goto next
+				case (line[1] == '1' || line[1] == '0') && in.motion.plainMoveSetsE:
+					if runStart < 0 {
+						runStart = len(chunk) - len(p)
+					}
+					runEnd = len(chunk) - len(p) + i
+					in.commands++
+					in.windowLines++
+					goto next
+				}
 			}
 		} else {
 			in.keep(p[:i])
 			line = in.carry
+		}
+		if runStart >= 0 {
+			in.motion.resolveE(chunk[runStart:runEnd])
+			runStart = -1
 		}
 		in.lineLen += i
 		if err := in.endLine(line, mayHaveZ); err != nil {

@@ -1,6 +1,7 @@
 package gcode
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/bits"
 )
@@ -156,7 +157,10 @@ type motionState struct {
 	// plainMoveIsNoop says a G1 without Z, as most lines are, changes
 	// nothing above: a move was seen, E is relative, and Z is not above
 	// the highest extrusion. The line scanner then skips the move.
+	// plainMoveSetsE says the same with absolute E: such a G0/G1 changes
+	// only e, which the line scanner leaves to resolveE.
 	plainMoveIsNoop bool
+	plainMoveSetsE  bool
 
 	// The first Z set after the first layer marker: the first layer's
 	// height when the slicer does not state it.
@@ -193,7 +197,26 @@ func (m *motionState) gcode(s []byte, mayHaveZ bool) {
 
 func (m *motionState) updatePlainMoveIsNoop() {
 	relativeE := !m.absCoord || !m.absExtrude
-	m.plainMoveIsNoop = m.moveSeen && relativeE && !m.newLevel()
+	plain := m.moveSeen && !m.newLevel()
+	m.plainMoveIsNoop = plain && relativeE
+	m.plainMoveSetsE = plain && !relativeE
+}
+
+// resolveE applies a run of consecutive "G0 "/"G1 " lines (without Z, with
+// absolute E, below a new level; "\n"-separated) that the line scanner
+// skipped: their only effect is e, which the last valid E word sets.
+func (m *motionState) resolveE(run []byte) {
+	for len(run) > 0 {
+		j := bytes.LastIndexByte(run, '\n')
+		if v, ok := wordValue(run[j+1+2:], 'E'); ok {
+			m.e = v
+			return
+		}
+		if j < 0 {
+			return
+		}
+		run = run[:j]
+	}
 }
 
 // newLevel says the toolhead is above every height extruded at so far.

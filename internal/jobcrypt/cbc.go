@@ -41,8 +41,28 @@ type StreamOptions struct {
 	// decrypted while the others are written); 0 means 3. Memory is about
 	// Buffers × ChunkSize and does not grow with the input.
 	Buffers int
-	// Workers is how many goroutines decrypt one chunk; 0 means GOMAXPROCS.
+	// Workers is how many goroutines decrypt one chunk; 0 means
+	// DefaultWorkers.
 	Workers int
+	// Go starts each goroutine the stream needs (its writer and the
+	// decrypting helpers); nil means a plain go statement. The job engine
+	// passes one that lowers each goroutine's thread priority, as the
+	// caller's own, so that no part of a job competes with Klipper.
+	Go func(func())
+}
+
+// DefaultWorkers decides how many goroutines decrypt one chunk. With AES
+// instructions the kernel runs at several GB/s, an order of magnitude above
+// everything else a job does (read, gate, write), so a single worker
+// suffices and a chunk is not split. Without them (Raspberry Pi 3, 4, Zero
+// 2: Cortex-A53/A72 without the cryptography extensions; 32-bit ARM) the
+// portable kernel is the slowest pass by far, and splitting each chunk
+// across every core is what makes a job fast.
+func DefaultWorkers() int {
+	if useHardwareCBC {
+		return 1
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // DefaultChunkSize is large enough to amortise the per-chunk work
@@ -66,7 +86,10 @@ func (o StreamOptions) withDefaults() StreamOptions {
 		o.Buffers = 3
 	}
 	if o.Workers <= 0 {
-		o.Workers = runtime.GOMAXPROCS(0)
+		o.Workers = DefaultWorkers()
+	}
+	if o.Go == nil {
+		o.Go = func(f func()) { go f() }
 	}
 	return o
 }
@@ -115,7 +138,9 @@ func decryptCBCStream(dst io.Writer, src io.Reader, key []byte, iv *[16]byte, op
 		failed   atomic.Bool
 		wg       sync.WaitGroup
 	)
-	wg.Go(func() {
+	wg.Add(1)
+	o.Go(func() {
+		defer wg.Done()
 		for c := range full {
 			if !failed.Load() {
 				n, err := dst.Write(c.out)
@@ -146,7 +171,7 @@ func decryptCBCStream(dst io.Writer, src io.Reader, key []byte, iv *[16]byte, op
 		return written, err
 	}
 
-	dec := newParallelCBC(kernel, o.Workers)
+	dec := newParallelCBC(kernel, o.Workers, o.Go)
 	defer dec.close()
 	prev := *iv // last ciphertext block before the current chunk
 	var held [bs]byte
@@ -238,7 +263,7 @@ type parallelCBC struct {
 
 // newParallelCBC starts workers-1 helpers (the caller's goroutine is the
 // first worker); close stops them.
-func newParallelCBC(kernel cbcKernel, workers int) *parallelCBC {
+func newParallelCBC(kernel cbcKernel, workers int, spawn func(func())) *parallelCBC {
 	p := &parallelCBC{
 		kernel: kernel,
 		bounds: make([]int, workers+1),
@@ -247,7 +272,7 @@ func newParallelCBC(kernel cbcKernel, workers int) *parallelCBC {
 		done:   make(chan struct{}, workers),
 	}
 	for range workers - 1 {
-		go p.helper()
+		spawn(p.helper)
 	}
 	return p
 }

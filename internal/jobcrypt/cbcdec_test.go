@@ -3,6 +3,10 @@ package jobcrypt
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
 	"testing"
 )
 
@@ -51,4 +55,44 @@ func TestDecryptCBCKernelBoundaries(t *testing.T) {
 			}
 		}
 	})
+}
+
+// BenchmarkCBCDecryptStream decrypts a 64 MiB stream (DecryptCBC into
+// io.Discard) with each kernel this build has, on one worker and on
+// DefaultWorkers' choice for a CPU without AES instructions (every core).
+// With -tags purego the stdlib kernel is crypto/aes's portable Go code:
+// what boards without AES instructions (Raspberry Pi 3, 4, Zero 2) run,
+// so `go test -tags purego -bench CBCDecryptStream` estimates their cost
+// per byte (see the README's performance section).
+func BenchmarkCBCDecryptStream(b *testing.B) {
+	var key [32]byte
+	var iv [16]byte
+	rand.Read(key[:])
+	ct := make([]byte, 64<<20)
+	rand.Read(ct)
+	saved := useHardwareCBC
+	b.Cleanup(func() { useHardwareCBC = saved })
+	kernels := []bool{false}
+	if hardwareCBCAvailable {
+		kernels = append(kernels, true)
+	}
+	for _, hw := range kernels {
+		name := "stdlib"
+		if hw {
+			name = "hardware"
+		}
+		for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
+			b.Run(fmt.Sprintf("%s/workers=%d", name, workers), func(b *testing.B) {
+				useHardwareCBC = hw
+				b.SetBytes(int64(len(ct)))
+				for b.Loop() {
+					// The padding of random bytes is wrong: only the
+					// last block's check fails, after all the work.
+					if _, err := DecryptCBC(io.Discard, bytes.NewReader(ct), &key, &iv, StreamOptions{Workers: workers}); err != nil && !errors.Is(err, ErrPadding) {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
 }

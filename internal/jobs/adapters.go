@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -230,10 +229,7 @@ type PipelineDecryptor struct {
 
 // Prepare decrypts and gates body into a sealed memfd.
 func (p PipelineDecryptor) Prepare(ctx context.Context, jobID string, body io.Reader, keys KeyMaterial) (*Prepared, error) {
-	in := pipeline.Input{Body: body, Name: "lmnt-" + jobID, Logger: p.Logger, Gate: p.Gate,
-		// One worker: the AES work stays on the caller's low-priority
-		// thread instead of fanning out to normal-priority ones.
-		Stream: jobcrypt.StreamOptions{Workers: 1}}
+	in := pipeline.Input{Body: body, Name: "lmnt-" + jobID, Logger: p.Logger, Gate: p.Gate}
 	switch {
 	case keys.DEKPackage != "":
 		if p.PrivateKey == nil {
@@ -259,6 +255,6 @@ func (p PipelineDecryptor) Prepare(ctx context.Context, jobID string, body io.Re
 	if err != nil {
 		return nil, err
 	}
-	return &Prepared{File: res.File, Size: res.Size, SHA256: hex.EncodeToString(res.SHA256[:]),
-		Metadata: MetadataFromGcode(res.Metadata)}, nil
+	// No SHA256: the bridge hashes the sealed memfd when it hands it over.
+	return &Prepared{File: res.File, Size: res.Size, Metadata: MetadataFromGcode(res.Metadata)}, nil
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
 
 func TestStoreRoundTripAndCorruptRecord(t *testing.T) {
@@ -136,17 +138,8 @@ func TestRunLowPriorityLowersThreadPriority(t *testing.T) {
 		err          error
 	}
 	got := runLowPriority(discardLogger(), func() prio {
-		tid := unix.Gettid()
-		// The raw syscall answers 20-nice.
-		p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-		if err != nil {
-			return prio{err: err}
-		}
-		io, _, errno := unix.Syscall(unix.SYS_IOPRIO_GET, ioprioWhoProcess, uintptr(tid), 0)
-		if errno != 0 {
-			return prio{err: errno}
-		}
-		return prio{nice: 20 - p, ioprio: int(io)}
+		p, err := threadprio.Of(unix.Gettid())
+		return prio{nice: p.Nice, ioprio: p.IOPrio, err: err}
 	})
 	if got.err != nil {
 		t.Fatal(got.err)
@@ -154,7 +147,7 @@ func TestRunLowPriorityLowersThreadPriority(t *testing.T) {
 	if got.nice != workNice {
 		t.Errorf("decrypt thread nice = %d, want %d", got.nice, workNice)
 	}
-	if want := ioprioClassBE<<ioprioClassShift | ioprioBELowest; got.ioprio != want {
+	if want := 2<<13 | 7; got.ioprio != want {
 		t.Errorf("decrypt thread ioprio = %#x, want %#x (best effort, level 7)", got.ioprio, want)
 	}
 	// The caller's thread keeps its priority.

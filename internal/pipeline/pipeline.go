@@ -1,8 +1,12 @@
 // Package pipeline turns one job body into a sealed in-memory G-code file
 // in a single streaming pass with fixed memory:
 //
-//	body ─▶ (AES-256-CBC with the DEK | Fernet | plaintext) ─▶ gate + metadata ─▶ memfd
-//	                                                        └▶ SHA-256
+//	body ─▶ (AES-256-CBC with the DEK | Fernet | plaintext) ─▶ gate + metadata
+//	                                                        └▶ memfd
+//
+// No digest is computed on the way: the one consumer, the Klipper bridge's
+// print packet, hashes the sealed memfd when it hands it over (the extra
+// does not check it), so the hash is off the job's critical path.
 //
 // It composes jobcrypt (decryption), gcode (the gate) and memfd (the sealed
 // file). The plaintext exists only in the memfd and in the stream's few
@@ -13,18 +17,16 @@ package pipeline
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/jobcrypt"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
 
 // Stage names where a run failed, so the job engine can tell the owner and
@@ -100,7 +102,7 @@ type Input struct {
 	// Default "lmnt-job".
 	Name string
 	// Gate tunes the G-code gate; Stream tunes the decryption buffers
-	// (a zero ChunkSize means 256 KiB here, see chunkSize).
+	// (a zero ChunkSize means 128 KiB here, see chunkSize).
 	Gate   gcode.Options
 	Stream jobcrypt.StreamOptions
 	// Logger receives the once-per-process mlock warning; nil discards.
@@ -111,7 +113,6 @@ type Input struct {
 type Result struct {
 	File     *memfd.File // sealed (memfd.FullSeals); locked in RAM if the limit allowed
 	Size     int64       // bytes of G-code in File
-	SHA256   [sha256.Size]byte
 	Metadata *gcode.Metadata
 	Format   jobcrypt.Format // how the body was encoded
 	Locked   bool            // whether File's pages are mlocked
@@ -121,10 +122,9 @@ type Result struct {
 // property of the machine (RLIMIT_MEMLOCK), not of a job.
 var lockWarning sync.Once
 
-// Run streams in.Body through decryption, the gate and a SHA-256 into a new
-// memfd, seals it and tries to lock it in RAM. Memory use is fixed (a few
-// chunks of in.Stream.ChunkSize, 256 KiB by default, and the sink's
-// 512 KiB of pieces) whatever the body's size. On error the
+// Run streams in.Body through decryption and the gate into a new memfd,
+// seals it and tries to lock it in RAM. Memory use is fixed (a few chunks of
+// in.Stream.ChunkSize, 128 KiB by default) whatever the body's size. On error the
 // memfd has been closed and the error is an *Error naming the stage.
 func Run(ctx context.Context, in Input) (*Result, error) {
 	log := in.Logger
@@ -194,12 +194,17 @@ func Run(ctx context.Context, in Input) (*Result, error) {
 // stream runs the body through the decryption the format needs into the
 // sink, then the gate's end-of-stream checks.
 func stream(ctx context.Context, file *memfd.File, src io.Reader, body *bodyReader, format jobcrypt.Format, dek *jobcrypt.DEK, in Input) (*Result, error) {
-	s := newSink(ctx, file, in.Gate)
-	defer s.close()
 	opts := in.Stream
 	if opts.ChunkSize <= 0 {
 		opts.ChunkSize = chunkSize
 	}
+	if opts.Go == nil {
+		// Every goroutine of the job runs at the caller's priority: the
+		// job engine calls Run on a lowered thread (jobs.runLowPriority).
+		opts.Go = threadprio.Go
+	}
+	s := newSink(ctx, file, in.Gate, opts.Go)
+	defer s.close()
 	var err error
 	switch format {
 	case jobcrypt.FormatCBC:
@@ -228,9 +233,7 @@ func stream(ctx context.Context, file *memfd.File, src io.Reader, body *bodyRead
 	if size != s.size || size != s.written {
 		return nil, &Error{StageMemfd, fmt.Errorf("pipeline: memfd holds %d bytes, %d were written, %d accepted", size, s.written, s.size)}
 	}
-	res := &Result{Size: size, Metadata: md}
-	copy(res.SHA256[:], s.hash.Sum(nil))
-	return res, nil
+	return &Result{Size: size, Metadata: md}, nil
 }
 
 func readError(ctx context.Context, err error) *Error {
@@ -260,91 +263,56 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// chunkSize is the stream's default chunk. Smaller than jobcrypt's own
-// default because every chunk crosses cores (decrypted and gated on one,
-// copied to the sink's helper on the other) and is read by four passes: at
-// 256 KiB more of it is still in cache when the next pass reads it. On a
-// 2-vCPU EPYC a job took 6% less CPU and ran 10% faster than at 512 KiB
-// (BenchmarkRunCBC); the per-chunk overhead is negligible at either size.
-const chunkSize = 256 << 10
+// chunkSize is the stream's default chunk: a quarter of jobcrypt's own
+// default, because every chunk crosses cores (decrypted on one, gated and
+// written on two others) and is read by two passes while it may still be
+// in the cache. On the 2-vCPU EPYC of the README's figures (loaded by other
+// work, so only CPU time per byte compares), 128 KiB took the least
+// (BenchmarkRunCBC, both kinds of G-code: 1.7–2.0 CPU s/GB, against
+// 1.9–3.0 at 256 KiB and 1.9–2.5 at 1 MiB); the hand-offs per chunk stay
+// negligible.
+const chunkSize = 128 << 10
 
-// The sink copies plaintext into pieces of sinkPiece bytes for its helper;
-// sinkPieces of them circulate. The copy (a memmove, a few percent of the
-// work) buys independence: the helper never holds the decrypter's buffer,
-// so neither side waits for the other chunk by chunk.
-const (
-	sinkPiece  = 128 << 10
-	sinkPieces = 4
-)
-
-// sink is where plaintext goes. Three passes read it: the gate, on the
-// caller's goroutine, and the SHA-256 then the memfd write(2), on a helper
-// goroutine that works from copies. The helper's half and the gate plus
-// the decryption cost about the same (SHA-256 is the most expensive pass,
-// the gate next), and as they wait for each other only when the pieces run
-// out, two cores stay busy. (When the helper shared the decrypter's buffer,
-// the two met at every chunk and a job used 1.4 cores of 2, not 1.7.)
-// A piece the gate refuses may thus reach the memfd, and a memfd error is
-// seen a Write or two late: both harmless, as Run closes the memfd on any
-// error and never releases it.
+// sink is where plaintext goes. The gate and the memfd's write(2) both only
+// read a chunk, so they run at the same time: the gate on the caller's
+// goroutine, the write on the sink's writer. Write returns when both are
+// done with the chunk, which the decrypter then reuses, so no byte of
+// plaintext is copied in user space; meanwhile the decrypter fills the
+// next one. A chunk the gate refuses may thus reach the memfd: harmless, as
+// Run closes the memfd on any error and never releases it.
 type sink struct {
-	ctx    context.Context
-	gate   *gcode.Inspector
-	file   *memfd.File
-	hash   hash.Hash
-	pieces [][]byte      // all of them, to wipe at the end
-	free   chan []byte   // empty pieces
-	queued chan []byte   // pieces for the helper, in stream order
-	done   chan struct{} // closed when the helper has exited
-	ended  bool          // queued is closed
+	ctx     context.Context
+	gate    *gcode.Inspector
+	file    *memfd.File
+	chunks  chan []byte // to the writer
+	results chan error  // from the writer, one per chunk
+	ended   bool
 
-	// Set by the helper; read after done, or after failed reads true.
-	written int64
-	fileErr error
-	failed  atomic.Bool
-
+	written  int64 // bytes the memfd took
 	size     int64 // bytes the gate accepted
+	fileErr  error
 	stage    Stage // set when the gate or the memfd refused a write
 	stageErr error
 }
 
-func newSink(ctx context.Context, file *memfd.File, gate gcode.Options) *sink {
+// newSink starts the sink's writer with spawn (jobcrypt.StreamOptions.Go).
+func newSink(ctx context.Context, file *memfd.File, gate gcode.Options, spawn func(func())) *sink {
 	s := &sink{
-		ctx:    ctx,
-		gate:   gcode.NewInspector(gate),
-		file:   file,
-		hash:   sha256.New(),
-		free:   make(chan []byte, sinkPieces),
-		queued: make(chan []byte, sinkPieces),
-		done:   make(chan struct{}),
+		ctx:     ctx,
+		gate:    gcode.NewInspector(gate),
+		file:    file,
+		chunks:  make(chan []byte),
+		results: make(chan error),
 	}
-	for range sinkPieces {
-		piece := make([]byte, sinkPiece)
-		s.pieces = append(s.pieces, piece)
-		s.free <- piece
-	}
-	go s.helper()
+	spawn(s.writer)
 	return s
 }
 
-// helper hashes and writes the queued pieces in order. After a failed
-// write it only recycles pieces, so the caller never blocks on it.
-func (s *sink) helper() {
-	defer close(s.done)
-	for piece := range s.queued {
-		if !s.failed.Load() {
-			s.hash.Write(piece)
-			n, err := s.file.Write(piece)
-			s.written += int64(n)
-			if err == nil && n != len(piece) {
-				err = io.ErrShortWrite
-			}
-			if err != nil {
-				s.fileErr = err
-				s.failed.Store(true)
-			}
-		}
-		s.free <- piece[:cap(piece)]
+func (s *sink) writer() {
+	for p := range s.chunks {
+		n, err := s.file.Write(p)
+		s.written += int64(n)
+		s.results <- err
 	}
 }
 
@@ -352,33 +320,27 @@ func (s *sink) Write(p []byte) (int, error) {
 	if err := s.ctx.Err(); err != nil {
 		return 0, s.fail(StageRead, err)
 	}
-	if s.failed.Load() {
+	if s.fileErr != nil {
 		return 0, s.fail(StageMemfd, s.fileErr)
 	}
-	for rest := p; len(rest) > 0; {
-		piece := <-s.free
-		n := copy(piece, rest)
-		s.queued <- piece[:n]
-		rest = rest[n:]
+	s.chunks <- p
+	_, gateErr := s.gate.Write(p)
+	if err := <-s.results; err != nil {
+		s.fileErr = err
+		return 0, s.fail(StageMemfd, err)
 	}
-	if _, err := s.gate.Write(p); err != nil {
-		return 0, s.fail(StageGate, err)
+	if gateErr != nil {
+		return 0, s.fail(StageGate, gateErr)
 	}
 	s.size += int64(len(p))
 	return len(p), nil
 }
 
-// finish waits for the helper to drain its queue, wipes the pieces and
-// returns the memfd's write error, if any. The hash and written are final
-// once it has returned.
+// finish stops the writer and returns the memfd's write error, if any.
 func (s *sink) finish() error {
 	if !s.ended {
 		s.ended = true
-		close(s.queued)
-		<-s.done
-		for _, piece := range s.pieces {
-			clear(piece) // plaintext does not linger in the pieces
-		}
+		close(s.chunks)
 	}
 	return s.fileErr
 }

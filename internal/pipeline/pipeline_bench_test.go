@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,40 +15,77 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/jobcrypt"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
+	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
+
+// benchInputs are the two kinds of real slicer output the gate costs very
+// different amounts on: absolute extrusion (M82, PrusaSlicer's and Cura's
+// default: every move's E word is a position) and relative extrusion (M83).
+func benchInputs(b *testing.B) []testutil.Fixture {
+	abs := testutil.Fixture{Name: "absolute-E-101MB",
+		Path: filepath.Join(testutil.SharedDir(b), "bench", "prusaslicer_vase_absolute_e_100mb.gcode.gz")}
+	for _, f := range testutil.Fixtures(b) {
+		if strings.Contains(f.Name, "30mb") {
+			f.Name = "relative-E-30MB"
+			return []testutil.Fixture{abs, f}
+		}
+	}
+	b.Fatal("no 30 MB fixture")
+	return nil
+}
 
 // BenchmarkRunCBC: the whole AES-256-CBC path, as make bench runs it in a
 // child process (ciphertext read from a memfd, G-code sealed into one), on
-// the largest slicer fixture. With -cpuprofile it shows where a job's CPU
-// goes.
+// both kinds of slicer output: the default, from a lowered thread as the
+// job engine runs it, and the chunk sizes around the default. With
+// -cpuprofile it shows where a job's CPU goes.
 func BenchmarkRunCBC(b *testing.B) {
-	var src []byte
-	for _, f := range testutil.Fixtures(b) {
-		if strings.Contains(f.Name, "30mb") {
-			src = f.Bytes(b)
-		}
-	}
-	if src == nil {
-		b.Fatal("no 30 MB fixture")
-	}
-	j := newJob(b, src)
-	ct, err := memfd.Create("bench-ciphertext")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ct.Close()
-	if _, err := ct.Write(j.body); err != nil {
-		b.Fatal(err)
-	}
-	// The default chunk, and jobcrypt's larger one it was chosen over.
-	for _, c := range []struct {
-		name string
-		opts jobcrypt.StreamOptions
-	}{
-		{"default", jobcrypt.StreamOptions{}},
-		{"512KiB-chunks", jobcrypt.StreamOptions{ChunkSize: jobcrypt.DefaultChunkSize}},
-	} {
-		b.Run(c.name, func(b *testing.B) { benchRun(b, j, ct, c.opts, len(src)) })
+	for _, f := range benchInputs(b) {
+		b.Run(f.Name, func(b *testing.B) {
+			src := f.Bytes(b)
+			j := newJob(b, src)
+			ct, err := memfd.Create("bench-ciphertext")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ct.Close()
+			if _, err := ct.Write(j.body); err != nil {
+				b.Fatal(err)
+			}
+			j.body = nil
+			for _, c := range []struct {
+				name string
+				opts jobcrypt.StreamOptions
+				low  bool
+			}{
+				{"default", jobcrypt.StreamOptions{}, false},
+				// The job engine's case: Run on a thread of lowered
+				// priority, so threadprio.Go gives each goroutine a locked
+				// thread of its own (only the I/O priority is lowered
+				// here, so that the CPU share is the same as default's).
+				{"lowered-thread", jobcrypt.StreamOptions{}, true},
+				{"256KiB-chunks", jobcrypt.StreamOptions{ChunkSize: 256 << 10}, false},
+				{"1MiB-chunks", jobcrypt.StreamOptions{ChunkSize: 1 << 20}, false},
+			} {
+				b.Run(c.name, func(b *testing.B) {
+					if !c.low {
+						benchRun(b, j, ct, c.opts, len(src))
+						return
+					}
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						runtime.LockOSThread() // never unlocked: the thread is lowered
+						if err := threadprio.SetIOPrio(threadprio.IOPrioBestEffortLowest); err != nil {
+							b.Error(err)
+							return
+						}
+						benchRun(b, j, ct, c.opts, len(src))
+					}()
+					<-done
+				})
+			}
+		})
 	}
 }
 

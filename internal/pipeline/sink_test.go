@@ -10,12 +10,13 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
 
-// The sink's helper writes the memfd after Write has returned, so a memfd
-// that refuses writes (here: sealed, so the kernel answers EPERM) is
-// reported by a later Write, named StageMemfd, or by finish; never lost.
-func TestSinkReportsLateMemfdRefusal(t *testing.T) {
+// A memfd that refuses writes (here: sealed, so the kernel answers EPERM)
+// fails the very Write whose chunk it refused, named StageMemfd, and every
+// later one.
+func TestSinkReportsMemfdRefusal(t *testing.T) {
 	f, err := memfd.Create("refusing")
 	if err != nil {
 		t.Fatal(err)
@@ -24,62 +25,51 @@ func TestSinkReportsLateMemfdRefusal(t *testing.T) {
 	if err := f.Seal(); err != nil {
 		t.Fatal(err)
 	}
-	s := newSink(context.Background(), f, gcode.Options{})
+	s := newSink(context.Background(), f, gcode.Options{}, threadprio.Go)
 	defer s.close()
-	chunk := gcodeSample(t)
-	chunk = chunk[:min(len(chunk), 3*sinkPiece+5)] // several pieces, the last one partial
-	var writeErr error
-	for range 4 {
-		if _, writeErr = s.Write(chunk); writeErr != nil {
-			break
+	chunk := gcodeSample(t)[:64<<10]
+	for i := range 2 {
+		if _, err := s.Write(chunk); !errors.Is(err, unix.EPERM) || s.stage != StageMemfd {
+			t.Fatalf("Write %d: %v at stage %q, want EPERM at %q", i, err, s.stage, StageMemfd)
 		}
 	}
-	finishErr := s.finish()
-	if !errors.Is(finishErr, unix.EPERM) {
-		t.Fatalf("finish: %v, want EPERM", finishErr)
+	if err := s.finish(); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finish: %v, want EPERM", err)
 	}
-	if writeErr != nil && (!errors.Is(writeErr, unix.EPERM) || s.stage != StageMemfd) {
-		t.Fatalf("Write: %v at stage %q, want EPERM at %q", writeErr, s.stage, StageMemfd)
-	}
-	if s.written != 0 {
-		t.Fatalf("%d bytes written to a sealed memfd", s.written)
+	if s.written != 0 || s.size != 0 {
+		t.Fatalf("%d bytes written to a sealed memfd, %d accepted", s.written, s.size)
 	}
 }
 
-// Every byte reaches the hash and the memfd in order, whatever the sizes of
-// the writes against the pieces, and the pieces are wiped at the end.
-func TestSinkOrderAndWipe(t *testing.T) {
+// Every byte reaches the memfd in order whatever the sizes of the writes,
+// and a chunk the gate refuses is reported as StageGate.
+func TestSinkOrderAndGate(t *testing.T) {
 	f, err := memfd.Create("sink")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	src := gcodeSample(t)
-	if len(src) <= sinkPieces*sinkPiece {
-		t.Fatalf("sample of %d bytes: too short to reuse the pieces", len(src))
-	}
-	s := newSink(context.Background(), f, gcode.Options{})
+	s := newSink(context.Background(), f, gcode.Options{}, threadprio.Go)
 	for rest, i := src, 0; len(rest) > 0; i++ {
-		n := min(len(rest), []int{1, sinkPiece - 1, sinkPiece, 2*sinkPiece + 7, 100}[i%5])
+		n := min(len(rest), []int{1, 4095, 4096, 100 << 10, 100}[i%5])
 		if _, err := s.Write(rest[:n]); err != nil {
 			t.Fatal(err)
 		}
 		rest = rest[n:]
 	}
+	if _, err := s.Write([]byte("\x00")); err == nil || s.stage != StageGate {
+		t.Fatalf("NUL byte: %v at stage %q, want a rejection at %q", err, s.stage, StageGate)
+	}
 	if err := s.finish(); err != nil {
 		t.Fatal(err)
 	}
-	if s.written != int64(len(src)) || s.size != int64(len(src)) {
-		t.Fatalf("written %d, accepted %d, want %d", s.written, s.size, len(src))
+	if s.size != int64(len(src)) {
+		t.Fatalf("accepted %d, want %d", s.size, len(src))
 	}
-	got := make([]byte, len(src)+1)
+	got := make([]byte, len(src)+2)
 	n, err := unix.Pread(f.Fd(), got, 0)
-	if err != nil || !bytes.Equal(got[:n], src) {
+	if err != nil || !bytes.Equal(got[:len(src)], src) {
 		t.Fatalf("memfd content differs (%d bytes, err %v)", n, err)
-	}
-	for i, piece := range s.pieces {
-		if !bytes.Equal(piece, make([]byte, len(piece))) {
-			t.Fatalf("piece %d not wiped", i)
-		}
 	}
 }

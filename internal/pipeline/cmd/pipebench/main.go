@@ -1,16 +1,32 @@
 // Command pipebench measures the job pipeline against openssl on the same
 // ciphertext, for make bench (scripts/bench.sh).
 //
-// The parent builds the ciphertext of a large G-code input (the 30 MB slicer
-// fixture repeated) in a memfd, in memory only, then runs, as separate
-// processes so that each one's peak RSS is its own:
+// Inputs are real slicer G-code of both kinds the gate treats differently:
+// absolute extrusion (M82, PrusaSlicer's and Cura's default; the 101 MB
+// file of shared/bench) and relative extrusion (M83; the 30 MB fixture),
+// each repeated to about the sizes asked for (100 and 400 MB). The parent
+// encrypts each input into a memfd, in memory only, then runs, as separate
+// processes so that each one's peak RSS is its own, alternately (so that
+// the machine's other load falls on both alike):
 //
 //	pipebench run                 pipeline.Run: fd 3 ciphertext → memfd
 //	openssl enc -d -aes-256-cbc   stdin ciphertext → stdout memfd
 //
 // Both read a fresh read-only open of the ciphertext memfd and write into a
 // memfd; wall time and peak RSS (getrusage ru_maxrss) are taken by the
-// parent for both alike. Neither process writes a file.
+// parent for both alike, and the parent checks both outputs (the pipeline
+// child passes its sealed memfd back over a socket). Neither process writes
+// a file.
+//
+// With -e2e, the whole download path too: the parent runs the marketplace
+// simulator (internal/marketsim) over loopback HTTPS with a paired printer
+// and one job queued, and times
+//
+//	pipebench fetch               marketplace client poll + download → pipeline.Run → sealed memfd
+//	curl | openssl enc -d         the job's download URL → memfd
+//
+// The e2e part keeps the printer's token file in a temporary directory (as
+// the daemon keeps it in its state directory), removed at the end.
 //
 // Memfd pages are not in either RSS: both write their memfd with write(2)
 // and never map it, so its pages are shmem page cache, charged to the file,
@@ -18,7 +34,7 @@
 // after sealing; the measured child runs without CAP_IPC_LOCK (setpriv, when
 // the parent is root) under the default 8 MiB RLIMIT_MEMLOCK, as the
 // hardened service does, so that mapping is refused before any page is
-// touched (and logged once). The child prints its RssShmem at exit to show
+// touched (and logged once). The child reports its RssShmem at exit to show
 // that no memfd page is mapped.
 package main
 
@@ -37,6 +53,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,48 +71,63 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "run" {
-		if err := child(); err != nil {
-			fmt.Fprintln(os.Stderr, "pipebench run:", err)
+	var err error
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "run":
+		err = child()
+	case len(os.Args) > 1 && os.Args[1] == "fetch":
+		err = fetchChild(os.Args[2:])
+	default:
+		if err = parent(); err != nil {
+			fmt.Fprintln(os.Stderr, "pipebench:", err)
 			os.Exit(1)
 		}
 		return
 	}
-	if err := parent(); err != nil {
-		fmt.Fprintln(os.Stderr, "pipebench:", err)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pipebench child:", err)
 		os.Exit(1)
 	}
 }
 
-// childReport is what the measured child prints on stdout.
+// Descriptors a measured child inherits (os/exec ExtraFiles start at 3).
+const (
+	fdCiphertext = 3 // run: the ciphertext
+	fdSecrets    = 4 // printer private key, IV, DEK package; never argv or the environment
+	fdResult     = 5 // SOCK_SEQPACKET: the report and the sealed memfd go back on it
+)
+
+// childReport is what a measured child sends back with its memfd.
 type childReport struct {
-	Size       int64  `json:"size"`
-	SHA256     string `json:"sha256"`
-	Seals      int    `json:"seals"`
-	Locked     bool   `json:"locked"`
-	RssShmemKB int64  `json:"rss_shmem_kb"`
-	VmHWMKB    int64  `json:"vm_hwm_kb"`
+	Size       int64 `json:"size"`
+	Locked     bool  `json:"locked"`
+	RssShmemKB int64 `json:"rss_shmem_kb"`
+	VmHWMKB    int64 `json:"vm_hwm_kb"`
 }
 
-// child runs the pipeline on fd 3 (ciphertext); fd 4 carries the secrets
-// (printer private key, IV, DEK package), never argv or the environment.
+// readSecrets takes the printer key, the IV and the DEK package off fd 4.
+func readSecrets() (priv [32]byte, iv [16]byte, pkg string, err error) {
+	secrets, err := io.ReadAll(os.NewFile(fdSecrets, "secrets"))
+	if err != nil {
+		return priv, iv, "", err
+	}
+	defer clear(secrets)
+	if len(secrets) < 48 {
+		return priv, iv, "", fmt.Errorf("secrets pipe: %d bytes", len(secrets))
+	}
+	copy(priv[:], secrets[:32])
+	copy(iv[:], secrets[32:48])
+	return priv, iv, string(secrets[48:]), nil
+}
+
+// child runs the pipeline on fd 3 (ciphertext).
 func child() error {
-	secrets, err := io.ReadAll(os.NewFile(4, "secrets"))
+	priv, iv, pkg, err := readSecrets()
 	if err != nil {
 		return err
 	}
-	if len(secrets) < 48 {
-		return fmt.Errorf("secrets pipe: %d bytes", len(secrets))
-	}
-	var priv [32]byte
-	var iv [16]byte
-	copy(priv[:], secrets[:32])
-	copy(iv[:], secrets[32:48])
-	pkg := string(secrets[48:])
-	clear(secrets)
-
 	res, err := pipeline.Run(context.Background(), pipeline.Input{
-		Body:   os.NewFile(3, "ciphertext"),
+		Body:   os.NewFile(fdCiphertext, "ciphertext"),
 		Key:    pipeline.DEKPackage(pkg, &priv),
 		IV:     &iv,
 		Name:   "pipebench",
@@ -105,19 +137,26 @@ func child() error {
 	if err != nil {
 		return err
 	}
+	return sendResult(res)
+}
+
+// sendResult passes the sealed memfd and the report back to the parent,
+// which checks the content as it checks openssl's.
+func sendResult(res *pipeline.Result) error {
 	defer res.File.Close()
-	seals, err := res.File.Seals()
-	if err != nil {
-		return err
-	}
 	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return err
 	}
-	return json.NewEncoder(os.Stdout).Encode(childReport{
-		Size: res.Size, SHA256: hex.EncodeToString(res.SHA256[:]), Seals: seals, Locked: res.Locked,
+	conn, err := net.FileConn(os.NewFile(fdResult, "result"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return memfd.SendJSON(conn.(*net.UnixConn), childReport{
+		Size: res.Size, Locked: res.Locked,
 		RssShmemKB: statusKB(status, "RssShmem:"), VmHWMKB: statusKB(status, "VmHWM:"),
-	})
+	}, res.File.Fd())
 }
 
 func statusKB(status []byte, key string) int64 {
@@ -128,6 +167,13 @@ func statusKB(status []byte, key string) int64 {
 		}
 	}
 	return -1
+}
+
+// source is one slicer file the inputs repeat.
+type source struct {
+	label string // what kind of G-code it is
+	path  string
+	size  int64 // uncompressed bytes
 }
 
 type input struct {
@@ -143,25 +189,39 @@ type input struct {
 
 type measurement struct {
 	wall   time.Duration
-	maxRSS int64 // KiB
+	cpu    time.Duration // user + system
+	maxRSS int64         // KiB
 	report *childReport
 }
 
 func parent() error {
-	sizes := flag.String("sizes", "100,400", "input sizes in MB (10^6 bytes), comma-separated; each is rounded up to whole copies of the fixture")
-	runs := flag.Int("runs", 3, "runs per measurement; the median is reported")
-	fixture := flag.String("fixture", "", "G-code to repeat (default: $LMNTD_SHARED/fixtures/prusaslicer_knurled_vase_30mb.gcode.gz)")
+	sizes := flag.String("sizes", "100,400", "input sizes in MB (10^6 bytes), comma-separated; each is rounded up to whole copies of the source")
+	runs := flag.Int("runs", 3, "runs per measurement, pipeline and reference alternating; medians are reported")
+	kinds := flag.String("inputs", "absolute,relative", "which G-code to repeat: absolute (shared/bench, M82) and/or relative (shared/fixtures, M83)")
+	e2e := flag.Bool("e2e", false, "also measure end to end: simulator over loopback HTTPS → sealed memfd, against curl | openssl")
+	e2eRuns := flag.Int("e2e-runs", 9, "runs of the end-to-end measurement (more than -runs: it varies more with the machine's load)")
 	flag.Parse()
-	if *fixture == "" {
-		shared := os.Getenv("LMNTD_SHARED")
-		if shared == "" {
-			return fmt.Errorf("set LMNTD_SHARED or -fixture")
-		}
-		*fixture = filepath.Join(shared, "fixtures", "prusaslicer_knurled_vase_30mb.gcode.gz")
+	shared := os.Getenv("LMNTD_SHARED")
+	if shared == "" {
+		return fmt.Errorf("set LMNTD_SHARED")
 	}
-	fixtureSize, err := fixtureLen(*fixture)
-	if err != nil {
-		return err
+	var sources []source
+	for k := range strings.SplitSeq(*kinds, ",") {
+		switch strings.TrimSpace(k) {
+		case "absolute":
+			sources = append(sources, source{label: "absolute E", path: filepath.Join(shared, "bench", "prusaslicer_vase_absolute_e_100mb.gcode.gz")})
+		case "relative":
+			sources = append(sources, source{label: "relative E", path: filepath.Join(shared, "fixtures", "prusaslicer_knurled_vase_30mb.gcode.gz")})
+		default:
+			return fmt.Errorf("bad -inputs %q", *kinds)
+		}
+	}
+	for i := range sources {
+		n, err := fixtureLen(sources[i].path)
+		if err != nil {
+			return err
+		}
+		sources[i].size = n
 	}
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
@@ -171,7 +231,6 @@ func parent() error {
 	if err != nil {
 		return err
 	}
-
 	var mbs []int
 	for s := range strings.SplitSeq(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -182,36 +241,89 @@ func parent() error {
 	}
 
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("pipebench: %s repeated; %d run(s) each, median; %d CPUs; load average %s\n",
-		filepath.Base(*fixture), *runs, runtimeProcs(), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Printf("%-10s %-34s %10s %14s %s\n", "input", "decryptor → memfd", "MB/s", "peak RSS MiB", "notes")
-	for _, mb := range mbs {
-		in, err := buildInput(*fixture, fixtureSize, int64(mb)*1_000_000)
-		if err != nil {
-			return err
+	fmt.Printf("pipebench: %d run(s) each, pipeline and reference alternating; medians, ratio range in brackets;\n"+
+		"%d CPUs, load average %s at start\n", *runs, runtimeProcs(), strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Printf("%-24s %-32s %7s %8s %13s %s\n", "input", "decryptor → memfd", "MB/s", "CPU s/GB", "peak RSS MiB", "notes")
+	for _, src := range sources {
+		for _, mb := range mbs {
+			if err := compare(self, openssl, src, int64(mb)*1_000_000, *runs); err != nil {
+				return err
+			}
 		}
-		pipe, err := measure(*runs, func() (measurement, error) { return runPipeline(self, in) })
-		if err != nil {
-			in.ct.Close()
-			return err
-		}
-		label := fmt.Sprintf("%.0f MB", float64(in.size)/1e6)
-		note := fmt.Sprintf("sealed %#x, mlock %v, RssShmem %d kB", pipe.report.Seals, lockNote(pipe.report.Locked), pipe.report.RssShmemKB)
-		fmt.Printf("%-10s %-34s %10.0f %14.1f %s\n", label, "lmntd pipeline (gate+SHA-256)", mbps(in.size, pipe.wall), kib2mib(pipe.maxRSS), note)
-		ssl, err := measure(*runs, func() (measurement, error) { return runOpenSSL(openssl, in) })
-		in.ct.Close()
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%-10s %-34s %10.0f %14.1f %s\n", label, "openssl enc -d -aes-256-cbc", mbps(in.size, ssl.wall), kib2mib(ssl.maxRSS), "output SHA-256 verified")
-		fmt.Printf("%-10s %-34s %10.2fx %13.2fx\n", label, "ratio pipeline / openssl", float64(ssl.wall)/float64(pipe.wall), float64(pipe.maxRSS)/float64(ssl.maxRSS))
-		fmt.Printf("%-10s %-34s %10s %14.1f %s\n", label, "pipeline child's own VmHWM", "", float64(pipe.report.VmHWMKB)/1024, "after exec: its address space only")
 	}
-	fmt.Printf("\nMB = 10^6 bytes; wall time from start to exit of each process (GNU time + process start included for both).\n" +
+	fmt.Printf("\nratio = openssl's wall time / the pipeline's (higher is better), run by run, runs taken alternately.\n" +
+		"MB = 10^6 bytes of G-code; wall time from start to exit of each process (process start included for both);\n" +
+		"CPU s/GB: user + system time of the median run per GB of G-code, which the machine's other load affects less.\n" +
 		"Peak RSS: ru_maxrss as GNU time reports it. Memfd pages are in neither RSS: both write their memfd\n" +
 		"with write(2) and never map it (RssShmem 0 kB at the pipeline's exit); the pipeline's mlock mapping\n" +
 		"is refused before it touches a page, as the child runs without CAP_IPC_LOCK (like the service).\n")
+	if *e2e {
+		return endToEnd(self, sources[0], *e2eRuns)
+	}
 	return nil
+}
+
+// compare measures the pipeline and openssl on one input, alternately.
+func compare(self, openssl string, src source, size int64, runs int) error {
+	in, err := buildInput(src, size)
+	if err != nil {
+		return err
+	}
+	defer in.ct.Close()
+	var pipe, ssl []measurement
+	for range runs {
+		p, err := runPipeline(self, in)
+		if err != nil {
+			return err
+		}
+		o, err := runOpenSSL(openssl, in)
+		if err != nil {
+			return err
+		}
+		pipe, ssl = append(pipe, p), append(ssl, o)
+	}
+	label := fmt.Sprintf("%.0f MB %s", float64(in.size)/1e6, src.label)
+	p, o := median(pipe), median(ssl)
+	note := fmt.Sprintf("sealed, mlock %v, RssShmem %d kB, VmHWM %.1f MiB", lockNote(p.report.Locked), p.report.RssShmemKB, float64(p.report.VmHWMKB)/1024)
+	row(label, "lmntd pipeline (gate+metadata)", in.size, p, kib2mib(maxRSS(pipe)), note)
+	row(label, "openssl enc -d -aes-256-cbc", in.size, o, kib2mib(maxRSS(ssl)), "output SHA-256 verified for both")
+	lo, mid, hi := ratios(pipe, ssl)
+	fmt.Printf("%-24s %-32s %6.2fx  [%.2f–%.2f]\n", label, "ratio pipeline vs openssl", mid, lo, hi)
+	return nil
+}
+
+func row(label, what string, size int64, m measurement, rssMiB float64, note string) {
+	rss := "-"
+	if rssMiB > 0 {
+		rss = fmt.Sprintf("%.1f", rssMiB)
+	}
+	fmt.Printf("%-24s %-32s %7.0f %8.2f %13s %s\n", label, what, mbps(size, m.wall), m.cpu.Seconds()/(float64(size)/1e9), rss, note)
+}
+
+// ratios are openssl's time over the pipeline's, run by run: the median,
+// lowest and highest.
+func ratios(pipe, ref []measurement) (lo, mid, hi float64) {
+	var rs []float64
+	for i := range pipe {
+		rs = append(rs, float64(ref[i].wall)/float64(pipe[i].wall))
+	}
+	slices.Sort(rs)
+	return rs[0], rs[len(rs)/2], rs[len(rs)-1]
+}
+
+func median(ms []measurement) measurement {
+	s := slices.Clone(ms)
+	slices.SortFunc(s, func(a, b measurement) int { return int(a.wall - b.wall) })
+	return s[len(s)/2]
+}
+
+// maxRSS is the largest peak RSS of the runs, so RSS is never understated.
+func maxRSS(ms []measurement) int64 {
+	var m int64
+	for _, x := range ms {
+		m = max(m, x.maxRSS)
+	}
+	return m
 }
 
 func lockNote(locked bool) string {
@@ -231,25 +343,6 @@ func runtimeProcs() int {
 
 func mbps(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
 func kib2mib(k int64) float64               { return float64(k) / 1024 }
-
-// measure runs f n times and returns the run with the median wall time
-// (and the largest peak RSS seen, so RSS is never understated).
-func measure(n int, f func() (measurement, error)) (measurement, error) {
-	var ms []measurement
-	var maxRSS int64
-	for range n {
-		m, err := f()
-		if err != nil {
-			return m, err
-		}
-		maxRSS = max(maxRSS, m.maxRSS)
-		ms = append(ms, m)
-	}
-	slices.SortFunc(ms, func(a, b measurement) int { return int(a.wall - b.wall) })
-	m := ms[len(ms)/2]
-	m.maxRSS = maxRSS
-	return m, nil
-}
 
 // openFixture streams the fixture's G-code (gunzipped if need be). The
 // launcher never holds a whole input: its peak RSS becomes the floor of
@@ -283,27 +376,34 @@ func fixtureLen(path string) (int64, error) {
 	return io.Copy(io.Discard, r)
 }
 
-// buildInput encrypts gcode repeated up to at least size bytes into a memfd,
-// as the marketplace would: a fresh DEK and IV, the DEK boxed to a fresh
-// printer key.
-func buildInput(fixture string, fixtureSize, size int64) (*input, error) {
-	in := &input{repeats: int((size + fixtureSize - 1) / fixtureSize)}
+// newKeys makes what the marketplace would: a fresh DEK and IV, the DEK
+// boxed to a fresh printer key.
+func newKeys(in *input) error {
 	rand.Read(in.key[:])
 	rand.Read(in.iv[:])
 	rand.Read(in.priv[:])
 	pub, err := curve25519.X25519(in.priv[:], curve25519.Basepoint)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ephPub, ephPriv, err := box.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var nonce [24]byte
 	rand.Read(nonce[:])
 	enc := base64.StdEncoding.EncodeToString
 	in.pkg = enc(ephPub[:]) + ":" + enc(nonce[:]) + ":" + enc(box.Seal(nil, in.key[:], &nonce, (*[32]byte)(pub), ephPriv))
+	return nil
+}
 
+// buildInput encrypts the source repeated up to at least size bytes into a
+// memfd.
+func buildInput(src source, size int64) (*input, error) {
+	in := &input{repeats: int((size + src.size - 1) / src.size)}
+	if err := newKeys(in); err != nil {
+		return nil, err
+	}
 	ct, err := memfd.Create("pipebench-ciphertext")
 	if err != nil {
 		return nil, err
@@ -327,7 +427,7 @@ func buildInput(fixture string, fixtureSize, size int64) (*input, error) {
 		return nil
 	}
 	for range in.repeats {
-		if err := encryptOnce(fixture, &buf, h, flush); err != nil {
+		if err := encryptOnce(src.path, &buf, h, flush); err != nil {
 			ct.Close()
 			return nil, err
 		}
@@ -337,7 +437,7 @@ func buildInput(fixture string, fixtureSize, size int64) (*input, error) {
 		return nil, err
 	}
 	in.ct = ct
-	in.size = int64(in.repeats) * fixtureSize
+	in.size = int64(in.repeats) * src.size
 	copy(in.sha[:], h.Sum(nil))
 	return in, nil
 }
@@ -375,23 +475,23 @@ func encryptOnce(fixture string, buf *[]byte, h io.Writer, flush func(bool) erro
 // direct child of this Go launcher would instead inherit the launcher's
 // peak (Go's exec shares the parent's address space until the exec).
 func timed(argv ...string) *exec.Cmd {
-	return exec.Command("/usr/bin/time", append([]string{"-f", "maxrss_kb=%M"}, argv...)...)
+	return exec.Command("/usr/bin/time", append([]string{"-f", "maxrss_kb=%M cpu_s=%U %S"}, argv...)...)
 }
 
-// maxRSS takes GNU time's last line off the command's stderr.
-func maxRSS(stderr string) (int64, string, error) {
+// gnuTime takes GNU time's last line off the command's stderr: peak RSS
+// and CPU time (user + system).
+func gnuTime(stderr string) (rssKB int64, cpu time.Duration, rest string, err error) {
 	stderr = strings.TrimRight(stderr, "\n")
 	i := strings.LastIndexByte(stderr, '\n')
-	rest, last := "", stderr
+	last := stderr
 	if i >= 0 {
 		rest, last = stderr[:i], stderr[i+1:]
 	}
-	v, ok := strings.CutPrefix(last, "maxrss_kb=")
-	n, err := strconv.ParseInt(v, 10, 64)
-	if !ok || err != nil {
-		return 0, "", fmt.Errorf("no peak RSS from GNU time in %q", stderr)
+	var user, sys float64
+	if _, err := fmt.Sscanf(last, "maxrss_kb=%d cpu_s=%g %g", &rssKB, &user, &sys); err != nil {
+		return 0, 0, "", fmt.Errorf("no peak RSS and CPU time from GNU time in %q", stderr)
 	}
-	return n, rest, nil
+	return rssKB, time.Duration((user + sys) * float64(time.Second)), rest, nil
 }
 
 // reopen gives a child its own read-only file description of the
@@ -400,58 +500,135 @@ func (in *input) reopen() (*os.File, error) {
 	return os.Open(fmt.Sprintf("/proc/self/fd/%d", in.ct.Fd()))
 }
 
+// measuredChild is a pipebench child with the secrets pipe and the result
+// socket set up; extra is its fd 3 (the ciphertext, or the simulator's CA
+// certificate for fetch).
+type measuredChild struct {
+	cmd     *exec.Cmd
+	secrets *os.File // write end
+	result  *net.UnixConn
+	stderr  bytes.Buffer
+	cpu     time.Duration // user + system, once finished
+}
+
+func startChild(self string, extra *os.File, args ...string) (*measuredChild, error) {
+	sr, sw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer sr.Close()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		sw.Close()
+		return nil, err
+	}
+	ours, theirs := os.NewFile(uintptr(pair[0]), "result"), os.NewFile(uintptr(pair[1]), "result-child")
+	defer theirs.Close()
+	conn, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		sw.Close()
+		return nil, err
+	}
+	argv := append([]string{self}, args...)
+	if os.Geteuid() == 0 {
+		// As the service: no CAP_IPC_LOCK, so RLIMIT_MEMLOCK applies.
+		argv = append([]string{"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"}, argv...)
+	}
+	c := &measuredChild{cmd: timed(argv...), secrets: sw, result: conn.(*net.UnixConn)}
+	c.cmd.ExtraFiles = []*os.File{extra, sr, theirs}
+	c.cmd.Stderr = &c.stderr
+	if err := c.cmd.Start(); err != nil {
+		sw.Close()
+		conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// finish waits for the child and takes its memfd; the caller checks and
+// closes it.
+func (c *measuredChild) finish() (*childReport, *os.File, int64, error) {
+	defer c.result.Close()
+	err := c.cmd.Wait()
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("pipeline child: %v: %s", err, c.stderr.String())
+	}
+	buf := make([]byte, 4096)
+	n, fds, err := memfd.ReceivePacket(c.result, buf, 1)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if len(fds) != 1 {
+		memfd.CloseFDs(fds)
+		return nil, nil, 0, fmt.Errorf("pipeline child sent %d fds", len(fds))
+	}
+	out := os.NewFile(uintptr(fds[0]), "pipeline-out")
+	var rep childReport
+	if err := json.Unmarshal(buf[:n], &rep); err != nil {
+		out.Close()
+		return nil, nil, 0, err
+	}
+	rss, cpu, rest, err := gnuTime(c.stderr.String())
+	if err != nil {
+		out.Close()
+		return nil, nil, 0, err
+	}
+	c.cpu = cpu
+	if rest != "" && !strings.Contains(rest, "cannot lock") {
+		out.Close()
+		return nil, nil, 0, fmt.Errorf("pipeline child stderr: %s", rest)
+	}
+	return &rep, out, rss, nil
+}
+
+// checkOutput verifies a sealed pipeline output against the plaintext.
+func checkOutput(out *os.File, rep *childReport, size int64, sum [32]byte) error {
+	seals, err := unix.FcntlInt(out.Fd(), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return err
+	}
+	if seals&memfd.ContentSeals != memfd.ContentSeals {
+		return fmt.Errorf("pipeline output not sealed (seals %#x)", seals)
+	}
+	n, got, err := hashFile(out)
+	if err != nil {
+		return err
+	}
+	if n != size || rep.Size != size || got != sum {
+		return fmt.Errorf("pipeline output differs from the input: %d bytes (reported %d), want %d", n, rep.Size, size)
+	}
+	return nil
+}
+
 func runPipeline(self string, in *input) (measurement, error) {
 	ct, err := in.reopen()
 	if err != nil {
 		return measurement{}, err
 	}
 	defer ct.Close()
-	sr, sw, err := os.Pipe()
-	if err != nil {
-		return measurement{}, err
-	}
-	defer sr.Close()
-	argv := []string{self, "run"}
-	if os.Geteuid() == 0 {
-		// As the service: no CAP_IPC_LOCK, so RLIMIT_MEMLOCK applies.
-		argv = append([]string{"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"}, argv...)
-	}
-	cmd := timed(argv...)
-	cmd.ExtraFiles = []*os.File{ct, sr}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		sw.Close()
+	c, err := startChild(self, ct, "run")
+	if err != nil {
 		return measurement{}, err
 	}
 	secrets := append(append(append([]byte(nil), in.priv[:]...), in.iv[:]...), in.pkg...)
-	_, werr := sw.Write(secrets)
-	sw.Close()
+	_, werr := c.secrets.Write(secrets)
+	c.secrets.Close()
 	clear(secrets)
-	err = cmd.Wait()
+	rep, out, rss, err := c.finish()
 	wall := time.Since(start)
-	if werr != nil {
-		return measurement{}, werr
-	}
-	if err != nil {
-		return measurement{}, fmt.Errorf("pipeline child: %v: %s", err, errb.String())
-	}
-	var rep childReport
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		return measurement{}, fmt.Errorf("pipeline child output %q: %v", out.String(), err)
-	}
-	if rep.Size != in.size || rep.SHA256 != hex.EncodeToString(in.sha[:]) {
-		return measurement{}, fmt.Errorf("pipeline output differs from the input: %d bytes, sha256 %s", rep.Size, rep.SHA256)
-	}
-	rss, rest, err := maxRSS(errb.String())
 	if err != nil {
 		return measurement{}, err
 	}
-	if rest != "" && !strings.Contains(rest, "cannot lock") {
-		return measurement{}, fmt.Errorf("pipeline child stderr: %s", rest)
+	defer out.Close()
+	if werr != nil {
+		return measurement{}, werr
 	}
-	return measurement{wall: wall, maxRSS: rss, report: &rep}, nil
+	if err := checkOutput(out, rep, in.size, in.sha); err != nil {
+		return measurement{}, err
+	}
+	return measurement{wall: wall, cpu: c.cpu, maxRSS: rss, report: rep}, nil
 }
 
 // runOpenSSL decrypts with openssl enc into a memfd. The throwaway
@@ -486,11 +663,11 @@ func runOpenSSL(openssl string, in *input) (measurement, error) {
 	if size != in.size || sum != in.sha {
 		return measurement{}, fmt.Errorf("openssl output differs from the input (%d bytes)", size)
 	}
-	rss, _, err := maxRSS(errb.String())
+	rss, cpu, _, err := gnuTime(errb.String())
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{wall: wall, maxRSS: rss}, nil
+	return measurement{wall: wall, cpu: cpu, maxRSS: rss}, nil
 }
 
 func hashFile(f *os.File) (int64, [32]byte, error) {
