@@ -138,18 +138,25 @@ func TestPrintsEveryFixture(t *testing.T) {
 // busy.
 func waitServerHeardDone(t *testing.T, srv *klipper.Server, name string) {
 	t.Helper()
+	waitServerHeardEnd(t, srv, name, standin.StateComplete)
+}
+
+// waitServerHeardEnd waits until the server has heard the print of name end
+// in state (complete, error, cancelled).
+func waitServerHeardEnd(t *testing.T, srv *klipper.Server, name, state string) {
+	t.Helper()
 	ch, unsubscribe := srv.Subscribe()
 	defer unsubscribe()
 	ctx := ctxFor(t)
 	for {
 		st := srv.State().Status
-		if st.PrintStats.Filename == name && st.PrintStats.State == standin.StateComplete && !st.VirtualSDCard.IsActive {
+		if st.PrintStats.Filename == name && st.PrintStats.State == state && !st.VirtualSDCard.IsActive {
 			return
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			t.Fatalf("server never heard %s complete: %+v", name, st.PrintStats)
+			t.Fatalf("server never heard %s end in %s: %+v", name, state, st.PrintStats)
 		}
 	}
 }
@@ -223,6 +230,9 @@ func TestInjectedErrorAndUnsealedFile(t *testing.T) {
 	if err := k.InjectError("again"); err == nil {
 		t.Error("InjectError without a print succeeded")
 	}
+	// Until the server hears the error (status is rate-limited) it
+	// refuses the next print as busy.
+	waitServerHeardEnd(t, srv, klipper.VirtualName("err"), standin.StateError)
 
 	// The stand-in checks seals like the extra: an unsealed memfd (which
 	// only the test hook lets the server send) is refused.
