@@ -126,7 +126,7 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fail(readHTTPError(req, resp))
+		return fail(c.readHTTPError(req, resp))
 	}
 	if resp.ContentLength > c.opts.MaxDownloadBytes {
 		return fail(fmt.Errorf("%w: job %s announces %d bytes, cap %d", ErrTooLarge, job.ID, resp.ContentLength, c.opts.MaxDownloadBytes))

@@ -77,6 +77,7 @@ type Server struct {
 	storageAuth []string // Authorization headers seen by the storage host
 	pushAuth    []string // … and by the push host
 	nextID      int
+	fleet       fleetState // request log and timed faults (fleet.go)
 }
 
 type listener struct {
