@@ -44,9 +44,28 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	cfg := d.cfg.Load()
-	poller := client.NewPoller(marketplace.PollerOptions{Interval: cfg.Marketplace.CheckInterval, MinInterval: d.o.PollMinInterval})
+	poller := client.NewPoller(marketplace.PollerOptions{
+		Interval:     d.scaled(cfg.Marketplace.CheckInterval),
+		PushInterval: d.scaled(marketplace.DefaultPushPollInterval),
+		MinInterval:  d.o.PollMinInterval,
+		Refill:       d.scaled(marketplace.DefaultPollRefill),
+		MaxBackoff:   d.scaled(marketplace.DefaultPollMaxBackoff),
+		Rand:         d.o.Jitter,
+	})
 	d.poller.Store(poller)
 	defer d.poller.Store(nil)
+	// The marketplace answering again ends the status outbox's backoff
+	// (the poller watches the same signal itself).
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-client.Recovered():
+				d.engine.MarketplaceBack()
+			}
+		}
+	}()
 
 	var wg sync.WaitGroup
 	ended := make(chan error, 3)
@@ -61,10 +80,16 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 		})
 	})
 	run(func() error {
-		return client.RunTokenRefresher(ctx, marketplace.RefresherOptions{})
+		return client.RunTokenRefresher(ctx, marketplace.RefresherOptions{
+			RetryMin: d.scaled(30 * time.Second), RetryMax: d.scaled(time.Hour)})
 	})
 	if cfg.Push.Enabled {
-		run(func() error { return client.RunPush(ctx, marketplace.PushOptions{}, poller.Trigger) })
+		run(func() error {
+			return client.RunPush(ctx, marketplace.PushOptions{
+				RetryMin: d.scaled(time.Second), RetryMax: d.scaled(5 * time.Minute),
+				StableAfter: d.scaled(time.Minute), OnHealth: poller.SetPushHealthy,
+			}, poller.Trigger)
+		})
 	}
 	d.log.Info("marketplace: polling", "every", cfg.Marketplace.CheckInterval, "push", cfg.Push.Enabled)
 	select {
@@ -78,6 +103,14 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 	}
 	cancel()
 	wg.Wait()
+}
+
+// scaled is d under Options.TimeScale.
+func (d *daemon) scaled(v time.Duration) time.Duration {
+	if d.o.TimeScale <= 0 {
+		return v
+	}
+	return time.Duration(float64(v) / d.o.TimeScale)
 }
 
 // triggerPoll asks for a poll now (the engine after a restart, check_jobs).

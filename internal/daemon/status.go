@@ -89,6 +89,17 @@ func (d *daemon) summary() string {
 }
 
 func (d *daemon) summarize(snap jobs.Snapshot) string {
+	s := d.summarizeState(snap)
+	client := d.mkt.Load()
+	if _, paired := client.Token(); paired && !client.PairingLost() {
+		if h := client.AuthHealth(); !h.OK {
+			s += "; degraded: " + h.Problem
+		}
+	}
+	return s
+}
+
+func (d *daemon) summarizeState(snap jobs.Snapshot) string {
 	if state, _, _, problem, advice, _, _ := d.keys.state(); state == keyBroken {
 		if advice == "" {
 			advice = problem
@@ -144,13 +155,17 @@ func (d *daemon) summarize(snap jobs.Snapshot) string {
 }
 
 // superviseStatus keeps STATUS= current, feeds the watchdog while the main
-// loops are healthy, and carries out a restart-when-idle request.
+// loops are healthy, and carries out a restart-when-idle request. It runs
+// on the engine's and Klipper's change events; its ticker only feeds the
+// watchdog (wd/4) or, without one, catches what changes with time alone
+// (a token expiring, refresh trouble) once a minute: an idle daemon must
+// not wake every second.
 func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 	wd, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil {
 		d.log.Warn("watchdog settings unreadable", "err", err)
 	}
-	tick := time.Second
+	tick := time.Minute
 	if wd > 0 {
 		tick = min(tick, wd/4)
 	}
@@ -168,6 +183,7 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 		case <-t.C:
 		case <-updated:
 		case <-changes:
+		case <-d.statusWake:
 		}
 		snap, responsive := d.snapshot(5 * time.Second)
 		down := d.health.down()

@@ -66,12 +66,12 @@ func (c *Client) isStorageProxyHost(u *url.URL) bool {
 	})
 }
 
-// Download starts fetching the job's ciphertext and returns the body as a
-// stream. The printer token goes only to the marketplace origin. The body
+// downloadOnce starts fetching the job's ciphertext and returns the body as
+// a stream. The printer token goes only to the marketplace origin. The body
 // is bounded by MaxDownloadBytes, DownloadTimeout (total) and
 // DownloadIdleTimeout (between bytes); a body shorter than announced or
 // cut off fails with ErrTruncated. Close releases everything.
-func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
+func (c *Client) downloadOnce(ctx context.Context, job Job) (*Download, error) {
 	target, viaProxy, err := c.downloadTarget(ctx, job)
 	if err != nil {
 		return nil, err

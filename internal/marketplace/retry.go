@@ -1,6 +1,7 @@
 package marketplace
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"net/http"
@@ -120,4 +121,34 @@ func (c *Client) Unreachable() (since time.Time, down bool) {
 	c.reach.mu.Lock()
 	defer c.reach.mu.Unlock()
 	return c.reach.since, c.reach.down
+}
+
+// Download waits for a server that is busy (429) or down for maintenance
+// (503) at most this long in all, then gives up with the last answer.
+const maxDownloadBusyWait = 10 * time.Minute
+
+// Download starts fetching the job's ciphertext and returns the body as a
+// stream (see downloadOnce). A 429 or 503 answer is retried after the
+// server's Retry-After (capped, with jitter) or a backoff from 5 s, for at
+// most maxDownloadBusyWait in all: a busy marketplace delays a job, it
+// does not fail it.
+func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
+	bo := backoff{min: 5 * time.Second, max: 2 * time.Minute}
+	var waited time.Duration
+	for {
+		d, err := c.downloadOnce(ctx, job)
+		code := statusCode(err)
+		if code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
+			return d, err
+		}
+		wait := AfterRetryAfter(err, jitter(bo.next(), 0.2))
+		if waited+wait > maxDownloadBusyWait {
+			return nil, err
+		}
+		waited += wait
+		c.log.Info("marketplace: download refused for now, retrying", "job", job.ID, "in", wait, "err", err)
+		if err := sleep(ctx, c.clock, wait); err != nil {
+			return nil, err
+		}
+	}
 }
