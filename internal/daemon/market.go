@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -47,7 +48,7 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 	poller := client.NewPoller(marketplace.PollerOptions{
 		Interval:     d.scaled(cfg.Marketplace.CheckInterval),
 		PushInterval: d.scaled(marketplace.DefaultPushPollInterval),
-		MinInterval:  d.o.PollMinInterval,
+		MinInterval:  cmp.Or(d.o.PollMinInterval, d.scaled(marketplace.DefaultPollMinInterval)),
 		Refill:       d.scaled(marketplace.DefaultPollRefill),
 		MaxBackoff:   d.scaled(marketplace.DefaultPollMaxBackoff),
 		Rand:         d.o.Jitter,

@@ -20,8 +20,12 @@ func (e *Engine) queueReportLocked(r *record, rep Report, heartbeat bool) {
 	p := pendingReport{Seq: r.Seq, Heartbeat: heartbeat, Report: rep, Queued: e.clock.Now()}
 	if len(r.Pending) > 0 && r.Pending[0].Heartbeat {
 		// The superseded heartbeat was being retried: its successor
-		// keeps the backoff instead of hammering a server that is down.
+		// keeps the backoff instead of hammering a server that is down,
+		// but a state change keeps its own short cadence (retryDelay).
 		p.Attempts, p.NextAttempt = r.Pending[0].Attempts, r.Pending[0].NextAttempt
+		if !heartbeat && p.Attempts > 0 {
+			p.NextAttempt = earliest(p.NextAttempt, p.Queued.Add(e.retryDelay(false, p.Attempts, nil)))
+		}
 	}
 	kept := r.Pending[:0]
 	for _, q := range r.Pending {
@@ -157,6 +161,13 @@ func (e *Engine) retryDelay(heartbeat bool, attempt int, err error) time.Duratio
 	// Jitter over the upper half: a fleet spreads, none waits past d.
 	d = d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
 	return marketplace.AfterRetryAfter(err, d)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // MarketplaceBack tells the outbox that the marketplace answers again

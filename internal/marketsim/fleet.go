@@ -18,11 +18,13 @@ type Request struct {
 	Status  int
 }
 
-// fleetState is the request log and the timed faults.
+// fleetState is the request log, the timed faults and the push-stream
+// breaker.
 type fleetState struct {
 	mu      sync.Mutex
 	log     []Request
 	windows map[Call]timedFault
+	drop    chan struct{} // closed to end every open push stream
 }
 
 type timedFault struct {
@@ -131,3 +133,26 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection (flush, abort).
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// pushDropped is closed when DropPushStreams ends the open streams.
+func (s *Server) pushDropped() <-chan struct{} {
+	fs := &s.fleet
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.drop == nil {
+		fs.drop = make(chan struct{})
+	}
+	return fs.drop
+}
+
+// DropPushStreams ends every open push stream (the printers reconnect),
+// as a database failover does.
+func (s *Server) DropPushStreams() {
+	fs := &s.fleet
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.drop != nil {
+		close(fs.drop)
+	}
+	fs.drop = make(chan struct{})
+}

@@ -119,8 +119,11 @@ func (s *Server) pushHandler() http.Handler {
 		}
 		keepAlive := time.NewTicker(s.o.KeepAlive)
 		defer keepAlive.Stop()
+		dropped := s.pushDropped()
 		for {
 			select {
+			case <-dropped:
+				return
 			case <-r.Context().Done():
 				return
 			case <-s.closing:

@@ -19,12 +19,17 @@ type LmntdConfig struct {
 	API string
 	// Extra is appended verbatim (more sections).
 	Extra string
+	// CheckInterval is marketplace.check_interval; "" ⇒ "5s".
+	CheckInterval string
 }
 
 // LmntdTOML renders c as lmntd.toml: quick polls and status for a local run,
 // the software sealer, and no moonraker.conf import.
 func (s *Server) LmntdTOML(c LmntdConfig) string {
 	profile, cws := "current", ""
+	if c.CheckInterval == "" {
+		c.CheckInterval = "5s"
+	}
 	if c.Legacy {
 		profile, cws = "legacy", fmt.Sprintf("cws_url = %q\n", s.URL())
 	}
@@ -35,7 +40,7 @@ api_profile = %q
 [marketplace]
 url = %q
 %stls_ca_file = %q
-check_interval = "5s"
+check_interval = %q
 
 [push]
 enabled = true
@@ -57,7 +62,7 @@ status_interval = "1s"
 %s
 [migration]
 import_moonraker = false
-%s`, profile, s.URL(), cws, c.CAFile, s.PushURL(), c.StateDir, c.RuntimeDir,
+%s`, profile, s.URL(), cws, c.CAFile, c.CheckInterval, s.PushURL(), c.StateDir, c.RuntimeDir,
 		c.KlipperUser, c.PrinterCfg, c.BridgeSocket, c.API, c.Extra)
 	return b.String()
 }

@@ -58,6 +58,12 @@ type Options struct {
 	Sim *marketsim.Server
 	// HostRoot reuses a host root (its machine-id binds the software key).
 	HostRoot string
+	// CheckInterval is marketplace.check_interval ("" ⇒ the simulator
+	// config's quick 5s).
+	CheckInterval string
+	// TimeScale and Jitter go to daemon.Options (fleet tests).
+	TimeScale float64
+	Jitter    func() float64
 }
 
 // Daemon is a running test daemon.
@@ -190,7 +196,7 @@ func Setup(t testing.TB, o Options) *Daemon {
 		api += fmt.Sprintf("api_key_file = %q\n", kf)
 	}
 	toml := d.Sim.LmntdTOML(marketsim.LmntdConfig{Legacy: profile == config.ProfileLegacy, CAFile: ca, StateDir: d.StateDir,
-		RuntimeDir: run, KlipperUser: me.Username, PrinterCfg: d.PrinterCfg, BridgeSocket: d.Bridge, API: api, Extra: o.ExtraTOML})
+		RuntimeDir: run, KlipperUser: me.Username, PrinterCfg: d.PrinterCfg, BridgeSocket: d.Bridge, API: api, Extra: o.ExtraTOML, CheckInterval: o.CheckInterval})
 	d.ConfigFile = filepath.Join(dir, "lmntd.toml")
 	mustWrite(t, d.ConfigFile, toml, 0o644)
 	if o.Prepare != nil {
@@ -207,13 +213,19 @@ func (d *Daemon) run(o Options) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel, d.done = cancel, make(chan error, 1)
+	pollFloor := 200 * time.Millisecond
+	if o.TimeScale > 0 {
+		pollFloor = 0 // the daemon's default, scaled
+	}
 	go func() {
 		d.done <- daemon.Run(ctx, daemon.Options{
 			Config:          config.Options{ConfigFile: d.ConfigFile, Environ: func() []string { return nil }},
 			LogOutput:       d.Log,
 			HostRoot:        d.HostRoot,
 			APIGroup:        o.APIGroup,
-			PollMinInterval: 200 * time.Millisecond,
+			PollMinInterval: pollFloor,
+			TimeScale:       o.TimeScale,
+			Jitter:          o.Jitter,
 			PairingBurst:    o.PairingBurst,
 			PairingEvery:    o.PairingEvery,
 			// The spec's 2 s between approval checks is for the real
