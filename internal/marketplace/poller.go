@@ -194,6 +194,10 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 	if _, err := p.c.currentToken(); err != nil {
 		return err
 	}
+	select {
+	case <-p.health: // a change before Run: interval() reads the state anyway
+	default:
+	}
 	clock := p.c.clock
 	bo := backoff{min: 5 * time.Second, max: p.o.MaxBackoff}
 	now := clock.Now()
@@ -256,6 +260,7 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 				break
 			}
 		}
+		now = clock.Now()
 		if triggered {
 			tokens.fill(now)
 			tokens.tokens--
