@@ -383,3 +383,31 @@ func TestExpiredTokenDegradesAuthHealth(t *testing.T) {
 		t.Fatalf("expired token: %+v", h)
 	}
 }
+
+// A download answered 429/503 waits the server's Retry-After and tries
+// again instead of failing the job.
+func TestDownloadWaitsOutRetryAfter(t *testing.T) {
+	var tries atomic.Int32
+	api := newFakeAPI(t, map[string]http.HandlerFunc{
+		"GET /files/job-1": func(w http.ResponseWriter, r *http.Request) {
+			if tries.Add(1) == 1 {
+				w.Header().Set("Retry-After", "42")
+				w.WriteHeader(http.StatusTooManyRequests)
+				return
+			}
+			w.Header().Set("Content-Length", "4")
+			fmt.Fprint(w, "body")
+		},
+	})
+	clock := &scaledClock{scale: 10000}
+	c, _ := pairedClient(t, api, func(o *marketplace.Options) { o.Clock = clock })
+	d, err := c.Download(ctxT(t), marketplace.Job{ID: "job-1", DownloadURL: api.srv.URL + "/files/job-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	waits := clock.recorded()
+	if tries.Load() != 2 || len(waits) != 1 || waits[0] < 42*time.Second || waits[0] > 47*time.Second {
+		t.Fatalf("%d tries, waits %v: want one wait of Retry-After 42 s (+ ≤ 10 %%)", tries.Load(), waits)
+	}
+}
