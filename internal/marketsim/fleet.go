@@ -12,10 +12,10 @@ import (
 // and what the simulator answered (0 for a push stream, which has no single
 // answer).
 type Request struct {
-	At      time.Time
-	Printer string
-	Call    Call
-	Status  int
+	At      time.Time `json:"at"`
+	Printer string    `json:"printer,omitempty"`
+	Call    Call      `json:"call"`
+	Status  int       `json:"status,omitempty"`
 }
 
 // fleetState is the request log, the timed faults and the push-stream
@@ -155,4 +155,10 @@ func (s *Server) DropPushStreams() {
 		close(fs.drop)
 	}
 	fs.drop = make(chan struct{})
+}
+
+// handleRequests serves the request log (GET /admin/requests), oldest
+// first, for measurements.
+func (s *Server) handleRequests(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Requests())
 }
