@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -248,4 +249,35 @@ func TestFleetOutageDeliversFinalStatuses(t *testing.T) {
 			t.Errorf("printer %d: final status %.1f simulated s after the recovery, want ≤ 10 s", i, late.Seconds()*scale)
 		}
 	}
+}
+
+// Refused refreshes degrade lmnt status, doctor and STATUS= with the
+// reason, without un-pairing; an accepted refresh makes them healthy again.
+func TestRefusedRefreshDegradesStatus(t *testing.T) {
+	d := daemontest.Start(t, daemontest.Options{})
+	id := d.Pair()
+	d.Sim.ExpireTokens(id) // polls now get 401 and refresh
+	d.Sim.SetFault(marketsim.CallRefresh, marketsim.Fault{Status: http.StatusUnauthorized})
+	var st api.Status
+	d.WaitFor("a refused refresh in the status", func() bool {
+		d.Call(http.MethodPost, "/machine/lmnt_marketplace/check_jobs", nil)
+		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
+		return st.Auth.Problem != ""
+	})
+	if st.Health != api.HealthDegraded || st.Auth.PairingLost || !strings.Contains(st.Auth.Problem, "refused the token refresh") ||
+		!strings.Contains(st.Summary, "degraded: the marketplace refused the token refresh") {
+		t.Fatalf("status while refreshes are refused: health %s, summary %q, auth %+v", st.Health, st.Summary, st.Auth)
+	}
+	var doc api.DoctorReport
+	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &doc)
+	if checkResult(doc, "pairing") != api.CheckWarn {
+		t.Fatalf("doctor while refreshes are refused: %+v", doc.Checks)
+	}
+	d.Sim.ClearFaults()
+	d.WaitFor("healthy again after an accepted refresh", func() bool {
+		d.Call(http.MethodPost, "/machine/lmnt_marketplace/check_jobs", nil)
+		st = api.Status{} // absent fields must not keep their old values
+		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
+		return st.Auth.Problem == "" && st.Auth.Authenticated && st.Health == api.HealthOK
+	})
 }
