@@ -156,31 +156,42 @@ func (d *daemon) summarizeState(snap jobs.Snapshot) string {
 
 // superviseStatus keeps STATUS= current, feeds the watchdog while the main
 // loops are healthy, and carries out a restart-when-idle request. It runs
-// on the engine's and Klipper's change events; its ticker only feeds the
-// watchdog (wd/4) or, without one, catches what changes with time alone
-// (a token expiring, refresh trouble) once a minute: an idle daemon must
-// not wake every second.
+// on events (the engine, Klipper, the token and its refresh, a timer at
+// the token's expiry); a ticker runs only to feed a watchdog (wd/4): an
+// idle daemon must not wake for nothing.
 func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 	wd, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil {
 		d.log.Warn("watchdog settings unreadable", "err", err)
 	}
-	tick := time.Minute
+	var tick <-chan time.Time
 	if wd > 0 {
-		tick = min(tick, wd/4)
+		t := time.NewTicker(wd / 4)
+		defer t.Stop()
+		tick = t.C
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	changes, unsubscribe := d.bridge.Subscribe()
 	defer unsubscribe()
 	last := ""
 	var lastPing time.Time
 	for {
 		updated := d.engine.Updated()
+		client := d.mkt.Load()
+		// The summary changes by itself when the token expires.
+		expiry.Stop()
+		expires := (<-chan time.Time)(nil)
+		if tok, ok := client.Token(); ok && time.Until(tok.Expiry) > 0 {
+			expiry.Reset(time.Until(tok.Expiry) + time.Second)
+			expires = expiry.C
+		}
 		select {
 		case <-ctxDone.Done():
 			return
-		case <-t.C:
+		case <-tick:
+		case <-expires:
+		case <-client.AuthChanged():
 		case <-updated:
 		case <-changes:
 		case <-d.statusWake:

@@ -42,6 +42,7 @@ func (c *Client) SetToken(t Token) error {
 		c.saveAuthStateLocked()
 	}
 	c.auth.failingSince, c.auth.lastError = time.Time{}, ""
+	c.authChangedLocked()
 	c.mu.Unlock()
 	c.log.Info("marketplace: printer token stored", "token", t)
 	return nil

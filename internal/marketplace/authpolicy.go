@@ -114,11 +114,25 @@ func isRevocation(he *HTTPError) bool {
 	return false
 }
 
+// AuthChanged is closed the next time the token or the refresh trouble
+// changes (what AuthHealth reports), so status can follow without polling.
+func (c *Client) AuthChanged() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.authChanged
+}
+
+func (c *Client) authChangedLocked() {
+	close(c.authChanged)
+	c.authChanged = make(chan struct{})
+}
+
 // noteRefresh records the outcome of a refresh attempt and reports
 // whether the pairing is now lost (per AuthPolicy).
 func (c *Client) noteRefresh(err error) (lost bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.authChangedLocked()
 	now := c.clock.Now()
 	if err == nil {
 		had := c.auth.Refusals > 0

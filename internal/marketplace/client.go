@@ -119,8 +119,9 @@ type Client struct {
 	refreshMu sync.Mutex // one refresh at a time
 	storeMu   sync.Mutex // token file writes
 
-	reach reachability
-	auth  authState // guarded by mu
+	reach       reachability
+	auth        authState     // guarded by mu
+	authChanged chan struct{} // closed and replaced when AuthHealth may have changed; guarded by mu
 }
 
 type apiPaths struct {
@@ -244,6 +245,7 @@ func New(opts Options) (*Client, error) {
 		return nil, err
 	}
 	c.reach.init()
+	c.authChanged = make(chan struct{})
 	return c, nil
 }
 
