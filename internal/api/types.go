@@ -97,6 +97,9 @@ type AuthStatus struct {
 	TokenExpiry   *time.Time `json:"token_expiry,omitempty"`
 	TokenIssuedAt *time.Time `json:"token_issued_at,omitempty"`
 	PairingLost   bool       `json:"pairing_lost,omitempty"`
+	// Problem says why the credential degrades health (token expired,
+	// refresh refused or failing); "" when it is fine.
+	Problem string `json:"problem,omitempty"`
 }
 
 // PrinterStatus is how the printer is known to the marketplace.

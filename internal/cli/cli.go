@@ -191,10 +191,13 @@ func (e *env) status(args []string) (int, error) {
 	switch {
 	case st.Auth.PairingLost:
 		fmt.Fprintf(w, "  printer:     %s, pairing LOST: run lmnt pair\n", name)
-	case st.Auth.Authenticated:
+	case st.Auth.PrinterID != "":
 		fmt.Fprintf(w, "  printer:     %s (id %s) at %s\n", name, st.Auth.PrinterID, st.Marketplace)
-		if st.Auth.TokenExpiry != nil {
+		if st.Auth.TokenExpiry != nil && st.Auth.Authenticated {
 			fmt.Fprintf(w, "  token:       valid until %s\n", st.Auth.TokenExpiry.Local().Format(time.RFC1123))
+		}
+		if st.Auth.Problem != "" {
+			fmt.Fprintf(w, "  token:       %s\n", st.Auth.Problem)
 		}
 	default:
 		fmt.Fprintf(w, "  printer:     not paired (lmnt pair)\n")

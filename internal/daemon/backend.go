@@ -33,7 +33,9 @@ func (b backend) Status(ctx context.Context) api.Status {
 		Restart: d.restartIdle.Load(), Transfer: d.progress.current(),
 	}
 	if tok, ok := client.Token(); ok {
-		st.Auth = api.AuthStatus{Authenticated: !client.PairingLost(), PrinterID: tok.PrinterID, PairingLost: client.PairingLost()}
+		h := client.AuthHealth()
+		st.Auth = api.AuthStatus{Authenticated: !client.PairingLost() && !h.Expired, PrinterID: tok.PrinterID,
+			PairingLost: client.PairingLost(), Problem: h.Problem}
 		if !tok.Expiry.IsZero() {
 			e := tok.Expiry.UTC()
 			st.Auth.TokenExpiry = &e
@@ -73,7 +75,7 @@ func (b backend) Status(ctx context.Context) api.Status {
 	switch {
 	case state == keyBroken:
 		st.Health = api.HealthBroken
-	case !st.Auth.Authenticated || !kl.Connected || st.Jobs.JournalProblem != "":
+	case !st.Auth.Authenticated || st.Auth.Problem != "" || !kl.Connected || st.Jobs.JournalProblem != "":
 		st.Health = api.HealthDegraded
 	default:
 		st.Health = api.HealthOK
@@ -353,6 +355,10 @@ func shortID(id string) string {
 func (b backend) RestartWhenIdle() api.RestartResult {
 	d := b.d
 	d.restartIdle.Store(true)
+	select {
+	case d.statusWake <- struct{}{}:
+	default:
+	}
 	snap, _ := d.snapshot(5 * time.Second)
 	if snap.Active != nil {
 		d.log.Info("restart requested: waiting for the active job to end", "job", snap.Active.ID, "state", snap.Active.State)

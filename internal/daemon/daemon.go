@@ -58,9 +58,14 @@ type Options struct {
 	// HandleSignals makes Run handle SIGTERM/SIGINT (stop) and SIGHUP
 	// (reload) itself; in-process users cancel ctx instead.
 	HandleSignals bool
-	// PollMinInterval is the floor between two marketplace polls; 0 ⇒ the
-	// spec's 5 s.
+	// PollMinInterval is the floor between two marketplace polls; 0 ⇒ 1 s.
 	PollMinInterval time.Duration
+	// TimeScale runs every wait of the marketplace loops and the status
+	// outbox this many times faster (check_interval included): a fleet
+	// test lives through simulated minutes in seconds. 0 ⇒ 1 (real time).
+	TimeScale float64
+	// Jitter draws the poll jitter, uniform in [0,1); nil ⇒ random.
+	Jitter func() float64
 	// PairingBurst and PairingEvery rate-limit pairing, login and
 	// registration calls on the API (defaults: 10, one per 6 s).
 	PairingBurst int
@@ -99,6 +104,7 @@ type daemon struct {
 
 	loopsRestart chan struct{} // marketplace loops: pairing changed or settings reloaded
 	restartIdle  atomic.Bool
+	statusWake   chan struct{} // superviseStatus: look again now
 	stop         context.CancelCauseFunc
 
 	mu          sync.Mutex
@@ -117,7 +123,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	d := &daemon{o: o, level: new(slog.LevelVar), started: time.Now(), loopsRestart: make(chan struct{}, 1)}
+	d := &daemon{o: o, level: new(slog.LevelVar), started: time.Now(), loopsRestart: make(chan struct{}, 1), statusWake: make(chan struct{}, 1)}
 	d.cfg.Store(cfg)
 	out := o.LogOutput
 	if out == nil {
@@ -197,6 +203,10 @@ func (d *daemon) run(parent context.Context) (err error) {
 			l := d.cfg.Load().Limits
 			return l.MaxLocalJobs, int64(l.MaxLocalQueueSize)
 		},
+		// The engine's defaults (5 s, 5 min, 30 s) under TimeScale.
+		RetryMin:          d.scaled(5 * time.Second),
+		RetryMax:          d.scaled(5 * time.Minute),
+		HeartbeatInterval: d.scaled(30 * time.Second),
 		// Each decrypted job is compared with printer.cfg as last read
 		// and the filament the owner configured, before it reaches Klipper.
 		Check: jobs.PrinterCheck{
@@ -415,6 +425,8 @@ func (d *daemon) newClientFor(cfg *config.Config, profile string) (*marketplace.
 		UserAgent:           "lmntd/" + version.Version,
 		Logger:              d.log.With("part", "marketplace"),
 		OnPairingLost:       func(error) { d.kickLoops() },
+		Auth:                marketplace.AuthPolicy{RefusalSpan: d.scaled(marketplace.DefaultRefusalSpan)},
+		MaxRetryAfter:       d.scaled(marketplace.DefaultMaxRetryAfter),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("marketplace client: %w", err)

@@ -117,9 +117,12 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 	pc := api.Check{Name: "pairing"}
 	switch {
 	case client.PairingLost():
-		pc.Result, pc.Detail, pc.Fix = api.CheckFail, "the marketplace refused the printer token", "lmnt pair"
+		pc.Result, pc.Detail, pc.Fix = api.CheckFail, "the marketplace revoked the printer token or kept refusing its refresh", "lmnt pair"
 	case !paired:
 		pc.Result, pc.Detail, pc.Fix = api.CheckWarn, "not paired", "lmnt pair"
+	case !client.AuthHealth().OK:
+		pc.Result, pc.Detail = api.CheckWarn, "paired as printer "+tok.PrinterID+"; "+client.AuthHealth().Problem
+		pc.Fix = "lmntd keeps retrying; if the marketplace keeps refusing, pair again (lmnt pair)"
 	default:
 		pc.Result, pc.Detail = api.CheckOK, "paired as printer "+tok.PrinterID
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -51,10 +52,32 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	cfg := d.cfg.Load()
+	// check_interval 0 (push only) polls at the safety interval with a
+	// narrow jitter, so never sooner than every 5 minutes.
 	every, jitter := cfg.PollSchedule()
-	poller := client.NewPoller(marketplace.PollerOptions{Interval: every, Jitter: jitter, MinInterval: d.o.PollMinInterval})
+	poller := client.NewPoller(marketplace.PollerOptions{
+		Interval:     d.scaled(every),
+		PushInterval: d.scaled(marketplace.DefaultPushPollInterval),
+		MinInterval:  cmp.Or(d.o.PollMinInterval, d.scaled(marketplace.DefaultPollMinInterval)),
+		Refill:       d.scaled(marketplace.DefaultPollRefill),
+		MaxBackoff:   d.scaled(marketplace.DefaultPollMaxBackoff),
+		Jitter:       jitter,
+		Rand:         d.o.Jitter,
+	})
 	d.poller.Store(poller)
 	defer d.poller.Store(nil)
+	// The marketplace answering again ends the status outbox's backoff
+	// (the poller watches the same signal itself).
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-client.Recovered():
+				d.engine.MarketplaceBack()
+			}
+		}
+	}()
 
 	var wg sync.WaitGroup
 	ended := make(chan error, 3)
@@ -69,10 +92,16 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 		})
 	})
 	run(func() error {
-		return client.RunTokenRefresher(ctx, marketplace.RefresherOptions{})
+		return client.RunTokenRefresher(ctx, marketplace.RefresherOptions{
+			RetryMin: d.scaled(30 * time.Second), RetryMax: d.scaled(time.Hour)})
 	})
 	if cfg.Push.Enabled {
-		run(func() error { return client.RunPush(ctx, marketplace.PushOptions{}, poller.Trigger) })
+		run(func() error {
+			return client.RunPush(ctx, marketplace.PushOptions{
+				RetryMin: d.scaled(time.Second), RetryMax: d.scaled(5 * time.Minute),
+				StableAfter: d.scaled(time.Minute), OnHealth: poller.SetPushHealthy,
+			}, poller.Trigger)
+		})
 	}
 	if cfg.PushOnly() {
 		d.log.Info("marketplace: push only (check_interval 0); safety poll", "every", every, "jitter", jitter, "push", cfg.Push.Enabled)
@@ -90,6 +119,14 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 	}
 	cancel()
 	wg.Wait()
+}
+
+// scaled is d under Options.TimeScale.
+func (d *daemon) scaled(v time.Duration) time.Duration {
+	if d.o.TimeScale <= 0 {
+		return v
+	}
+	return time.Duration(float64(v) / d.o.TimeScale)
 }
 
 // triggerPoll asks for a poll now (the engine after a restart, check_jobs).

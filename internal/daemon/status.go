@@ -89,7 +89,13 @@ func (d *daemon) summary() string {
 }
 
 func (d *daemon) summarize(snap jobs.Snapshot) string {
-	s := d.summarizeJobs(snap)
+	s := d.summarizeState(snap)
+	client := d.mkt.Load()
+	if _, paired := client.Token(); paired && !client.PairingLost() {
+		if h := client.AuthHealth(); !h.OK {
+			s += "; degraded: " + h.Problem
+		}
+	}
 	if p := snap.JournalProblem; p != "" {
 		// First: it is the owner's to fix, and the rest of the line
 		// may be stale until it is.
@@ -98,7 +104,7 @@ func (d *daemon) summarize(snap jobs.Snapshot) string {
 	return s
 }
 
-func (d *daemon) summarizeJobs(snap jobs.Snapshot) string {
+func (d *daemon) summarizeState(snap jobs.Snapshot) string {
 	if state, _, _, problem, advice, _, _ := d.keys.state(); state == keyBroken {
 		if advice == "" {
 			advice = problem
@@ -154,30 +160,46 @@ func (d *daemon) summarizeJobs(snap jobs.Snapshot) string {
 }
 
 // superviseStatus keeps STATUS= current, feeds the watchdog while the main
-// loops are healthy, and carries out a restart-when-idle request.
+// loops are healthy, and carries out a restart-when-idle request. It runs
+// on events (the engine, Klipper, the token and its refresh, a timer at
+// the token's expiry); a ticker runs only to feed a watchdog (wd/4): an
+// idle daemon must not wake for nothing.
 func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 	wd, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil {
 		d.log.Warn("watchdog settings unreadable", "err", err)
 	}
-	tick := time.Second
+	var tick <-chan time.Time
 	if wd > 0 {
-		tick = min(tick, wd/4)
+		t := time.NewTicker(wd / 4)
+		defer t.Stop()
+		tick = t.C
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	changes, unsubscribe := d.bridge.Subscribe()
 	defer unsubscribe()
 	last := ""
 	var lastPing time.Time
 	for {
 		updated := d.engine.Updated()
+		client := d.mkt.Load()
+		// The summary changes by itself when the token expires.
+		expiry.Stop()
+		expires := (<-chan time.Time)(nil)
+		if tok, ok := client.Token(); ok && time.Until(tok.Expiry) > 0 {
+			expiry.Reset(time.Until(tok.Expiry) + time.Second)
+			expires = expiry.C
+		}
 		select {
 		case <-ctxDone.Done():
 			return
-		case <-t.C:
+		case <-tick:
+		case <-expires:
+		case <-client.AuthChanged():
 		case <-updated:
 		case <-changes:
+		case <-d.statusWake:
 		}
 		snap, responsive := d.snapshot(5 * time.Second)
 		if responsive {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"math/rand/v2"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 )
 
 // The outbox is the set of pending reports in the job records. One sender
@@ -18,8 +20,12 @@ func (e *Engine) queueReportLocked(r *record, rep Report, heartbeat bool) {
 	p := pendingReport{Seq: r.Seq, Heartbeat: heartbeat, Report: rep, Queued: e.clock.Now()}
 	if len(r.Pending) > 0 && r.Pending[0].Heartbeat {
 		// The superseded heartbeat was being retried: its successor
-		// keeps the backoff instead of hammering a server that is down.
+		// keeps the backoff instead of hammering a server that is down,
+		// but a state change keeps its own short cadence (retryDelay).
 		p.Attempts, p.NextAttempt = r.Pending[0].Attempts, r.Pending[0].NextAttempt
+		if !heartbeat && p.Attempts > 0 {
+			p.NextAttempt = earliest(p.NextAttempt, p.Queued.Add(e.retryDelay(false, p.Attempts, nil)))
+		}
 	}
 	kept := r.Pending[:0]
 	for _, q := range r.Pending {
@@ -120,7 +126,7 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 	default:
 		h := &r.Pending[0]
 		h.Attempts++
-		delay := backoff(e.o.RetryMin, e.o.RetryMax, h.Attempts)
+		delay := e.retryDelay(h.Heartbeat, h.Attempts, err)
 		h.NextAttempt = e.clock.Now().Add(delay)
 		level := e.log.Debug
 		if h.Attempts >= 3 {
@@ -137,6 +143,51 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 	}
 	_ = e.saveLocked(r) // unsaved: retried; a restart before that resends the report
 	e.broadcastLocked()
+}
+
+// retryDelay is the wait before the next attempt of a report that was not
+// delivered. Heartbeats back off up to RetryMax: a newer one supersedes
+// them anyway. A report that changes the job's state (a final status
+// above all) is retried every 4–8 s (at RetryMin 5 s) for as long as it
+// takes: these retries are what notices that the marketplace is back, and
+// the owner and the buyer see the outcome within seconds of it. The
+// server's Retry-After wins over both (capped by the client, with jitter).
+func (e *Engine) retryDelay(heartbeat bool, attempt int, err error) time.Duration {
+	if heartbeat {
+		return marketplace.AfterRetryAfter(err, backoff(e.o.RetryMin, e.o.RetryMax, attempt))
+	}
+	ceiling := min(e.o.RetryMin*8/5, e.o.RetryMax)
+	d := min(e.o.RetryMin<<min(attempt-1, 8), ceiling)
+	// Jitter over the upper half: a fleet spreads, none waits past d.
+	d = d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
+	return marketplace.AfterRetryAfter(err, d)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// MarketplaceBack tells the outbox that the marketplace answers again
+// (any call succeeded, or the push stream connected): every report in
+// backoff is due at once, so statuses queued during an outage arrive
+// within seconds of its end.
+func (e *Engine) MarketplaceBack() {
+	e.mu.Lock()
+	now := e.clock.Now()
+	due := false
+	for _, r := range e.recs {
+		if len(r.Pending) > 0 && r.Pending[0].NextAttempt.After(now) {
+			r.Pending[0].NextAttempt = now
+			due = true
+		}
+	}
+	e.mu.Unlock()
+	if due {
+		e.kickOutbox()
+	}
 }
 
 // backoff is min·2^(attempt-1), capped at max, with ±20 % jitter so a fleet

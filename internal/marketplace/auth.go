@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"time"
@@ -18,8 +17,8 @@ func (c *Client) Token() (Token, bool) {
 	return c.tok, c.has
 }
 
-// PairingLost reports whether the marketplace rejected a refresh with 401
-// (also across restarts, until the printer is paired again).
+// PairingLost reports whether the pairing was declared lost per the
+// AuthPolicy (also across restarts, until the printer is paired again).
 func (c *Client) PairingLost() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -38,6 +37,12 @@ func (c *Client) SetToken(t Token) error {
 	}
 	c.mu.Lock()
 	c.tok, c.has, c.lost = t, true, false
+	if c.auth.Refusals > 0 {
+		c.auth = authState{}
+		c.saveAuthStateLocked()
+	}
+	c.auth.failingSince, c.auth.lastError = time.Time{}, ""
+	c.authChangedLocked()
 	c.mu.Unlock()
 	c.log.Info("marketplace: printer token stored", "token", t)
 	return nil
@@ -84,7 +89,7 @@ func (c *Client) markLost(cause error) {
 	if err != nil {
 		c.log.Error("marketplace: could not record lost pairing", "err", err)
 	}
-	c.log.Error("marketplace: PAIRING LOST: the marketplace rejected the printer token refresh; pair the printer again (key and old token file kept for diagnosis)", "err", cause)
+	c.log.Error("marketplace: PAIRING LOST: the marketplace revoked the printer token or kept refusing its refresh; pair the printer again (key and old token file kept for diagnosis)", "err", cause)
 	if c.opts.OnPairingLost != nil {
 		c.opts.OnPairingLost(fmt.Errorf("%w: %v", ErrPairingLost, cause))
 	}
@@ -97,10 +102,11 @@ type refreshAnswer struct {
 	Expiry       json.RawMessage `json:"expiry"`
 }
 
-// Refresh exchanges the printer token for a new one (one attempt). A 401
-// answer means the marketplace no longer knows the token: the pairing is
-// marked lost and ErrPairingLost returned. Other failures leave the
-// pairing intact and are for the caller to retry.
+// Refresh exchanges the printer token for a new one (one attempt). A
+// refused refresh (401/403) counts toward the AuthPolicy; when that
+// declares the pairing lost, ErrPairingLost is returned. Every other
+// failure, refusals included, leaves the pairing intact and is for the
+// caller to retry.
 func (c *Client) Refresh(ctx context.Context) (Token, error) {
 	old, err := c.currentToken()
 	if err != nil {
@@ -130,16 +136,25 @@ func (c *Client) refreshFrom(ctx context.Context, used Token) (Token, error) {
 	}
 	var ans refreshAnswer
 	if err := c.do(req, &ans); err != nil {
-		if statusCode(err) == http.StatusUnauthorized {
+		if ctx.Err() != nil {
+			return Token{}, err
+		}
+		if c.noteRefresh(err) {
 			c.markLost(err)
 			return Token{}, fmt.Errorf("%w: %v", ErrPairingLost, err)
+		}
+		if code := statusCode(err); code == http.StatusUnauthorized || code == http.StatusForbidden {
+			h := c.AuthHealth()
+			c.log.Warn("marketplace: token refresh refused; the pairing stays, retrying", "refusals", h.Refusals, "since", h.RefusedSince, "err", err)
 		}
 		return Token{}, err
 	}
 	tok, err := c.tokenFromRefresh(ans, cur.PrinterID)
 	if err != nil {
+		c.noteRefresh(err)
 		return Token{}, err
 	}
+	c.noteRefresh(nil)
 	if err := c.SetToken(tok); err != nil {
 		return Token{}, err
 	}
@@ -182,9 +197,10 @@ type RefresherOptions struct {
 }
 
 // RunTokenRefresher keeps the token fresh per the spec's policy until ctx
-// ends. Failed refreshes are retried with backoff, never abandoned; it
-// returns ErrPairingLost (after OnPairingLost fired) when the marketplace
-// rejects the refresh with 401, and ErrNotPaired without a token.
+// ends. Failed refreshes, refused ones included, are retried with backoff
+// (at least the server's Retry-After), never abandoned; it returns
+// ErrPairingLost (after OnPairingLost fired) when the AuthPolicy declares
+// the pairing lost, and ErrNotPaired without a token.
 func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) error {
 	if o.RetryMin <= 0 {
 		o.RetryMin = 30 * time.Second
@@ -218,7 +234,7 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 			if errors.Is(err, ErrPairingLost) || ctx.Err() != nil {
 				return err
 			}
-			d := jitter(bo.next(), 0.2)
+			d := AfterRetryAfter(err, jitter(bo.next(), 0.2))
 			c.log.Warn("marketplace: token refresh failed, retrying", "in", d, "err", err)
 			if err := sleep(ctx, c.clock, d); err != nil {
 				return err
@@ -232,8 +248,8 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 
 // authedDo sends an authenticated request to the marketplace origin; build
 // makes a fresh request for a token. A 401 answer triggers one refresh and
-// one retry: a single 401 never unpairs the printer. The caller owns the
-// response body.
+// one retry: a 401 never unpairs the printer by itself (see AuthPolicy).
+// The caller owns the response body.
 func (c *Client) authedDo(ctx context.Context, client *http.Client, build func(token string) (*http.Request, error)) (*http.Response, error) {
 	tok, err := c.currentToken()
 	if err != nil {
@@ -246,13 +262,17 @@ func (c *Client) authedDo(ctx context.Context, client *http.Client, build func(t
 		}
 		resp, err := client.Do(req)
 		if err != nil {
+			if ctx.Err() == nil {
+				c.noteUnreachable()
+			}
 			return nil, fmt.Errorf("marketplace: %s %s: %w", req.Method, redactURL(req.URL), redactErr(err))
 		}
+		c.noteAnswer(resp.StatusCode)
 		if resp.StatusCode != http.StatusUnauthorized || attempt > 0 {
 			return resp, nil
 		}
-		herr := readHTTPError(req, resp)
-		resp.Body.Close()
+		herr := c.readHTTPError(req, resp)
+		drainAndClose(resp.Body)
 		c.log.Info("marketplace: token refused, refreshing and retrying", "url", herr.URL)
 		if tok, err = c.refreshFrom(ctx, tok); err != nil {
 			return nil, fmt.Errorf("%w (after %v)", err, herr)
@@ -271,15 +291,9 @@ func (c *Client) authedJSON(ctx context.Context, method string, u *url.URL, body
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer drainAndClose(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return readHTTPError(sent, resp)
+		return c.readHTTPError(sent, resp)
 	}
-	if out == nil {
-		return nil
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxJSONBody)).Decode(out); err != nil {
-		return fmt.Errorf("%w: %s %s: decoding JSON: %v", ErrBadResponse, method, redactURL(u), err)
-	}
-	return nil
+	return decodeJSON(sent, resp, out)
 }

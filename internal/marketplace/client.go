@@ -92,10 +92,15 @@ type Options struct {
 	// must verify: an InsecureSkipVerify transport is refused.
 	Transport http.RoundTripper
 
-	// OnPairingLost is called once when the marketplace rejects a token
-	// refresh with 401: the printer must be paired again. The key and the
-	// old token file are kept for diagnosis.
+	// OnPairingLost is called once when the pairing is declared lost (see
+	// AuthPolicy): the printer must be paired again. The key and the old
+	// token file are kept for diagnosis.
 	OnPairingLost func(error)
+	// Auth is the rule for declaring the pairing lost; zero fields take
+	// the defaults.
+	Auth AuthPolicy
+	// MaxRetryAfter caps a server's Retry-After; 0 ⇒ DefaultMaxRetryAfter.
+	MaxRetryAfter time.Duration
 }
 
 // Client talks to one marketplace. It is safe for concurrent use.
@@ -118,6 +123,10 @@ type Client struct {
 
 	refreshMu sync.Mutex // one refresh at a time
 	storeMu   sync.Mutex // token file writes
+
+	reach       reachability
+	auth        authState     // guarded by mu
+	authChanged chan struct{} // closed and replaced when AuthHealth may have changed; guarded by mu
 }
 
 type apiPaths struct {
@@ -194,6 +203,10 @@ func New(opts Options) (*Client, error) {
 	if opts.UserAgent == "" {
 		opts.UserAgent = "lmntd"
 	}
+	if opts.MaxRetryAfter <= 0 {
+		opts.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	opts.Auth = opts.Auth.withDefaults()
 	if opts.StateDir == "" {
 		return nil, errors.New("marketplace: StateDir is required (it holds the printer token)")
 	}
@@ -236,6 +249,11 @@ func New(opts Options) (*Client, error) {
 		return nil, err
 	}
 	c.lost = lost
+	if c.auth, err = loadAuthState(opts.StateDir); err != nil {
+		return nil, err
+	}
+	c.reach.init()
+	c.authChanged = make(chan struct{})
 	return c, nil
 }
 
@@ -345,6 +363,10 @@ func buildTransport(opts Options) (http.RoundTripper, error) {
 	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	t.ResponseHeaderTimeout = 60 * time.Second
 	t.TLSHandshakeTimeout = 15 * time.Second
+	// API calls come one at a time (poll, then a burst of status posts):
+	// one kept-alive connection per host serves them, as long as every
+	// body is read to the end (see drainAndClose).
+	t.MaxIdleConnsPerHost = 2
 	return t, nil
 }
 
@@ -354,6 +376,9 @@ type HTTPError struct {
 	Method, URL string // URL is redacted
 	StatusCode  int
 	Body        string
+	// RetryAfter is the server's Retry-After on a 429 or 503 (already
+	// capped), 0 when it sent none.
+	RetryAfter time.Duration
 }
 
 func (e *HTTPError) Error() string {
@@ -415,16 +440,26 @@ func (c *Client) do(req *http.Request, out any) error {
 	start := c.clock.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if req.URL.Host == c.base.Host && req.Context().Err() == nil {
+			c.noteUnreachable()
+		}
 		c.log.Debug("marketplace request failed", "method", req.Method, "url", redactURL(req.URL), "err", redactErr(err))
 		return fmt.Errorf("marketplace: %s %s: %w", req.Method, redactURL(req.URL), redactErr(err))
 	}
-	defer resp.Body.Close()
+	defer drainAndClose(resp.Body)
 	c.log.Debug("marketplace request", "method", req.Method, "url", redactURL(req.URL), "status", resp.StatusCode, "took", c.clock.Now().Sub(start))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return readHTTPError(req, resp)
+	if req.URL.Host == c.base.Host {
+		c.noteAnswer(resp.StatusCode)
 	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return c.readHTTPError(req, resp)
+	}
+	return decodeJSON(req, resp, out)
+}
+
+// decodeJSON decodes a 2xx answer into out (nil ⇒ discard).
+func decodeJSON(req *http.Request, resp *http.Response, out any) error {
 	if out == nil {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxJSONBody))
 		return nil
 	}
 	dec := json.NewDecoder(io.LimitReader(resp.Body, maxJSONBody))
@@ -434,9 +469,29 @@ func (c *Client) do(req *http.Request, out any) error {
 	return nil
 }
 
-func readHTTPError(req *http.Request, resp *http.Response) *HTTPError {
+// drainAndClose reads what is left of a small answer before closing it:
+// a body closed unread takes its kept-alive connection with it, so the
+// next call would pay a new TCP and TLS handshake.
+func drainAndClose(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, maxDrain))
+	_ = body.Close()
+}
+
+// maxDrain bounds the bytes read only to keep a connection; a longer rest
+// costs less as a new connection than as a read.
+const maxDrain = 256 << 10
+
+// readHTTPError reads a non-2xx answer, with the server's Retry-After on
+// 429 and 503.
+func (c *Client) readHTTPError(req *http.Request, resp *http.Response) *HTTPError {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	return &HTTPError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+	he := &HTTPError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), c.clock.Now()); ok {
+			he.RetryAfter = min(d, c.opts.MaxRetryAfter)
+		}
+	}
+	return he
 }
 
 // statusCode is the HTTP status carried by err, or 0.

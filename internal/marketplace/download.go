@@ -241,15 +241,15 @@ func withoutBody(err error) error {
 	return err
 }
 
-// Download starts fetching the job's ciphertext and returns the body as a
-// stream. The printer token goes only to the marketplace origin and the
+// downloadOnce starts fetching the job's ciphertext and returns the body as
+// a stream (Download retries it while the server is busy). The printer token goes only to the marketplace origin and the
 // token hosts; storage hosts are fetched without it. A direct download
 // refused with 401 or 403 is retried once through the marketplace's
 // download proxy (with the token). The body is bounded by
 // MaxDownloadBytes, DownloadTimeout (total) and DownloadIdleTimeout
 // (between bytes); a body shorter than announced or cut off fails with
 // ErrTruncated. Close releases everything.
-func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
+func (c *Client) downloadOnce(ctx context.Context, job Job) (*Download, error) {
 	target, viaProxy, err := c.downloadTarget(ctx, job)
 	if err != nil {
 		return nil, err
@@ -292,8 +292,11 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		drainClose(resp)
-		return fail(&HTTPError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode})
+		// The status and Retry-After only: a failure report never
+		// carries bytes a (possibly hostile) server chose.
+		he := c.readHTTPError(req, resp)
+		he.Body = ""
+		return fail(he)
 	}
 	if resp.ContentLength > c.opts.MaxDownloadBytes {
 		return fail(fmt.Errorf("%w: job %s announces %d bytes, cap %d", ErrTooLarge, job.ID, resp.ContentLength, c.opts.MaxDownloadBytes))

@@ -275,3 +275,16 @@ func newKey(t *testing.T) (*[32]byte, *[32]byte) {
 func newJSONLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// steadyRand is a poller jitter source without jitter: the first poll at
+// once, every later wait exactly its nominal length.
+func steadyRand() func() float64 {
+	first := true
+	return func() float64 {
+		if first {
+			first = false
+			return 0
+		}
+		return 0.5
+	}
+}

@@ -56,7 +56,7 @@ func TestPollerBacksOffOnErrorsAndTimeouts(t *testing.T) {
 	e.pair()
 	id := e.createJob([]byte("G28\n"), marketsim.DownloadGCS)
 	e.sim.SetFault(marketsim.CallPoll, marketsim.Fault{Status: 503, Count: 3})
-	p := e.client.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Jitter: -1})
+	p := e.client.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Rand: steadyRand()})
 	jobs, _, cancel := runPoller(t, p)
 	if j := receiveJob(t, jobs, 5*time.Second); j.ID != id {
 		t.Fatalf("got job %s, want %s", j.ID, id)
@@ -84,7 +84,7 @@ func TestPollerBacksOffOnErrorsAndTimeouts(t *testing.T) {
 	e2.pair()
 	id2 := e2.createJob([]byte("G28\n"), marketsim.DownloadGCS)
 	e2.sim.SetFault(marketsim.CallPoll, marketsim.Fault{Silent: true, Count: 1})
-	jobs2, _, _ := runPoller(t, e2.client.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Jitter: -1}))
+	jobs2, _, _ := runPoller(t, e2.client.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Rand: steadyRand()}))
 	if j := receiveJob(t, jobs2, 5*time.Second); j.ID != id2 {
 		t.Fatalf("got %s after a timeout", j.ID)
 	}
@@ -100,7 +100,7 @@ func TestPollerDedupesAndCoalesces(t *testing.T) {
 	e := newEnv(t, marketplace.ProfileCurrent, nil, func(o *marketplace.Options) { o.Clock = clock })
 	e.pair()
 	first := e.createJob([]byte("G28\n"), marketsim.DownloadGCS)
-	p := e.client.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Jitter: -1})
+	p := e.client.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Rand: steadyRand()})
 	jobs, _, _ := runPoller(t, p)
 	if j := receiveJob(t, jobs, 5*time.Second); j.ID != first {
 		t.Fatalf("first job %s", j.ID)

@@ -3,6 +3,7 @@ package marketplace
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,6 +19,13 @@ type PushOptions struct {
 	MaxStreamAge time.Duration // recycle a healthy stream after this long; 0 ⇒ 30 min
 	RetryMin     time.Duration // reconnect backoff start; 0 ⇒ 1 s
 	RetryMax     time.Duration // reconnect backoff cap; 0 ⇒ 5 min
+	// StableAfter is how long a stream must stay up before its end starts
+	// the backoff afresh; 0 ⇒ 60 s. A stream that sends its first put and
+	// closes (a flapping proxy or database) thus keeps backing off.
+	StableAfter time.Duration
+	// OnHealth is told when the stream is connected (its first event
+	// arrived) and when it is down; nil ⇒ nobody.
+	OnHealth func(up bool)
 }
 
 // ErrStreamStalled: the push stream sent nothing within the read timeout.
@@ -35,10 +43,14 @@ func (c *Client) PushURL() (string, error) {
 }
 
 // RunPush keeps the push stream open until ctx ends and calls onChange for
-// every put or patch event (the first put arrives on connect). A silent
-// stream is dropped after ReadTimeout, a healthy one recycled after
-// MaxStreamAge, and failures reconnect with backoff. The printer token is
-// not sent: the stream is on a foreign host.
+// every put or patch event that may bring something new. The put that
+// opens every connection is the whole queue: it calls onChange only when
+// it differs from the last queue seen (an empty queue on the first
+// connection included), so a reconnect costs no poll when nothing changed.
+// A silent stream is dropped after ReadTimeout, a healthy one recycled
+// after MaxStreamAge, and failures reconnect with backoff that restarts
+// only after a stream stayed up StableAfter. The printer token is not
+// sent: the stream is on a foreign host.
 func (c *Client) RunPush(ctx context.Context, o PushOptions, onChange func()) error {
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = 60 * time.Second
@@ -52,24 +64,38 @@ func (c *Client) RunPush(ctx context.Context, o PushOptions, onChange func()) er
 	if o.RetryMax <= 0 {
 		o.RetryMax = 5 * time.Minute
 	}
+	if o.StableAfter <= 0 {
+		o.StableAfter = 60 * time.Second
+	}
+	health := func(bool) {}
+	if o.OnHealth != nil {
+		health = o.OnHealth
+	}
 	bo := backoff{min: o.RetryMin, max: o.RetryMax}
+	s := pushSession{lastQueue: emptyQueue, onChange: onChange, onConnect: func() {
+		health(true)
+		// The stream's host answered: the marketplace side is back.
+		c.noteReachable()
+	}}
 	for {
 		raw, err := c.PushURL()
 		if err != nil {
 			return err
 		}
-		events, err := c.streamOnce(ctx, raw, o, onChange)
+		start := c.clock.Now()
+		err = c.streamOnce(ctx, raw, o, &s)
+		health(false)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if events > 0 {
-			bo.reset() // the stream worked; a fresh failure starts short
+		if c.clock.Now().Sub(start) >= o.StableAfter {
+			bo.reset() // the stream held; a fresh failure starts short
 		}
 		if err == nil {
 			c.log.Debug("marketplace: push stream recycled")
 			continue
 		}
-		d := jitter(bo.next(), 0.2)
+		d := AfterRetryAfter(err, jitter(bo.next(), 0.2))
 		c.log.Info("marketplace: push stream down, reconnecting", "in", d, "err", err)
 		if err := sleep(ctx, c.clock, d); err != nil {
 			return err
@@ -77,8 +103,54 @@ func (c *Client) RunPush(ctx context.Context, o PushOptions, onChange func()) er
 	}
 }
 
+// emptyQueue is the canonical form of a put of an empty queue.
+const emptyQueue = "{}"
+
+// pushSession is what RunPush keeps across connections.
+type pushSession struct {
+	lastQueue string // the queue as of the last root put; "" after a patch
+	onChange  func()
+	onConnect func()
+}
+
+// event handles one complete put or patch.
+func (s *pushSession) event(kind, data string, first bool) {
+	if kind == "put" {
+		var ev struct {
+			Path string          `json:"path"`
+			Data json.RawMessage `json:"data"`
+		}
+		if json.Unmarshal([]byte(data), &ev) == nil && ev.Path == "/" {
+			q := canonicalQueue(ev.Data)
+			same := q == s.lastQueue
+			s.lastQueue = q
+			if first && same {
+				return // a reconnect that shows nothing new
+			}
+			s.onChange()
+			return
+		}
+	}
+	s.lastQueue = "" // a partial update: the next root put is news
+	s.onChange()
+}
+
+// canonicalQueue renders a queue node so equal queues compare equal
+// (object keys sorted; null and {} both empty).
+func canonicalQueue(raw json.RawMessage) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return string(raw)
+	}
+	if m, ok := v.(map[string]any); v == nil || ok && len(m) == 0 {
+		return emptyQueue
+	}
+	b, _ := json.Marshal(v) // maps marshal with sorted keys
+	return string(b)
+}
+
 // streamOnce holds one stream. nil means recycled on schedule.
-func (c *Client) streamOnce(ctx context.Context, raw string, o PushOptions, onChange func()) (events int, err error) {
+func (c *Client) streamOnce(ctx context.Context, raw string, o PushOptions, s *pushSession) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	idle := newIdleWatch(o.ReadTimeout, cancel)
@@ -89,7 +161,7 @@ func (c *Client) streamOnce(ctx context.Context, raw string, o PushOptions, onCh
 
 	req, err := http.NewRequestWithContext(sctx, http.MethodGet, raw, nil)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("User-Agent", c.opts.UserAgent)
@@ -97,41 +169,53 @@ func (c *Client) streamOnce(ctx context.Context, raw string, o PushOptions, onCh
 	resp, err := hc.Do(req)
 	if err != nil {
 		if idle.fired() {
-			return 0, ErrStreamStalled
+			return ErrStreamStalled
 		}
-		return 0, fmt.Errorf("marketplace: push stream: %w", redactErr(err))
+		return fmt.Errorf("marketplace: push stream: %w", redactErr(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, readHTTPError(req, resp)
+		return c.readHTTPError(req, resp)
 	}
 	idle.arm()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	var event string
+	var data strings.Builder
+	events := 0
 	for sc.Scan() {
 		idle.arm() // any line, keep-alives included, proves the stream alive
 		line := sc.Text()
 		switch {
 		case line == "":
-			if event == "put" || event == "patch" {
+			switch event {
+			case "put", "patch":
+				if events == 0 {
+					s.onConnect()
+				}
+				s.event(event, data.String(), events == 0)
 				events++
-				onChange()
-			} else if event == "cancel" || event == "auth_revoked" {
-				return events, fmt.Errorf("marketplace: push stream closed by server (%s)", event)
+			case "cancel", "auth_revoked":
+				return fmt.Errorf("marketplace: push stream closed by server (%s)", event)
 			}
 			event = ""
+			data.Reset()
 		case strings.HasPrefix(line, "event:"):
 			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+		case strings.HasPrefix(line, "data:"):
+			if data.Len() > 0 {
+				data.WriteByte('\n')
+			}
+			data.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
 		}
 	}
 	switch {
 	case recycled.Load():
-		return events, nil
+		return nil
 	case idle.fired():
-		return events, ErrStreamStalled
+		return ErrStreamStalled
 	case sc.Err() != nil:
-		return events, fmt.Errorf("marketplace: push stream: %w", redactErr(sc.Err()))
+		return fmt.Errorf("marketplace: push stream: %w", redactErr(sc.Err()))
 	}
-	return events, errors.New("marketplace: push stream ended by server")
+	return errors.New("marketplace: push stream ended by server")
 }

@@ -10,20 +10,26 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
-// runPush runs the push stream and signals every put/patch on the channel.
-func runPush(t *testing.T, c *marketplace.Client, o marketplace.PushOptions) <-chan struct{} {
+// runPush runs the push stream; changes gets every onChange call, connects
+// every time the stream comes up.
+func runPush(t *testing.T, c *marketplace.Client, o marketplace.PushOptions) (changes, connects <-chan struct{}) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan struct{}, 100)
+	ch, up := make(chan struct{}, 100), make(chan struct{}, 100)
+	o.OnHealth = func(ok bool) {
+		if ok {
+			up <- struct{}{}
+		}
+	}
 	done := make(chan error, 1)
-	go func() { done <- c.RunPush(ctx, o, func() { events <- struct{}{} }) }()
+	go func() { done <- c.RunPush(ctx, o, func() { ch <- struct{}{} }) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("RunPush ended with %v", err)
 		}
 	})
-	return events
+	return ch, up
 }
 
 func waitEvent(t *testing.T, events <-chan struct{}, within time.Duration, what string) {
@@ -35,18 +41,26 @@ func waitEvent(t *testing.T, events <-chan struct{}, within time.Duration, what 
 	}
 }
 
-// The push stream delivers a put on connect and one per queue change, and
-// a push makes the poller fetch the new job at once (the poll interval is
-// an hour here).
+func noEvent(t *testing.T, events <-chan struct{}, within time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-events:
+		t.Fatalf("unexpected push change: %s", what)
+	case <-time.After(within):
+	}
+}
+
+// The push stream reports a queue change at once, and a push makes the
+// poller fetch the new job at once (the poll interval is an hour here).
 func TestPushTriggersPoll(t *testing.T) {
 	e := newEnv(t, marketplace.ProfileCurrent, nil, nil)
 	e.pair()
-	p := e.client.NewPoller(marketplace.PollerOptions{Interval: time.Hour, MinInterval: 10 * time.Millisecond})
+	p := e.client.NewPoller(marketplace.PollerOptions{Interval: time.Hour, MinInterval: 10 * time.Millisecond, Rand: func() float64 { return 0.5 }})
 	jobs, _, _ := runPoller(t, p)
-	events := runPush(t, e.client, marketplace.PushOptions{})
-	waitEvent(t, events, 5*time.Second, "the put on connect")
+	changes, connects := runPush(t, e.client, marketplace.PushOptions{})
+	waitEvent(t, connects, 5*time.Second, "the stream connecting")
 	go func() {
-		for range events {
+		for range changes {
 			p.Trigger()
 		}
 	}()
@@ -59,19 +73,63 @@ func TestPushTriggersPoll(t *testing.T) {
 	}
 }
 
+// The put that opens a connection costs no poll when the queue is what the
+// printer saw last (empty on the first connection); a job that arrived
+// while the stream was down does.
+func TestPushReconnectCostsNoPollWhenNothingChanged(t *testing.T) {
+	e := newEnv(t, marketplace.ProfileCurrent, nil, nil)
+	e.pair()
+	changes, connects := runPush(t, e.client, marketplace.PushOptions{MaxStreamAge: 200 * time.Millisecond})
+	waitEvent(t, connects, 5*time.Second, "the first connection")
+	noEvent(t, changes, 100*time.Millisecond, "an empty queue on connect")
+	e.createJob([]byte("G28\n"), marketsim.DownloadGCS)
+	waitEvent(t, changes, 5*time.Second, "the new job")
+	waitEvent(t, connects, 5*time.Second, "the recycled connection")
+	noEvent(t, changes, 100*time.Millisecond, "the same queue after reconnecting")
+
+	// A job that arrives while no stream is open is news on the next put.
+	e.sim.SetFault(marketsim.CallPush, marketsim.Fault{Status: 503, Count: 1})
+	waitEvent(t, connects, 5*time.Second, "the next recycled connection")
+	e.createJob([]byte("G1 X1\n"), marketsim.DownloadGCS)
+	waitEvent(t, changes, 5*time.Second, "the second job")
+}
+
+// A stream that sends its first put and closes keeps backing off: the
+// backoff restarts only after a stream stayed up StableAfter.
+func TestPushFlappingBacksOff(t *testing.T) {
+	clock := &scaledClock{scale: 1000}
+	e := newEnv(t, marketplace.ProfileCurrent, nil, func(o *marketplace.Options) { o.Clock = clock })
+	e.pair()
+	e.sim.SetFault(marketsim.CallPush, marketsim.Fault{Drop: true})
+	_, connects := runPush(t, e.client, marketplace.PushOptions{RetryMax: 64 * time.Second})
+	for i := 0; i < 6; i++ {
+		waitEvent(t, connects, 5*time.Second, "a flapping connection")
+	}
+	waits := clock.recorded()
+	want := []time.Duration{1, 2, 4, 8, 16}
+	if len(waits) < len(want) {
+		t.Fatalf("waits %v", waits)
+	}
+	for i, w := range want {
+		if d := waits[i]; d < w*time.Second*8/10 || d > w*time.Second*12/10 {
+			t.Fatalf("reconnect %d waited %v, want ≈%ds (all %v): the backoff restarted after a short stream", i, d, w, waits)
+		}
+	}
+}
+
 // A stream that goes silent is dropped after the read timeout and
-// reconnected; the fresh stream's put arrives.
+// reconnected.
 func TestPushSilentStreamReconnects(t *testing.T) {
 	e := newEnv(t, marketplace.ProfileCurrent, nil, nil)
 	e.pair()
 	e.sim.SetFault(marketsim.CallPush, marketsim.Fault{Silent: true, Count: 1})
 	const readTimeout = 300 * time.Millisecond
 	start := time.Now()
-	events := runPush(t, e.client, marketplace.PushOptions{ReadTimeout: readTimeout, RetryMin: 10 * time.Millisecond})
-	waitEvent(t, events, readTimeout+2*time.Second, "the put after reconnecting")
+	_, connects := runPush(t, e.client, marketplace.PushOptions{ReadTimeout: readTimeout, RetryMin: 10 * time.Millisecond})
+	waitEvent(t, connects, readTimeout+2*time.Second, "the put after reconnecting")
 	el := time.Since(start)
 	if el < readTimeout {
-		t.Fatalf("event after %v, before the read timeout: the silent stream was not the first", el)
+		t.Fatalf("connected after %v, before the read timeout: the silent stream was not the first", el)
 	}
 	if n := e.sim.PushConnections(e.printerID()); n != 2 {
 		t.Fatalf("%d connections, want 2", n)
@@ -82,8 +140,8 @@ func TestPushSilentStreamReconnects(t *testing.T) {
 func TestPushKeepAliveHoldsStream(t *testing.T) {
 	e := newEnv(t, marketplace.ProfileCurrent, &marketsim.Options{KeepAlive: 50 * time.Millisecond}, nil)
 	e.pair()
-	events := runPush(t, e.client, marketplace.PushOptions{ReadTimeout: 200 * time.Millisecond})
-	waitEvent(t, events, 5*time.Second, "the put on connect")
+	_, connects := runPush(t, e.client, marketplace.PushOptions{ReadTimeout: 200 * time.Millisecond})
+	waitEvent(t, connects, 5*time.Second, "the put on connect")
 	time.Sleep(600 * time.Millisecond) // three read timeouts of keep-alives only
 	if n := e.sim.PushConnections(e.printerID()); n != 1 {
 		t.Fatalf("%d connections: keep-alives did not keep the stream", n)
@@ -96,16 +154,19 @@ func TestPushDroppedAndRecycled(t *testing.T) {
 	e := newEnv(t, marketplace.ProfileCurrent, nil, nil)
 	e.pair()
 	e.sim.SetFault(marketsim.CallPush, marketsim.Fault{Drop: true, Count: 1})
-	events := runPush(t, e.client, marketplace.PushOptions{MaxStreamAge: 150 * time.Millisecond, RetryMin: 10 * time.Millisecond})
-	for i := 0; i < 3; i++ { // dropped, then two recycled connections: a put each
-		waitEvent(t, events, 5*time.Second, "a put")
+	_, connects := runPush(t, e.client, marketplace.PushOptions{MaxStreamAge: 150 * time.Millisecond, RetryMin: 10 * time.Millisecond})
+	for i := 0; i < 3; i++ { // dropped, then two recycled connections
+		waitEvent(t, connects, 5*time.Second, "a connection")
 	}
 	if n := e.sim.PushConnections(e.printerID()); n < 3 {
 		t.Fatalf("%d connections", n)
 	}
 	e.sim.SetFault(marketsim.CallPush, marketsim.Fault{Status: 503, Count: 2})
 	before := e.sim.Calls(marketsim.CallPush)
-	waitEvent(t, events, 5*time.Second, "a put after two 503s")
+	for len(connects) > 0 {
+		<-connects
+	}
+	waitEvent(t, connects, 5*time.Second, "a connection after two 503s")
 	if n := e.sim.Calls(marketsim.CallPush) - before; n < 2 {
 		t.Fatalf("%d attempts", n)
 	}

@@ -97,6 +97,7 @@ func (s *Server) adminHandler() http.Handler {
 		s.SetFault(call, f)
 		writeJSON(w, http.StatusOK, map[string]string{"call": string(call)})
 	})
+	mux.HandleFunc("GET /admin/requests", s.handleRequests)
 	mux.HandleFunc("DELETE /admin/faults", func(w http.ResponseWriter, r *http.Request) {
 		s.ClearFaults()
 		w.WriteHeader(http.StatusNoContent)

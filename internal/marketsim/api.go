@@ -29,6 +29,10 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 func (s *Server) call(c Call, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer s.enter(c)()
+		sw := &statusRecorder{ResponseWriter: w}
+		w = sw
+		entry := s.logRequest(c, s.printerOf(bearer(r)))
+		defer func() { s.logStatus(entry, sw.status) }()
 		if f, ok := s.takeFault(c); ok {
 			if s.applyFault(w, r, f) {
 				return

@@ -77,6 +77,12 @@ func (s *Server) ClearFaults() {
 
 // takeFault counts the call and returns the fault to apply to it, if any.
 func (s *Server) takeFault(call Call) (Fault, bool) {
+	if f, ok := s.timedFaultFor(call); ok {
+		s.mu.Lock()
+		s.calls[call]++
+		s.mu.Unlock()
+		return f, true
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls[call]++

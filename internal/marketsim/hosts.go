@@ -49,6 +49,7 @@ func (s *Server) storageHandler() http.Handler {
 func (s *Server) pushHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /printers/{id}/queue.json", func(w http.ResponseWriter, r *http.Request) {
+		s.logRequest(CallPush, r.PathValue("id"))
 		s.mu.Lock()
 		if a := r.Header.Get("Authorization"); a != "" {
 			s.pushAuth = append(s.pushAuth, a)
@@ -118,8 +119,11 @@ func (s *Server) pushHandler() http.Handler {
 		}
 		keepAlive := time.NewTicker(s.o.KeepAlive)
 		defer keepAlive.Stop()
+		dropped := s.pushDropped()
 		for {
 			select {
+			case <-dropped:
+				return
 			case <-r.Context().Done():
 				return
 			case <-s.closing:

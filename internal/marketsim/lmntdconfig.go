@@ -23,16 +23,21 @@ type LmntdConfig struct {
 	MoonrakerConf string
 	// Extra is appended verbatim (more sections).
 	Extra string
+	// CheckInterval is marketplace.check_interval; "" ⇒ "5s".
+	CheckInterval string
 }
 
 // LmntdTOML renders c as lmntd.toml: quick polls and status for a local run,
 // the software sealer, and no moonraker.conf import (unless MoonrakerConf).
 func (s *Server) LmntdTOML(c LmntdConfig) string {
 	profile, cws := "current", ""
+	if c.CheckInterval == "" {
+		c.CheckInterval = "5s"
+	}
 	if c.Legacy {
 		profile, cws = "legacy", fmt.Sprintf("cws_url = %q\n", s.URL())
 	}
-	market := fmt.Sprintf("url = %q\n%scheck_interval = \"5s\"\n", s.URL(), cws)
+	market := fmt.Sprintf("url = %q\n%scheck_interval = %q\n", s.URL(), cws, c.CheckInterval)
 	migration := "import_moonraker = false\n"
 	if c.MoonrakerConf != "" {
 		profile, market = "auto", ""

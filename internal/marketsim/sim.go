@@ -95,8 +95,9 @@ type Server struct {
 	pushAuth    []string // … and by the push host
 	tokenSeen   []TokenPresentation
 	nextID      int
-	polls       int // poll answers given (Varying picks shapes by it)
-	shapes      int // expiries rendered (Varying)
+	polls       int        // poll answers given (Varying picks shapes by it)
+	shapes      int        // expiries rendered (Varying)
+	fleet       fleetState // request log and timed faults (fleet.go)
 }
 
 type listener struct {

@@ -66,6 +66,12 @@ type Options struct {
 	Sim *marketsim.Server
 	// HostRoot reuses a host root (its machine-id binds the software key).
 	HostRoot string
+	// CheckInterval is marketplace.check_interval ("" ⇒ the simulator
+	// config's quick 5s).
+	CheckInterval string
+	// TimeScale and Jitter go to daemon.Options (fleet tests).
+	TimeScale float64
+	Jitter    func() float64
 }
 
 // Daemon is a running test daemon.
@@ -210,7 +216,7 @@ func Setup(t testing.TB, o Options) *Daemon {
 	}
 	toml := d.Sim.LmntdTOML(marketsim.LmntdConfig{Legacy: profile == config.ProfileLegacy, CAFile: ca, StateDir: d.StateDir,
 		RuntimeDir: run, KlipperUser: me.Username, PrinterCfg: d.PrinterCfg, BridgeSocket: d.Bridge, API: api,
-		MoonrakerConf: mrConf, Extra: o.ExtraTOML})
+		MoonrakerConf: mrConf, Extra: o.ExtraTOML, CheckInterval: o.CheckInterval})
 	d.ConfigFile = filepath.Join(dir, "lmntd.toml")
 	mustWrite(t, d.ConfigFile, toml, 0o644)
 	if o.Prepare != nil {
@@ -227,13 +233,19 @@ func (d *Daemon) run(o Options) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel, d.done = cancel, make(chan error, 1)
+	pollFloor := 200 * time.Millisecond
+	if o.TimeScale > 0 {
+		pollFloor = 0 // the daemon's default, scaled
+	}
 	go func() {
 		d.done <- daemon.Run(ctx, daemon.Options{
 			Config:          config.Options{ConfigFile: d.ConfigFile, Environ: func() []string { return nil }},
 			LogOutput:       d.Log,
 			HostRoot:        d.HostRoot,
 			APIGroup:        o.APIGroup,
-			PollMinInterval: 200 * time.Millisecond,
+			PollMinInterval: pollFloor,
+			TimeScale:       o.TimeScale,
+			Jitter:          o.Jitter,
 			PairingBurst:    o.PairingBurst,
 			PairingEvery:    o.PairingEvery,
 			// The spec's 2 s between approval checks is for the real

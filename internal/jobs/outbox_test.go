@@ -1,0 +1,54 @@
+package jobs
+
+import (
+	"testing"
+	"time"
+)
+
+// Heartbeats back off to RetryMax; a report that changes the job's state
+// is retried within [RetryMin/2, 1.6·RetryMin] for as long as it takes,
+// so it reaches a recovered marketplace within seconds.
+func TestRetryDelay(t *testing.T) {
+	e := &Engine{o: Options{RetryMin: 5 * time.Second, RetryMax: 5 * time.Minute}}
+	for attempt := 1; attempt <= 30; attempt++ {
+		for range 20 {
+			d := e.retryDelay(false, attempt, nil)
+			if d < 2500*time.Millisecond || d > 8*time.Second {
+				t.Fatalf("state report, attempt %d: %v, want within [2.5 s, 8 s]", attempt, d)
+			}
+		}
+	}
+	if d := e.retryDelay(true, 10, nil); d < 4*time.Minute {
+		t.Fatalf("heartbeat, attempt 10: %v, want the backoff near RetryMax", d)
+	}
+}
+
+// MarketplaceBack makes every report in backoff due at once and wakes the
+// sender; a final report that supersedes a heartbeat in long backoff keeps
+// the short cadence of state reports.
+func TestMarketplaceBackAndSupersededHeartbeat(t *testing.T) {
+	now := time.Now()
+	e := &Engine{o: Options{RetryMin: 5 * time.Second, RetryMax: 5 * time.Minute}, clock: SystemClock{},
+		outboxWake: make(chan struct{}, 1), recs: map[string]*record{}}
+	r := &record{}
+	r.ID = "job-1"
+	r.Pending = []pendingReport{{Heartbeat: true, Attempts: 8, NextAttempt: now.Add(4 * time.Minute), Queued: now}}
+	e.recs[r.ID] = r
+	e.queueReportLocked(r, Report{Status: "success"}, false)
+	if len(r.Pending) != 1 || r.Pending[0].Heartbeat {
+		t.Fatalf("pending after the final report: %+v", r.Pending)
+	}
+	if next := r.Pending[0].NextAttempt; next.After(time.Now().Add(8 * time.Second)) {
+		t.Fatalf("the final report inherited the heartbeat's backoff: next attempt in %v", time.Until(next))
+	}
+	r.Pending[0].NextAttempt = time.Now().Add(time.Minute)
+	e.MarketplaceBack()
+	if r.Pending[0].NextAttempt.After(time.Now()) {
+		t.Fatal("MarketplaceBack left the report in backoff")
+	}
+	select {
+	case <-e.outboxWake:
+	default:
+		t.Fatal("MarketplaceBack did not wake the outbox")
+	}
+}
