@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"errors"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/api"
 	"github.com/lmnt-marketplace/lmntd/internal/cli"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
+	"github.com/lmnt-marketplace/lmntd/internal/democube"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
@@ -56,11 +58,12 @@ func lmnt(t *testing.T, socket string, stdin string, args ...string) (code int, 
 
 // TestDemo runs `lmnt demo` exactly as `make demo` does (the built lmnt
 // next to the built lmntd), as an unprivileged user when the test runs as
-// root, and checks it verified the print and cleaned up.
+// root and without the shared fixtures (as on a fresh clone), and checks
+// it printed the built-in cube, verified the print and cleaned up.
 func TestDemo(t *testing.T) {
 	bin := daemontest.Build(t)
 	cmd := exec.Command(filepath.Join(bin, "lmnt"), "demo", "--print-seconds", "1")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "LMNTD_SHARED=" + testutil.SharedDir(t), "HOME=/nonexistent", "TMPDIR=" + os.TempDir()}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent", "TMPDIR=" + os.TempDir()}
 	cmd.Dir = "/"
 	if os.Getuid() == 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
@@ -74,7 +77,7 @@ func TestDemo(t *testing.T) {
 	took := time.Since(start)
 	text := out.String()
 	for _, want := range []string{"pairing code ", "paired as printer ", "downloaded, decrypted and checked", "printing: ",
-		"verified: Klipper read 419301 bytes, SHA-256 ", "success ", "everything worked"} {
+		fmt.Sprintf("verified: Klipper read %d bytes, SHA-256 ", len(democube.Generate())), democube.Name, "success ", "everything worked"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
