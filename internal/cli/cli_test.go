@@ -3,8 +3,8 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
