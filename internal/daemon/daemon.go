@@ -190,6 +190,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		return fmt.Errorf("job journal in %s: %w", cfg.Paths.StateDirectory, err)
 	}
 	d.pair = newPairing(d)
+	d.pair.resume()
 	d.api = api.New(api.Options{
 		Backend: backend{d},
 		Access: api.Access{
