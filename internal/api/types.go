@@ -124,6 +124,10 @@ type KlipperStatus struct {
 	ConfigOK       bool   `json:"config_ok"`
 	ConfigSummary  string `json:"config_summary,omitempty"`
 	ConfigFindings int    `json:"config_findings,omitempty"`
+	// Problem says what keeps Klipper from printing (not connected, shut
+	// down, failed to start: with Klipper's reason), NextStep what to do.
+	Problem  string `json:"problem,omitempty"`
+	NextStep string `json:"next_step,omitempty"`
 }
 
 // JobStatus is the original plugin's job_status object.

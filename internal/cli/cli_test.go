@@ -161,7 +161,7 @@ func TestCommands(t *testing.T) {
 		}
 	}
 	code, out, errOut := lmnt(t, sock, "", "print", gfile)
-	m := regexp.MustCompile(`job (local-\S+):`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`queued as job (local-\S+)`).FindStringSubmatch(out)
 	if code != 0 || m == nil {
 		t.Fatalf("print: %d %s %s", code, out, errOut)
 	}

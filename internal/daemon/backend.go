@@ -53,6 +53,7 @@ func (b backend) Status(ctx context.Context) api.Status {
 		st.Klipper.Klippy = kl.Status.Klippy.State
 		st.Klipper.PrintState = kl.Status.PrintStats.State
 	}
+	st.Klipper.Problem, st.Klipper.NextStep = klipperProblem(kl)
 	st.Klipper.Version = kl.Hello.Klipper.Version
 	st.Klipper.ExtraVersion = kl.Hello.ExtraVersion
 	if d.kcfg != nil {
@@ -73,7 +74,7 @@ func (b backend) Status(ctx context.Context) api.Status {
 	switch {
 	case state == keyBroken:
 		st.Health = api.HealthBroken
-	case !st.Auth.Authenticated || !kl.Connected:
+	case !st.Auth.Authenticated || st.Klipper.Problem != "":
 		st.Health = api.HealthDegraded
 	default:
 		st.Health = api.HealthOK
@@ -191,7 +192,9 @@ func (b backend) CancelJob(id, reason string) error {
 }
 
 func (b backend) ConfirmBedClear() error {
-	if err := b.d.engine.ConfirmBedClear(); err != nil {
+	if err := b.d.engine.ConfirmBedClear(); errors.Is(err, jobs.ErrPrintRunning) {
+		return api.Errorf(http.StatusConflict, "print_running", "%v", err)
+	} else if err != nil {
 		return err
 	}
 	b.d.log.Info("bed confirmed clear through the API")

@@ -36,7 +36,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	hostRoot := fs.String("host-root", "/", "root under which /proc, /sys and /etc are read (board identity, old plugin's fingerprint)")
 	apiGroup := fs.String("api-group", "lmnt", "group whose members may use the API socket (besides root and lmntd's user)")
 	config.RegisterFlags(fs)
-	fs.Usage = func() { fmt.Fprintf(stdout, usage, fs.FlagUsages()) }
+	fs.Usage = func() { fmt.Fprintf(stdout, usage, fs.FlagUsagesWrapped(80)) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0

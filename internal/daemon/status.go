@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 )
 
 // sdNotify sends state to systemd (a no-op without NOTIFY_SOCKET).
@@ -106,6 +108,9 @@ func (d *daemon) summarize(snap jobs.Snapshot) string {
 		}
 		return "not paired: run lmnt pair"
 	}
+	if problem, next := klipperProblem(d.bridge.State()); problem != "" {
+		return problem + ": " + next
+	}
 	if a := snap.Active; a != nil {
 		switch a.State {
 		case jobs.Downloading:
@@ -126,13 +131,6 @@ func (d *daemon) summarize(snap jobs.Snapshot) string {
 		name = tok.PrinterID
 	}
 	head := "paired as " + name
-	kl := d.bridge.State()
-	switch {
-	case !kl.Connected:
-		return head + "; Klipper not connected: is [encrypted_file_bridge] in printer.cfg?"
-	case kl.HaveStatus && kl.Status.Klippy.State != "" && kl.Status.Klippy.State != "ready":
-		return head + "; Klipper " + kl.Status.Klippy.State
-	}
 	if n := len(snap.Queue); n > 0 {
 		s := fmt.Sprintf("%s; Klipper ready; %d job(s) queued", head, n)
 		if snap.Waiting != "" {
@@ -196,4 +194,37 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 			return
 		}
 	}
+}
+
+// klipperProblem says what is wrong with Klipper, in words, and what the
+// owner does about it; both are "" while Klipper is connected and ready.
+// It is the same text in lmnt status, its JSON, doctor and STATUS=.
+func klipperProblem(kl klipper.State) (problem, next string) {
+	if !kl.Connected {
+		return "Klipper is not connected",
+			"is Klipper running (systemctl status klipper)? Is [encrypted_file_bridge] in printer.cfg (sudo lmnt setup)?"
+	}
+	if !kl.HaveStatus {
+		return "", ""
+	}
+	// Klipper's message is several lines ("MCU 'mcu' shutdown: Timer too
+	// close" then advice); the first names the cause.
+	msg, _, _ := strings.Cut(strings.TrimSpace(kl.Status.Klippy.Message), "\n")
+	with := func(s string) string {
+		if msg != "" {
+			return s + ": " + msg
+		}
+		return s
+	}
+	switch kl.Status.Klippy.State {
+	case "", "ready":
+		return "", ""
+	case "shutdown":
+		return with("Klipper is shut down"), "fix the cause, then send FIRMWARE_RESTART in the Klipper console"
+	case "error":
+		return with("Klipper failed to start"), "fix printer.cfg or the printer's connection, then send RESTART in the Klipper console"
+	case "startup":
+		return "Klipper is starting", "wait a moment; if it stays so, see Klipper's log (klippy.log)"
+	}
+	return with("Klipper is " + kl.Status.Klippy.State), "see Klipper's log (klippy.log)"
 }

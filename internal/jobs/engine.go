@@ -422,7 +422,7 @@ func (e *Engine) step(ctx context.Context) {
 		return
 	}
 	a := &activeJob{id: r.ID}
-	if err := e.transition(r, Downloading, "Downloading", &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
+	if err := e.transition(r, Downloading, prepVerb(r), &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
 		e.endLocked(r, Failed, "Could not write the job journal: "+err.Error())
 		return
 	}
@@ -432,7 +432,7 @@ func (e *Engine) step(ctx context.Context) {
 	pctx, cancel := context.WithCancel(ctx)
 	a.prepCancel = cancel
 	e.active = a
-	e.console("downloading " + displayName(r))
+	e.console(strings.ToLower(prepVerb(r)) + " " + displayName(r))
 	go e.prepare(pctx, r.ID, r.Local, offer, haveOffer, local)
 }
 
@@ -492,6 +492,15 @@ func firstLine(s string) string {
 // with a run of 20 or more token-like characters (its secret filter), so an
 // id that long is shortened to its ends: enough to recognise it in
 // `lmnt jobs` or the marketplace.
+// prepVerb names the preparation step: a local job is read from the
+// owner's upload, never downloaded (and may not be encrypted at all).
+func prepVerb(r *record) string {
+	if r.Local {
+		return "Checking"
+	}
+	return "Downloading"
+}
+
 func displayName(r *record) string {
 	id := r.ID
 	if len(id) >= 20 { // ids are ASCII (validID)
@@ -540,7 +549,9 @@ func (e *Engine) prepare(ctx context.Context, id string, local bool, offer Offer
 			in = &progressReader{r: body, total: sb.Size(), report: func(percent int) { e.downloadProgress(id, percent) }}
 		}
 		p, err := e.o.Decryptor.Prepare(ctx, id, in, keys)
-		if err != nil {
+		if err != nil && local {
+			return prepResult{id: id, err: fmt.Errorf("Could not read and check the file: %w", err)}
+		} else if err != nil {
 			return prepResult{id: id, err: fmt.Errorf("Could not decrypt and check the file: %w", err)}
 		}
 		return prepResult{id: id, prepared: p}
@@ -581,7 +592,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 	if a == nil || a.id != id || r == nil || r.State != Downloading {
 		return
 	}
-	msg := fmt.Sprintf("Downloading: %d%%", percent)
+	msg := fmt.Sprintf("%s: %d%%", prepVerb(r), percent)
 	r.Message = msg
 	if !r.Local && e.o.Marketplace != nil {
 		e.queueReportLocked(r, Report{Status: StatusProcessing, Message: msg}, true)
@@ -591,7 +602,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 		e.kickOutbox()
 	}
 	e.broadcastLocked()
-	e.console(fmt.Sprintf("downloading %s: %d%%", displayName(r), percent))
+	e.console(fmt.Sprintf("%s %s: %d%%", strings.ToLower(prepVerb(r)), displayName(r), percent))
 }
 
 // onPrepared continues a job whose file is ready (or failed): compatibility
@@ -1098,8 +1109,19 @@ func (e *Engine) Cancel(id, reason string) error {
 func (e *Engine) ConfirmBedClear() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// A print on the bed makes the confirmation false, and its end would
+	// discard it anyway: the owner confirms after removing the print.
+	if ps := e.status.PrintState; e.status.Connected && (ps == "printing" || ps == "paused") {
+		return ErrPrintRunning
+	}
+	if a := e.active; a != nil && e.recs[a.id] != nil && e.recs[a.id].State.handedOff() {
+		return ErrPrintRunning
+	}
 	return e.confirmBedLocked()
 }
+
+// ErrPrintRunning refuses a bed-clear confirmation during a print.
+var ErrPrintRunning = errors.New("a print is running: confirm the bed is clear after it has finished and you removed it")
 
 func (e *Engine) confirmBedLocked() error {
 	e.bed = bedState{Clear: true, At: e.clock.Now()}
