@@ -58,10 +58,12 @@ func usageText(globalFlags string) string {
 		if c.Args != "" {
 			head += " " + c.Args
 		}
+		const col = 2 + 26 + 1
+		summary := wrap(c.Summary, 80-col, strings.Repeat(" ", col))
 		if len(head) > 26 {
-			fmt.Fprintf(&b, "  %s\n  %-26s %s\n", head, "", c.Summary)
+			fmt.Fprintf(&b, "  %s\n  %-26s %s\n", head, "", summary)
 		} else {
-			fmt.Fprintf(&b, "  %-26s %s\n", head, c.Summary)
+			fmt.Fprintf(&b, "  %-26s %s\n", head, summary)
 		}
 	}
 	b.WriteString("\nRun lmnt COMMAND --help for a command's flags. The API socket belongs to\n")
@@ -120,7 +122,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintln(stderr, "lmnt "+name+": "+ownerWords(name, err))
+		fmt.Fprintln(stderr, wrap("lmnt "+name+": "+ownerWords(name, err), 80, "  "))
 		if code == 0 {
 			code = 1
 		}

@@ -289,7 +289,7 @@ func TestAccessDeniedMessage(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "add yourself to group lmnt") {
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(flat(string(out)), "add yourself to group lmnt") {
 		t.Fatalf("lmnt status as nobody: %v\n%s", err, out)
 	}
 	// And a socket it may not even open.
@@ -297,7 +297,7 @@ func TestAccessDeniedMessage(t *testing.T) {
 	cmd = exec.Command(filepath.Join(bin, "lmnt"), "--socket", d.Socket, "status")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
 	out, _ = cmd.CombinedOutput()
-	if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "group lmnt") {
+	if !strings.Contains(flat(string(out)), "permission denied") || !strings.Contains(flat(string(out)), "group lmnt") {
 		t.Fatalf("lmnt status on a 0600 socket as nobody:\n%s", out)
 	}
 }
