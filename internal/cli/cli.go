@@ -140,10 +140,13 @@ func ownerWords(name string, err error) string {
 		return "interrupted"
 	}
 	msg := err.Error()
-	for _, p := range []string{name + ": ", "lmnt " + name + ": "} {
-		msg = strings.TrimPrefix(msg, p)
+	for {
+		trimmed := strings.TrimPrefix(strings.TrimPrefix(msg, "lmnt "+name+": "), name+": ")
+		if trimmed == msg {
+			return msg
+		}
+		msg = trimmed
 	}
-	return msg
 }
 
 // env is one invocation's context.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -141,6 +142,9 @@ func (d *daemon) summarize(snap jobs.Snapshot) string {
 	return head + "; Klipper ready; idle"
 }
 
+// percentDigits matches a summary's "(48%)", keeping the tens.
+var percentDigits = regexp.MustCompile(`\((\d*)\d%\)`)
+
 // superviseStatus keeps STATUS= current, feeds the watchdog while the main
 // loops are healthy, and carries out a restart-when-idle request.
 func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
@@ -156,7 +160,7 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 	defer t.Stop()
 	changes, unsubscribe := d.bridge.Subscribe()
 	defer unsubscribe()
-	last := ""
+	last, lastLogged := "", ""
 	var lastPing time.Time
 	for {
 		updated := d.engine.Updated()
@@ -185,7 +189,14 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 		}
 		if s != last {
 			sdNotify(d.log, "STATUS="+s)
-			d.log.Info("status", "summary", s)
+			// The log gets a status line per 10 % of progress; every
+			// percent is for STATUS= and the debug level.
+			if k := percentDigits.ReplaceAllString(s, "${1}0%)"); k != lastLogged {
+				d.log.Info("status", "summary", s)
+				lastLogged = k
+			} else {
+				d.log.Debug("status", "summary", s)
+			}
 			last = s
 		}
 		if d.restartIdle.Load() && responsive && snap.Active == nil {

@@ -386,7 +386,11 @@ func (e *Engine) transition(r *record, to State, msg string, rep *Report) error 
 		e.log.Error("journal write failed", "job", r.ID, "state", to, "err", err)
 		return err
 	}
-	e.log.Info("job state", "job", r.ID, "state", to, "message", msg)
+	level := slog.LevelInfo
+	if to == Failed {
+		level = slog.LevelWarn // journalctl -p warning lists failed jobs
+	}
+	e.log.Log(context.Background(), level, "job state", "job", r.ID, "state", to, "message", msg)
 	if rep != nil {
 		e.kickOutbox()
 	}
