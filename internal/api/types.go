@@ -128,6 +128,8 @@ type KlipperStatus struct {
 	// down, failed to start: with Klipper's reason), NextStep what to do.
 	Problem  string `json:"problem,omitempty"`
 	NextStep string `json:"next_step,omitempty"`
+	// PrintDuration is Klipper's time spent printing the current file (s).
+	PrintDuration float64 `json:"print_duration,omitempty"`
 }
 
 // JobStatus is the original plugin's job_status object.

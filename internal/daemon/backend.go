@@ -52,6 +52,7 @@ func (b backend) Status(ctx context.Context) api.Status {
 	if kl.HaveStatus {
 		st.Klipper.Klippy = kl.Status.Klippy.State
 		st.Klipper.PrintState = kl.Status.PrintStats.State
+		st.Klipper.PrintDuration = kl.Status.PrintStats.PrintDuration
 	}
 	st.Klipper.Problem, st.Klipper.NextStep = klipperProblem(kl)
 	st.Klipper.Version = kl.Hello.Klipper.Version

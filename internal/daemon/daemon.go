@@ -75,6 +75,7 @@ type Options struct {
 type daemon struct {
 	o        Options
 	log      *slog.Logger
+	previews previewStore
 	level    *slog.LevelVar
 	watcher  *config.Watcher
 	cfg      atomic.Pointer[config.Config]

@@ -45,6 +45,7 @@ func (p *decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, k
 	if err != nil {
 		return nil, err
 	}
+	p.d.previews.put(jobID, res.Metadata)
 	return &jobs.Prepared{File: res.File, Size: res.Size, SHA256: hex.EncodeToString(res.SHA256[:]),
 		Metadata: jobs.MetadataFromGcode(res.Metadata)}, nil
 }
