@@ -87,13 +87,16 @@ type UIJob struct {
 func (s *Server) uiState(st Status, p Pairing) UIState {
 	u := UIState{Printer: st.Printer.Name, Health: st.Health, Actions: []string{}, MarketplaceURL: siteOf(st.Marketplace)}
 	if u.Printer == "" {
+		u.Printer = p.PrinterName // the name a pending pairing will give it
+	}
+	if u.Printer == "" {
 		u.Printer = "This printer"
 	}
 	paired := st.Auth.Authenticated && !st.Auth.PairingLost
 	switch {
 	case !paired && p.Status == "pending" && p.PairingCode != "":
 		u.Card, u.Headline, u.Code, u.ExpiresAt = cardCode, "Enter this code in the LMNT Marketplace", p.PairingCode, p.ExpiresAt
-		u.Detail = "In the LMNT Marketplace, open My printers → Add printer and type the code. This page shows when the printer is paired."
+		u.Detail = "This page changes as soon as the printer is paired."
 		return u
 	case !paired:
 		u.Card, u.Actions = cardUnpaired, []string{"pair"}
@@ -256,12 +259,14 @@ func (s *Server) handleUI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := s.backend().Status(r.Context())
-	name := st.Printer.Name
-	if name == "" {
-		name = "This printer"
-	}
+	p, _ := s.backend().PairingStatus(r.Context())
+	initial := s.uiState(st, p)
 	s.securityHeaders(w, nonce, "img-src 'self' data:; ")
-	if err := pairPage.Execute(w, struct{ Nonce, PrinterName string }{nonce, name}); err != nil {
+	data := struct {
+		Nonce, PrinterName string
+		Initial            UIState
+	}{nonce, initial.Printer, initial}
+	if err := pairPage.Execute(w, data); err != nil {
 		s.log.Warn("api: rendering the page", "err", err)
 	}
 }
