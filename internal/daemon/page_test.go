@@ -310,4 +310,3 @@ func TestRefusedBrowserGetsAPage(t *testing.T) {
 		t.Errorf("API client refused: %d %s", resp.StatusCode, body)
 	}
 }
-
