@@ -34,17 +34,17 @@ type Command struct {
 
 // Commands lists lmnt's subcommands in the order --help shows them.
 var Commands = []Command{
-	{"status", "[--json] [--watch]", "what lmntd is doing; --watch follows the current job", (*env).status},
-	{"pair", "[--name NAME]", "pair this printer: shows the code, waits for approval", (*env).pair},
-	{"register", "--email E --name N", "pair with an account login (legacy marketplace)", (*env).register},
+	{"status", "[--json] [--watch]", "what lmntd is doing; --watch follows the job", (*env).status},
+	{"pair", "[--name NAME]", "pair this printer: shows the code, waits", (*env).pair},
+	{"register", "--email E --name N", "pair by account login (legacy marketplace)", (*env).register},
 	{"jobs", "[--json] [--cancel ID]", "the job queue and recent jobs", (*env).jobs},
-	{"print", "FILE [--follow]", "print a local G-code file (plain or encrypted)", (*env).print},
+	{"print", "FILE [--follow]", "print a G-code file (plain or encrypted)", (*env).print},
 	{"ready", "", "confirm the bed is clear: the next job may start", (*env).ready},
-	{"doctor", "[--offline] [--json]", "check the installation (exit 0 ok, 1 degraded, 2 broken)", (*env).doctor},
-	{"keys", "show|import-legacy|reseal", "the printer key: show, import the old plugin's, reseal", (*env).keys},
-	{"restart", "--when-idle", "restart lmntd as soon as no job is running", (*env).restart},
-	{"setup", "[--remove]", "wire lmntd into Klipper (extras, group, printer.cfg)", (*env).setup},
-	{"demo", "[--gcode FILE]", "run the whole system locally with a simulated marketplace", (*env).demo},
+	{"doctor", "[--offline] [--json]", "check the install (exit 0 ok, 1 degraded, 2 broken)", (*env).doctor},
+	{"keys", "show|import-legacy|reseal", "the printer key: show, import the old, reseal", (*env).keys},
+	{"restart", "--when-idle", "restart lmntd once no job is running", (*env).restart},
+	{"setup", "[--remove]", "wire lmntd into Klipper, or undo it (--remove)", (*env).setup},
+	{"demo", "[--gcode FILE]", "run everything locally with a simulated marketplace", (*env).demo},
 	{"version", "", "print the version", nil},
 }
 
@@ -68,7 +68,7 @@ func usageText(globalFlags string) string {
 	}
 	b.WriteString("\nRun lmnt COMMAND --help for a command's flags. The API socket belongs to\n")
 	b.WriteString("group lmnt: after joining it, log in again (or use sudo).\n")
-	b.WriteString("\nGlobal flags:\n" + globalFlags)
+	b.WriteString("\nGlobal flags:\n" + strings.TrimRight(globalFlags, "\n") + "\n")
 	return b.String()
 }
 
@@ -184,7 +184,7 @@ func (e *env) flags(name, synopsis string) *cmdFlags {
 func (c *cmdFlags) usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: lmnt %s\n", wrap(c.synopsis, 80-len("Usage: lmnt "), strings.Repeat(" ", len("Usage: lmnt "))))
 	if c.HasFlags() {
-		fmt.Fprintf(w, "\nFlags:\n%s", c.FlagUsagesWrapped(80))
+		fmt.Fprintf(w, "\nFlags:\n%s\n", strings.TrimRight(c.FlagUsagesWrapped(80), "\n"))
 	}
 }
 
