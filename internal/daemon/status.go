@@ -115,16 +115,19 @@ func (d *daemon) summarize(snap jobs.Snapshot) string {
 	if a := snap.Active; a != nil {
 		switch a.State {
 		case jobs.Downloading:
+			if a.Local {
+				return "checking local job " + jobLabel(*a)
+			}
 			if t := d.progress.current(); t != nil && t.JobID == a.ID && !t.Done && t.Total > 0 {
 				return fmt.Sprintf("downloading job %s (%d%%)", a.ID, t.Bytes*100/t.Total)
 			}
 			return "downloading job " + a.ID
 		case jobs.Ready:
-			return "starting job " + a.ID
+			return "starting job " + jobLabel(*a)
 		case jobs.Paused:
-			return fmt.Sprintf("paused job %s (%.0f%%)", a.ID, a.Progress*100)
+			return fmt.Sprintf("paused job %s (%.0f%%)", jobLabel(*a), a.Progress*100)
 		default:
-			return fmt.Sprintf("printing job %s (%.0f%%)", a.ID, a.Progress*100)
+			return fmt.Sprintf("printing job %s (%.0f%%)", jobLabel(*a), a.Progress*100)
 		}
 	}
 	name := d.printerInfo().Name
@@ -238,4 +241,13 @@ func klipperProblem(kl klipper.State) (problem, next string) {
 		return "Klipper is starting", "wait a moment; if it stays so, see Klipper's log (klippy.log)"
 	}
 	return with("Klipper is " + kl.Status.Klippy.State), "see Klipper's log (klippy.log)"
+}
+
+// jobLabel names a job in the status line: its title, when it has one, and
+// its id.
+func jobLabel(j jobs.JobInfo) string {
+	if j.Name != "" {
+		return fmt.Sprintf("%q (%s)", j.Name, j.ID)
+	}
+	return j.ID
 }

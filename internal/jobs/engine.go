@@ -642,7 +642,11 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		e.mu.Unlock()
 		return
 	}
-	if err := e.transition(r, Ready, "Decrypted and checked", nil); err != nil {
+	readyMsg := "Decrypted and checked"
+	if r.Local {
+		readyMsg = "Checked" // a local file may not have been encrypted at all
+	}
+	if err := e.transition(r, Ready, readyMsg, nil); err != nil {
 		e.finishActiveLocked(Failed, "Could not write the job journal: "+err.Error(), false)
 		e.mu.Unlock()
 		return
