@@ -15,6 +15,7 @@ APT_PACKAGES=(
   systemd systemd-container                 # systemd-analyze, systemd-nspawn
   debootstrap qemu-user-static binfmt-support # Debian roots for packaging and image tests
   dpkg-dev apt-utils gnupg                  # signed apt repository
+  chromium fonts-dejavu-core                # the status page's test drives Debian's headless Chromium
 )
 
 sudo=()

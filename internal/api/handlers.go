@@ -36,6 +36,8 @@ func (s *Server) buildRoutes() map[string]map[string]http.HandlerFunc {
 		pluginPrefix + "/pair/complete":        {post: s.handlePairComplete},
 		pluginPrefix + "/ready":                {post: s.handleReady},
 		pluginPrefix + "/ui":                   {get: s.handleUI},
+		pluginPrefix + "/ui/state":             {get: s.handleUIState},
+		pluginPrefix + "/ui/thumbnail":         {get: s.handleUIThumbnail},
 		"/machine/encrypted_print/start_print": {post: startPrint},
 		"/server/encrypted/print":              {post: startPrint},
 		// What the lmnt CLI uses.

@@ -159,7 +159,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if err := s.o.Access.check(r); err != nil {
 		s.log.Info("api: request refused", "path", r.URL.Path, "reason", err)
-		writeError(w, Errorf(http.StatusForbidden, "forbidden", "%s", err.Error()))
+		s.refuse(w, r, err)
 		return
 	}
 	// Browsers reach the API over TCP or through the proxy: the Host must

@@ -130,6 +130,12 @@ type KlipperStatus struct {
 	ConfigOK       bool   `json:"config_ok"`
 	ConfigSummary  string `json:"config_summary,omitempty"`
 	ConfigFindings int    `json:"config_findings,omitempty"`
+	// Problem says what keeps Klipper from printing (not connected, shut
+	// down, failed to start: with Klipper's reason), NextStep what to do.
+	Problem  string `json:"problem,omitempty"`
+	NextStep string `json:"next_step,omitempty"`
+	// PrintDuration is Klipper's time spent printing the current file (s).
+	PrintDuration float64 `json:"print_duration,omitempty"`
 }
 
 // JobStatus is the original plugin's job_status object.

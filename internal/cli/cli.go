@@ -14,35 +14,63 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/version"
 )
 
-const usage = `lmnt — control lmntd, the LMNT Marketplace printer agent.
+// Command is one lmnt subcommand. The table below is the single source of
+// the command list: lmnt --help renders it, and the manual page is
+// generated from it.
+type Command struct {
+	Name    string // as typed
+	Args    string // the synopsis after the name, e.g. "FILE [flags]"
+	Summary string // one sentence, owner's words
+	run     func(e *env, args []string) (int, error)
+}
 
-Usage: lmnt [--socket PATH] COMMAND [flags]
+// Commands lists lmnt's subcommands in the order --help shows them.
+var Commands = []Command{
+	{"status", "[--json] [--watch]", "what lmntd is doing; --watch follows the job", (*env).status},
+	{"pair", "[--name NAME]", "pair this printer: shows the code, waits", (*env).pair},
+	{"register", "--email E --name N", "pair by account login (legacy marketplace)", (*env).register},
+	{"jobs", "[--json] [--cancel ID]", "the job queue and recent jobs", (*env).jobs},
+	{"print", "FILE [--follow]", "print a G-code file (plain or encrypted)", (*env).print},
+	{"ready", "", "confirm the bed is clear: the next job may start", (*env).ready},
+	{"doctor", "[--offline] [--json]", "check the install (exit 0 ok, 1 degraded, 2 broken)", (*env).doctor},
+	{"keys", "show|import-legacy|reseal", "the printer key: show, import the old, reseal", (*env).keys},
+	{"restart", "--when-idle", "restart lmntd once no job is running", (*env).restart},
+	{"setup", "[--remove]", "wire lmntd into Klipper, or undo it (--remove)", (*env).setup},
+	{"demo", "[--gcode FILE]", "run everything locally with a simulated marketplace", (*env).demo},
+	{"version", "", "print the version", nil},
+}
 
-Commands:
-  status                 what lmntd is doing (--json for scripts and fleets)
-  pair                   pair this printer: shows the code, waits for approval
-  register               pair with a marketplace account login (legacy marketplace)
-  jobs                   the job queue and recent jobs (--json)
-  print FILE             print a local encrypted (or plain) G-code file
-  ready                  confirm the bed is clear: the next job may start
-  doctor                 check the installation (exit 0 healthy, 1 degraded, 2 broken)
-  keys show|import-legacy|reseal
-                         the printer key: show it, import the old plugin's, move its sealing
-  restart --when-idle    restart lmntd as soon as no job is running
-  setup [--remove]       wire lmntd into Klipper (extras, group, printer.cfg, unit drop-in)
-  demo                   run the whole system locally with a simulated marketplace
-  version                print the version
-
-Run lmnt COMMAND --help for a command's flags. The API socket is group lmnt's.
-`
+// usageText renders lmnt --help within 80 columns.
+func usageText(globalFlags string) string {
+	var b strings.Builder
+	b.WriteString("lmnt controls lmntd, the LMNT Marketplace printer agent.\n\n")
+	b.WriteString("Usage: lmnt [--socket PATH] COMMAND [flags]\n\nCommands:\n")
+	for _, c := range Commands {
+		head := c.Name
+		if c.Args != "" {
+			head += " " + c.Args
+		}
+		const col = 2 + 26 + 1
+		summary := wrap(c.Summary, 80-col, strings.Repeat(" ", col))
+		if len(head) > 26 {
+			fmt.Fprintf(&b, "  %s\n  %-26s %s\n", head, "", summary)
+		} else {
+			fmt.Fprintf(&b, "  %-26s %s\n", head, summary)
+		}
+	}
+	b.WriteString("\nRun lmnt COMMAND --help for a command's flags. The API socket belongs to\n")
+	b.WriteString("group lmnt: after joining it, log in again (or use sudo).\n")
+	b.WriteString("\nGlobal flags:\n" + strings.TrimRight(globalFlags, "\n") + "\n")
+	return b.String()
+}
 
 // Main runs the lmnt command line and returns the exit status.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -50,9 +78,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	global.SetInterspersed(false)
 	global.SetOutput(stderr)
 	socket := global.String("socket", envOr("LMNT_SOCKET", DefaultSocket), "lmntd's API socket (also LMNT_SOCKET)")
-	timeout := global.Duration("timeout", DefaultAnswerTimeout, "how long to wait for lmntd's answer to a request")
+	timeout := global.Duration("timeout", DefaultAnswerTimeout, "how long to wait for lmntd's answer")
 	showVersion := global.Bool("version", false, "print the version")
-	global.Usage = func() { fmt.Fprint(stdout, usage); fmt.Fprint(stdout, "\nGlobal flags:\n"+global.FlagUsages()) }
+	global.Usage = func() { fmt.Fprint(stdout, usageText(global.FlagUsagesWrapped(80))) }
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -71,52 +99,54 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e := &env{ctx: ctx, c: newClient(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr}
-	cmd, cargs := rest[0], rest[1:]
-	var run func([]string) (int, error)
-	switch cmd {
-	case "status":
-		run = e.status
-	case "pair":
-		run = e.pair
-	case "register":
-		run = e.register
-	case "jobs":
-		run = e.jobs
-	case "print":
-		run = e.print
-	case "ready":
-		run = e.ready
-	case "doctor":
-		run = e.doctor
-	case "keys":
-		run = e.keys
-	case "restart":
-		run = e.restart
-	case "setup":
-		run = e.setup
-	case "demo":
-		run = e.demo
-	case "version", "--version":
+	name, cargs := rest[0], rest[1:]
+	var run func(*env, []string) (int, error)
+	for _, c := range Commands {
+		if c.Name == name {
+			run = c.run
+		}
+	}
+	switch {
+	case name == "version" || name == "--version":
 		fmt.Fprintln(stdout, "lmnt", version.Version)
 		return 0
-	case "help":
+	case name == "help":
 		global.Usage()
 		return 0
-	default:
-		fmt.Fprintf(stderr, "lmnt: unknown command %q (see lmnt --help)\n", cmd)
+	case run == nil:
+		fmt.Fprintf(stderr, "lmnt: unknown command %q (see lmnt --help)\n", name)
 		return 2
 	}
-	code, err := run(cargs)
+	code, err := run(e, cargs)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintln(stderr, "lmnt "+cmd+":", err)
+		fmt.Fprintln(stderr, wrap("lmnt "+name+": "+ownerWords(name, err), 80, "  "))
 		if code == 0 {
 			code = 1
 		}
 	}
 	return code
+}
+
+// ownerWords is err's message for the owner: Go's context errors in
+// words, and no second "name:" prefix when a message already carries one.
+func ownerWords(name string, err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "gave up: the time limit passed (see --timeout)"
+	case errors.Is(err, context.Canceled):
+		return "interrupted"
+	}
+	msg := err.Error()
+	for {
+		trimmed := strings.TrimPrefix(strings.TrimPrefix(msg, "lmnt "+name+": "), name+": ")
+		if trimmed == msg {
+			return msg
+		}
+		msg = trimmed
+	}
 }
 
 // env is one invocation's context.
@@ -135,26 +165,78 @@ func envOr(name, def string) string {
 	return def
 }
 
-func (e *env) flags(name, synopsis string) *pflag.FlagSet {
-	fs := pflag.NewFlagSet("lmnt "+name, pflag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(e.stdout, "Usage: lmnt %s\n\nFlags:\n%s", synopsis, fs.FlagUsages())
-	}
-	return fs
+// cmdFlags is one command's flag set with its synopsis, so that a wrong
+// number of arguments can show the usage.
+type cmdFlags struct {
+	*pflag.FlagSet
+	synopsis string
+	e        *env
 }
 
-func parse(fs *pflag.FlagSet, args []string, positional int) error {
+func (e *env) flags(name, synopsis string) *cmdFlags {
+	fs := pflag.NewFlagSet("lmnt "+name, pflag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	c := &cmdFlags{FlagSet: fs, synopsis: synopsis, e: e}
+	fs.Usage = func() { c.usage(e.stdout) }
+	return c
+}
+
+func (c *cmdFlags) usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: lmnt %s\n", wrap(c.synopsis, 80-len("Usage: lmnt "), strings.Repeat(" ", len("Usage: lmnt "))))
+	if c.HasFlags() {
+		fmt.Fprintf(w, "\nFlags:\n%s\n", strings.TrimRight(c.FlagUsagesWrapped(80), "\n"))
+	}
+}
+
+// parse parses a command's flags and checks it got positional arguments;
+// when not, it shows the usage on stderr and says what was missing.
+func parse(fs *cmdFlags, args []string, positional int) error {
+	fs.SetOutput(io.Discard) // the error is printed once, by Main
 	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, pflag.ErrHelp) {
+			fs.usage(fs.e.stderr)
+		}
 		return err
 	}
 	if fs.NArg() != positional {
-		if positional == 0 {
+		fs.usage(fs.e.stderr)
+		switch {
+		case positional == 0:
 			return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		case fs.NArg() < positional:
+			return errors.New("missing argument (see the usage above)")
 		}
-		return fmt.Errorf("want %d argument(s), got %d", positional, fs.NArg())
+		return fmt.Errorf("too many arguments: %q", fs.Args()[positional:])
 	}
 	return nil
+}
+
+// wrap breaks s at spaces into lines of at most width runes, indenting
+// the continuation lines; a word longer than width (a path) is cut.
+func wrap(s string, width int, indent string) string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		for len([]rune(w)) > width {
+			if line != "" {
+				lines, line = append(lines, line), ""
+			}
+			r := []rune(w)
+			lines, w = append(lines, string(r[:width])), string(r[width:])
+		}
+		switch {
+		case line == "":
+			line = w
+		case len([]rune(line))+1+len([]rune(w)) > width:
+			lines, line = append(lines, line), w
+		default:
+			line += " " + w
+		}
+	}
+	if line != "" || len(lines) == 0 {
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "\n"+indent)
 }
 
 func (e *env) printJSON(v any) error {
@@ -164,10 +246,14 @@ func (e *env) printJSON(v any) error {
 }
 
 func (e *env) status(args []string) (int, error) {
-	fs := e.flags("status", "status [--json]")
+	fs := e.flags("status", "status [--json] [--watch]")
 	asJSON := fs.Bool("json", false, "print the full status as JSON")
+	watch := fs.Bool("watch", false, "then follow the current job's progress until it ends")
 	if err := parse(fs, args, 0); err != nil {
 		return 2, err
+	}
+	if *watch && *asJSON {
+		return 2, errors.New("--watch and --json do not go together")
 	}
 	if *asJSON {
 		var raw json.RawMessage
@@ -182,49 +268,70 @@ func (e *env) status(args []string) (int, error) {
 		return 1, err
 	}
 	w := e.stdout
-	fmt.Fprintf(w, "lmntd %s: %s\n", st.Version, st.Summary)
-	fmt.Fprintf(w, "  health:      %s\n", st.Health)
+	field := func(label, format string, args ...any) {
+		const indent = "               "
+		fmt.Fprintf(w, "  %-12s %s\n", label+":", wrap(fmt.Sprintf(format, args...), 80-len(indent), indent))
+	}
+	fmt.Fprintf(w, "lmntd %s\n", st.Version)
+	field("state", "%s", st.Summary)
+	field("health", "%s", st.Health)
 	name := st.Printer.Name
 	if name == "" {
 		name = "(unnamed)"
 	}
 	switch {
 	case st.Auth.PairingLost:
-		fmt.Fprintf(w, "  printer:     %s, pairing LOST: run lmnt pair\n", name)
+		field("printer", "%s, pairing LOST: run lmnt pair", name)
 	case st.Auth.PrinterID != "":
-		fmt.Fprintf(w, "  printer:     %s (id %s) at %s\n", name, st.Auth.PrinterID, st.Marketplace)
+		field("printer", "%s (id %s)", name, st.Auth.PrinterID)
+		field("marketplace", "%s", st.Marketplace)
 		if st.Auth.TokenExpiry != nil && st.Auth.Authenticated {
-			fmt.Fprintf(w, "  token:       valid until %s\n", st.Auth.TokenExpiry.Local().Format(time.RFC1123))
+			field("token", "valid until %s", st.Auth.TokenExpiry.Local().Format("2006-01-02 15:04 MST"))
 		}
 		if st.Auth.Problem != "" {
-			fmt.Fprintf(w, "  token:       %s\n", st.Auth.Problem)
+			field("token", "%s", st.Auth.Problem)
 		}
 	default:
-		fmt.Fprintf(w, "  printer:     not paired (lmnt pair)\n")
+		field("printer", "not paired (lmnt pair)")
 	}
 	if st.Profile != "" {
-		fmt.Fprintf(w, "  api:         %s profile (%s)\n", st.Profile, st.ProfileReason)
+		field("api", "%s profile (%s)", st.Profile, st.ProfileReason)
 	}
 	if st.Pairing != nil && st.Pairing.PairingCode != "" {
-		fmt.Fprintf(w, "  pairing:     code %s, %s\n", st.Pairing.PairingCode, st.Pairing.Status)
+		field("pairing", "code %s, %s", st.Pairing.PairingCode, st.Pairing.Status)
 	}
 	switch st.Key.State {
 	case "ok":
-		fmt.Fprintf(w, "  key:         %s, sealed with %s\n", short(st.Key.KeyID), st.Key.Backend)
+		field("key", "%s, sealed with %s", short(st.Key.KeyID), st.Key.Backend)
 	default:
-		fmt.Fprintf(w, "  key:         %s: %s\n", strings.ToUpper(st.Key.State), st.Key.Problem)
+		field("key", "%s: %s", strings.ToUpper(st.Key.State), st.Key.Problem)
 	}
 	kl := "not connected"
 	if st.Klipper.Connected {
 		kl = fmt.Sprintf("connected, %s (Klipper %s)", orDash(st.Klipper.Klippy), orDash(st.Klipper.Version))
 	}
-	fmt.Fprintf(w, "  klipper:     %s\n", kl)
-	if st.Klipper.ConfigSummary != "" {
-		fmt.Fprintf(w, "  printer.cfg: %s\n", st.Klipper.ConfigSummary)
+	if st.Klipper.Problem != "" {
+		kl = st.Klipper.Problem
 	}
-	fmt.Fprintf(w, "  jobs:        %s\n", jobsLine(st.Jobs))
+	field("klipper", "%s", kl)
+	if st.Klipper.NextStep != "" {
+		field("next step", "%s", st.Klipper.NextStep)
+	}
+	if st.Klipper.ConfigSummary != "" {
+		field("printer.cfg", "%s", st.Klipper.ConfigSummary)
+	}
+	field("jobs", "%s", jobsLine(st.Jobs))
 	if st.Restart {
-		fmt.Fprintf(w, "  restart:     requested, waiting for the active job to end\n")
+		field("restart", "requested, waiting for the active job to end")
+	}
+	if *watch {
+		switch {
+		case st.Jobs.Active != nil:
+			return e.followJob(e.ctx, st.Jobs.Active.ID)
+		case len(st.Jobs.Queue) > 0:
+			return e.followJob(e.ctx, st.Jobs.Queue[0].ID)
+		}
+		fmt.Fprintln(w, "no job is running or queued: nothing to watch")
 	}
 	return 0, nil
 }
@@ -232,7 +339,7 @@ func (e *env) status(args []string) (int, error) {
 func jobsLine(s jobsSnapshot) string {
 	parts := []string{}
 	if s.Active != nil {
-		parts = append(parts, fmt.Sprintf("%s %s (%s)", s.Active.ID, s.Active.State, progressText(s.Active.Progress, s.Active.ProgressUnknown)))
+		parts = append(parts, fmt.Sprintf("%s: %s", jobTitle(*s.Active), stateWords(*s.Active)))
 	} else {
 		parts = append(parts, "none active")
 	}
@@ -299,13 +406,27 @@ func (e *env) jobs(args []string) (int, error) {
 	if err := e.c.get(e.ctx, "/lmnt/v1/jobs", &s); err != nil {
 		return 1, err
 	}
+	e.jobsTable(s)
+	return 0, nil
+}
+
+// jobsTable prints the queue within 80 columns: a row per job (id, state,
+// progress, title) and its message on the next line.
+func (e *env) jobsTable(s jobsSnapshot) {
 	w := e.stdout
 	row := func(j jobInfo) {
-		name := j.Name
-		if name == "" {
-			name = "-"
+		prog := ""
+		if j.State == jobs.Printing || j.State == jobs.Paused || j.State == jobs.Succeeded {
+			prog = fmt.Sprintf("%3.0f%%", j.Progress*100)
 		}
-		fmt.Fprintf(w, "  %-28s %-11s %5.0f%%  %-24s %s\n", j.ID, j.State, j.Progress*100, trunc(name, 24), j.Message)
+		state := string(j.State)
+		if j.State == jobs.Accepted {
+			state = "queued"
+		}
+		fmt.Fprintf(w, "  %-22s %-10s %4s  %s\n", abbrevID(j.ID, 22), state, prog, trunc(orDash(j.Name), 80-42))
+		if j.Message != "" {
+			fmt.Fprintf(w, "    %s\n", wrap(j.Message, 80-4, "    "))
+		}
 	}
 	fmt.Fprintln(w, "active:")
 	if s.Active != nil {
@@ -318,13 +439,21 @@ func (e *env) jobs(args []string) (int, error) {
 		row(j)
 	}
 	if s.Waiting != "" {
-		fmt.Fprintf(w, "  %s\n", s.Waiting)
+		fmt.Fprintf(w, "  %s\n", wrap(s.Waiting, 80-2, "  "))
 	}
 	fmt.Fprintf(w, "finished (newest first): %d\n", len(s.Finished))
 	for _, j := range s.Finished {
 		row(j)
 	}
-	return 0, nil
+}
+
+// abbrevID keeps an id whole when it fits in n columns, else its start and
+// end (lmnt jobs --json has the whole id).
+func abbrevID(id string, n int) string {
+	if len(id) <= n {
+		return id
+	}
+	return id[:n-5] + "…" + id[len(id)-4:]
 }
 
 func trunc(s string, n int) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/api"
 	"github.com/lmnt-marketplace/lmntd/internal/cli"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
+	"github.com/lmnt-marketplace/lmntd/internal/democube"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
@@ -56,11 +58,12 @@ func lmnt(t *testing.T, socket string, stdin string, args ...string) (code int, 
 
 // TestDemo runs `lmnt demo` exactly as `make demo` does (the built lmnt
 // next to the built lmntd), as an unprivileged user when the test runs as
-// root, and checks it verified the print and cleaned up.
+// root and without the shared fixtures (as on a fresh clone), and checks
+// it printed the built-in cube, verified the print and cleaned up.
 func TestDemo(t *testing.T) {
 	bin := daemontest.Build(t)
 	cmd := exec.Command(filepath.Join(bin, "lmnt"), "demo", "--print-seconds", "1")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "LMNTD_SHARED=" + testutil.SharedDir(t), "HOME=/nonexistent", "TMPDIR=" + os.TempDir()}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent", "TMPDIR=" + os.TempDir()}
 	cmd.Dir = "/"
 	if os.Getuid() == 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
@@ -74,7 +77,7 @@ func TestDemo(t *testing.T) {
 	took := time.Since(start)
 	text := out.String()
 	for _, want := range []string{"pairing code ", "paired as printer ", "downloaded, decrypted and checked", "printing: ",
-		"verified: Klipper read 419301 bytes, SHA-256 ", "success ", "everything worked"} {
+		fmt.Sprintf("verified: Klipper read %d bytes, SHA-256 ", len(democube.Generate())), democube.Name, "success ", "everything worked"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
@@ -158,7 +161,7 @@ func TestCommands(t *testing.T) {
 		}
 	}
 	code, out, errOut := lmnt(t, sock, "", "print", gfile)
-	m := regexp.MustCompile(`job (local-\S+):`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`queued as job (local-\S+)`).FindStringSubmatch(out)
 	if code != 0 || m == nil {
 		t.Fatalf("print: %d %s %s", code, out, errOut)
 	}
@@ -286,7 +289,7 @@ func TestAccessDeniedMessage(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "add yourself to group lmnt") {
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(flat(string(out)), "add yourself to group lmnt") {
 		t.Fatalf("lmnt status as nobody: %v\n%s", err, out)
 	}
 	// And a socket it may not even open.
@@ -294,7 +297,7 @@ func TestAccessDeniedMessage(t *testing.T) {
 	cmd = exec.Command(filepath.Join(bin, "lmnt"), "--socket", d.Socket, "status")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
 	out, _ = cmd.CombinedOutput()
-	if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "group lmnt") {
+	if !strings.Contains(flat(string(out)), "permission denied") || !strings.Contains(flat(string(out)), "group lmnt") {
 		t.Fatalf("lmnt status on a 0600 socket as nobody:\n%s", out)
 	}
 }

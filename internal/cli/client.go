@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -50,13 +51,31 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Message }
 
-// connError explains why the socket could not be reached.
+// connError explains why the socket could not be reached, in terms of
+// what --socket points at.
 func (c *client) connError(err error) error {
+	if !strings.Contains(c.socket, "/") && strings.Contains(c.socket, ":") {
+		return fmt.Errorf("--socket %s looks like a network address: it takes the path of lmntd's API socket (default %s)", c.socket, DefaultSocket)
+	}
+	if fi, serr := os.Stat(c.socket); serr == nil {
+		switch {
+		case fi.IsDir():
+			return fmt.Errorf("%s is a directory: --socket takes the path of lmntd's API socket (default %s)", c.socket, DefaultSocket)
+		case fi.Mode()&os.ModeSocket == 0:
+			return fmt.Errorf("%s is not a socket: --socket takes the path of lmntd's API socket (default %s)", c.socket, DefaultSocket)
+		}
+	}
 	switch {
+	case errors.Is(err, syscall.EPROTOTYPE):
+		return fmt.Errorf("%s is not lmntd's API socket (it looks like the Klipper bridge socket): the API socket is %s", c.socket, DefaultSocket)
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("lmntd is not running (nothing listens on %s): start it with `sudo systemctl start lmntd`, or pass --socket", c.socket)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("permission denied on %s: add yourself to group lmnt (`sudo usermod -aG lmnt $USER`, then log in again) or use sudo", c.socket)
+		return fmt.Errorf("permission denied on %s: join group lmnt (`sudo usermod -aG lmnt $USER`, then log out and in again) or use sudo", c.socket)
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return fmt.Errorf("cannot reach lmntd on %s: %s", c.socket, errno.Error())
 	}
 	return fmt.Errorf("cannot reach lmntd on %s: %w", c.socket, err)
 }

@@ -39,6 +39,10 @@ func (e *env) pair(args []string) (int, error) {
 		Model: *model, ExtruderCount: *extruders, Force: *force}, &p); err != nil {
 		return 1, err
 	}
+	if *name != "" && p.PrinterName != "" && p.PrinterName != *name {
+		fmt.Fprintf(e.stderr, "lmnt pair: warning: a pairing code was already pending for %q; --name %q is not used.\n"+
+			"  Enter this code to pair as %q, or let it expire and pair again.\n", p.PrinterName, *name, p.PrinterName)
+	}
 	e.showPairingCode(p)
 	if *noWait {
 		fmt.Fprintln(e.stdout, "lmntd completes the pairing once it is approved; `lmnt status` shows when it is done.")
@@ -70,7 +74,10 @@ func (e *env) followPairing(ctx context.Context, p api.Pairing) (int, error) {
 	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
-			return 1, fmt.Errorf("gave up waiting for approval: %w", ctx.Err())
+			if e.ctx.Err() != nil {
+				return 1, errors.New("stopped waiting; lmntd keeps waiting for the approval until the code expires (lmnt status)")
+			}
+			return 1, errors.New("gave up waiting for approval (--timeout); lmntd keeps waiting until the code expires")
 		case <-time.After(time.Second):
 		}
 		if err := e.c.get(ctx, "/machine/lmnt_marketplace/pair/status", &p); err != nil {
@@ -175,7 +182,8 @@ func (e *env) readPassword(file string) (string, error) {
 }
 
 func (e *env) print(args []string) (int, error) {
-	fs := e.flags("print", "print FILE [--fernet-key-file F | --dek-package-file F --iv HEX] [--name NAME]")
+	fs := e.flags("print", "print FILE [--follow] [--name NAME] [--fernet-key-file F | --dek-package-file F --iv HEX]")
+	follow := fs.Bool("follow", false, "show the job's progress until it ends (exit 0 when the print succeeded)")
 	fernetFile := fs.String("fernet-key-file", "", "file holding the Fernet key the file is encrypted with")
 	dekFile := fs.String("dek-package-file", "", "file holding the DEK package (B64:B64:B64) sealed to this printer")
 	iv := fs.String("iv", "", "the AES-CBC IV (32 hex characters), with --dek-package-file")
@@ -191,7 +199,7 @@ func (e *env) print(args []string) (int, error) {
 	case *fernetFile != "":
 		k, err := readSecretFile(*fernetFile)
 		if err != nil {
-			return 1, err
+			return 1, fileErrorf("--fernet-key-file: %v", err)
 		}
 		fields["fernet_key"] = k
 	case *dekFile != "":
@@ -200,13 +208,13 @@ func (e *env) print(args []string) (int, error) {
 		}
 		k, err := readSecretFile(*dekFile)
 		if err != nil {
-			return 1, err
+			return 1, fileErrorf("--dek-package-file: %v", err)
 		}
 		fields["dek_package"], fields["iv"] = k, *iv
 	case *iv != "":
 		return 2, errors.New("--iv needs --dek-package-file")
 	}
-	f, err := os.Open(path)
+	f, err := openPrintFile(path, len(fields) > 0)
 	if err != nil {
 		return 1, err
 	}
@@ -242,14 +250,18 @@ func (e *env) print(args []string) (int, error) {
 	if err := e.c.do(e.ctx, http.MethodPost, "/machine/encrypted_print/start_print", pr, mw.FormDataContentType(), &res); err != nil {
 		return 1, err
 	}
-	fmt.Fprintf(e.stdout, "job %s: %s\nFollow it with: lmnt jobs\n", res.JobID, res.Message)
+	fmt.Fprintf(e.stdout, "%s queued as job %s\n", *name, res.JobID)
+	if *follow {
+		return e.followJob(e.ctx, res.JobID)
+	}
+	fmt.Fprintf(e.stdout, "Follow it with: lmnt print --follow, lmnt status --watch or lmnt jobs\n")
 	return 0, nil
 }
 
 func readSecretFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s: %v", path, plainErr(err))
 	}
 	defer clear(b)
 	return strings.TrimSpace(string(b)), nil
@@ -281,14 +293,7 @@ func (e *env) doctor(args []string) (int, error) {
 		}
 	} else {
 		for _, c := range r.Checks {
-			kind := "wanted  "
-			if c.Required {
-				kind = "required"
-			}
-			fmt.Fprintf(e.stdout, "%-4s %s %-16s %s\n", strings.ToUpper(c.Result), kind, c.Name, c.Detail)
-			if c.Fix != "" && c.Result != api.CheckOK {
-				fmt.Fprintf(e.stdout, "                   fix: %s\n", c.Fix)
-			}
+			e.checkLine(c)
 		}
 		fmt.Fprintf(e.stdout, "health: %s\n", r.Health)
 	}
@@ -299,6 +304,26 @@ func (e *env) doctor(args []string) (int, error) {
 		return 1, nil
 	}
 	return 2, nil
+}
+
+// checkLine prints one doctor check within 80 columns: the result and
+// the check's name, its detail (wrapped under it when long) and, when it
+// did not pass, the fix.
+func (e *env) checkLine(c api.Check) {
+	const indent = "     "
+	head := fmt.Sprintf("%-4s %s", strings.ToUpper(c.Result), c.Name)
+	if c.Required && c.Result != api.CheckOK && c.Result != api.CheckSkip {
+		head += " (required)"
+	}
+	if line := head + ": " + c.Detail; len([]rune(line)) <= 80 {
+		fmt.Fprintln(e.stdout, line)
+	} else {
+		fmt.Fprintln(e.stdout, head)
+		fmt.Fprintln(e.stdout, indent+wrap(c.Detail, 80-len(indent), indent))
+	}
+	if c.Fix != "" && c.Result != api.CheckOK {
+		fmt.Fprintln(e.stdout, indent+wrap("fix: "+c.Fix, 80-len(indent), indent))
+	}
 }
 
 // localDoctor checks what it can without the daemon: the configuration and
@@ -331,10 +356,24 @@ func localDoctor(cfgFile string, daemonErr error) api.DoctorReport {
 }
 
 func (e *env) keys(args []string) (int, error) {
+	const keysUsage = `Usage: lmnt keys show [--json]
+       lmnt keys import-legacy [--dir DIR] [--remove-source] [--replace]
+       lmnt keys reseal --to tpm|software
+
+  show           the printer key's id, public key and how it is sealed
+  import-legacy  take over the old Moonraker plugin's key (and token)
+  reseal         seal the key with the TPM or the software sealer
+
+Run lmnt keys COMMAND --help for its flags.
+`
 	if len(args) == 0 {
-		return 2, errors.New("want show, import-legacy or reseal")
+		fmt.Fprint(e.stderr, keysUsage)
+		return 2, errors.New("missing command: show, import-legacy or reseal")
 	}
 	switch args[0] {
+	case "--help", "-h", "help":
+		fmt.Fprint(e.stdout, keysUsage)
+		return 0, nil
 	case "show":
 		fs := e.flags("keys show", "keys show [--json]")
 		asJSON := fs.Bool("json", false, "print as JSON")
@@ -403,5 +442,6 @@ func (e *env) keys(args []string) (int, error) {
 		fmt.Fprintf(e.stdout, "key %s is now sealed with %s\n", short(k.KeyID), k.Backend)
 		return 0, nil
 	}
+	fmt.Fprint(e.stderr, keysUsage)
 	return 2, fmt.Errorf("unknown keys command %q: want show, import-legacy or reseal", args[0])
 }

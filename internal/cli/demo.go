@@ -19,15 +19,12 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/democube"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
-
-// demoFixture is the default job: a 20 mm cube sliced with PrusaSlicer,
-// from the shared slicer fixtures.
-const demoFixture = "prusaslicer_cube20_pla_0.20mm.gcode"
 
 // demo runs the whole system on this machine without privileges: the
 // marketplace simulator (HTTPS with its own CA), the real lmntd binary
@@ -36,7 +33,7 @@ const demoFixture = "prusaslicer_cube20_pla_0.20mm.gcode"
 // that Klipper read exactly the source bytes.
 func (e *env) demo(args []string) (int, error) {
 	fs := e.flags("demo", "demo [--gcode FILE] [--print-seconds N] [--timeout D] [--verbose]")
-	gcodePath := fs.String("gcode", "", "G-code file to print (default: the PrusaSlicer cube from the shared fixtures)")
+	gcodePath := fs.String("gcode", "", "G-code file to print (default: a built-in 20 mm calibration cube)")
 	printSeconds := fs.Float64("print-seconds", 3, "how long the stand-in takes to \"print\" the file")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
 	verbose := fs.Bool("verbose", false, "show lmntd's log as it runs")
@@ -410,25 +407,11 @@ func (d *demoRun) showLogTail() {
 	}
 }
 
-// demoGcode reads the job's G-code: --gcode, or the fixture from
-// $LMNTD_SHARED/fixtures or ../shared/fixtures.
+// demoGcode reads the job's G-code: --gcode, or the built-in calibration
+// cube.
 func demoGcode(path string) ([]byte, string, error) {
 	if path == "" {
-		var tried []string
-		for _, dir := range []string{os.Getenv("LMNTD_SHARED"), filepath.Join("..", "shared")} {
-			if dir == "" {
-				continue
-			}
-			cand := filepath.Join(dir, "fixtures", demoFixture)
-			tried = append(tried, cand)
-			if _, err := os.Stat(cand); err == nil {
-				path = cand
-				break
-			}
-		}
-		if path == "" {
-			return nil, "", fmt.Errorf("no G-code to print: %s not found (tried %s); pass --gcode FILE", demoFixture, strings.Join(tried, ", "))
-		}
+		return democube.Generate(), democube.Name, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -12,7 +12,7 @@ func TestJobsLineShowsTheBedOnlyWhenItMatters(t *testing.T) {
 		want     []string
 		wantNone []string
 	}{
-		{jobsSnapshot{Active: printing, BedClear: true}, []string{"j1 printing (42%)"}, []string{"bed"}},
+		{jobsSnapshot{Active: printing, BedClear: true}, []string{"j1: printing  42%"}, []string{"bed"}},
 		{jobsSnapshot{Active: &jobInfo{ID: "j1", State: "paused"}}, []string{"paused"}, []string{"bed"}},
 		{jobsSnapshot{Active: &jobInfo{ID: "j1", State: "printing", ProgressUnknown: true}}, []string{"progress unknown: Klipper not connected"}, []string{"0%"}},
 		{jobsSnapshot{BedClear: true}, []string{"none active", "bed confirmed clear"}, nil},

@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -26,8 +29,15 @@ func (e *env) setup(args []string) (int, error) {
 	fs.BoolVarP(&o.DryRun, "dry-run", "n", false, "show what would change, with diffs, and change nothing")
 	remove := fs.Bool("remove", false, "undo everything an earlier lmnt setup did")
 	fs.StringVar(&o.Root, "root", "/", "the system to work on (an image being built, mounted elsewhere)")
+	allow := fs.String("allow-network", "", `let browsers on this network use the status page: a CIDR, or "local" for the printer's own (asked when on a terminal)`)
 	if err := parse(fs, args, 0); err != nil {
 		return 2, err
+	}
+	if !*remove {
+		var err error
+		if o.AllowNetwork, err = e.networkToAllow(*allow, o.DryRun); err != nil {
+			return 2, err
+		}
 	}
 	if *remove && (o.ImportLegacy || o.Instance != "" || o.ConfigFile != "") {
 		return 2, errors.New("--remove undoes what was recorded; it takes no other flags but --dry-run and --root")
@@ -79,4 +89,65 @@ func (d daemonActivator) Activate(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// networkToAllow is the network whose browsers may use the status page:
+// the --allow-network flag, or the owner's answer when setup runs on a
+// terminal. Off unless the owner says yes.
+func (e *env) networkToAllow(flag string, dryRun bool) (netip.Prefix, error) {
+	switch flag {
+	case "":
+		f, ok := e.stdin.(*os.File)
+		if !ok || !isTerminal(f) || dryRun {
+			return netip.Prefix{}, nil
+		}
+		lan, ok := localNetwork()
+		if !ok {
+			return netip.Prefix{}, nil
+		}
+		fmt.Fprintf(e.stdout, "Let browsers on %s open lmntd's status page? Anyone there could pair\n"+
+			"the printer and confirm the bed is clear. [y/N] ", lan)
+		answer, _ := bufio.NewReader(e.stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(answer)); a == "y" || a == "yes" {
+			return lan, nil
+		}
+		return netip.Prefix{}, nil
+	case "local":
+		lan, ok := localNetwork()
+		if !ok {
+			return netip.Prefix{}, errors.New("--allow-network local: this machine has no private IPv4 network; give the network as a CIDR")
+		}
+		return lan, nil
+	}
+	p, err := netip.ParsePrefix(flag)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("--allow-network %q: want a network such as 192.168.1.0/24, or local", flag)
+	}
+	return p.Masked(), nil
+}
+
+// localNetwork is the printer's own private IPv4 network, from the first
+// interface that is up and has one.
+func localNetwork() (netip.Prefix, bool) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if ones, _ := ipn.Mask.Size(); ok && ip.Unmap().Is4() && ip.IsPrivate() {
+				return netip.PrefixFrom(ip.Unmap(), ones).Masked(), true
+			}
+		}
+	}
+	return netip.Prefix{}, false
 }

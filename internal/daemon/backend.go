@@ -54,7 +54,9 @@ func (b backend) Status(ctx context.Context) api.Status {
 	if kl.HaveStatus {
 		st.Klipper.Klippy = kl.Status.Klippy.State
 		st.Klipper.PrintState = kl.Status.PrintStats.State
+		st.Klipper.PrintDuration = kl.Status.PrintStats.PrintDuration
 	}
+	st.Klipper.Problem, st.Klipper.NextStep = klipperProblem(kl)
 	st.Klipper.Version = kl.Hello.Klipper.Version
 	st.Klipper.ExtraVersion = kl.Hello.ExtraVersion
 	if d.kcfg != nil {
@@ -75,7 +77,7 @@ func (b backend) Status(ctx context.Context) api.Status {
 	switch {
 	case state == keyBroken:
 		st.Health = api.HealthBroken
-	case !st.Auth.Authenticated || st.Auth.Problem != "" || !kl.Connected || st.Jobs.JournalProblem != "":
+	case !st.Auth.Authenticated || st.Auth.Problem != "" || st.Klipper.Problem != "" || st.Jobs.JournalProblem != "":
 		st.Health = api.HealthDegraded
 	default:
 		st.Health = api.HealthOK
@@ -207,7 +209,9 @@ func (b backend) CancelJob(id, reason string) error {
 }
 
 func (b backend) ConfirmBedClear() error {
-	if err := b.d.engine.ConfirmBedClear(); err != nil {
+	if err := b.d.engine.ConfirmBedClear(); errors.Is(err, jobs.ErrPrintRunning) {
+		return api.Errorf(http.StatusConflict, "print_running", "%v", err)
+	} else if err != nil {
 		return err
 	}
 	b.d.log.Info("bed confirmed clear through the API")

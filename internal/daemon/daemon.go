@@ -30,6 +30,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
+	"github.com/lmnt-marketplace/lmntd/internal/logging"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/seal"
 	"github.com/lmnt-marketplace/lmntd/internal/version"
@@ -83,6 +84,7 @@ type Options struct {
 type daemon struct {
 	o        Options
 	log      *slog.Logger
+	previews previewStore
 	level    *slog.LevelVar
 	watcher  *config.Watcher
 	cfg      atomic.Pointer[config.Config]
@@ -130,7 +132,11 @@ func Run(ctx context.Context, o Options) error {
 		out = os.Stderr
 	}
 	_ = d.level.UnmarshalText([]byte(cfg.Log.Level))
-	d.log = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: d.level}))
+	journal := false
+	if f, ok := out.(*os.File); ok {
+		journal = logging.JournalStream(f, os.Getenv)
+	}
+	d.log = logging.New(out, d.level, journal)
 	for _, n := range cfg.Notes() {
 		d.log.Info("config: " + n)
 	}
@@ -186,7 +192,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 	d.bridge = klipper.NewServer(klipper.Options{
 		AllowedUIDs:    d.klipperUIDs(cfg),
 		StatusInterval: cfg.Klipper.StatusInterval,
-		Logger:         d.log.With("part", "bridge"),
+		Logger:         d.log.With(logging.ComponentKey, "bridge"),
 		DaemonVersion:  version.Version,
 	})
 	d.engine, err = jobs.New(jobs.Options{
@@ -194,7 +200,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		Marketplace: marketAdapter{d: d},
 		Decryptor:   &decryptor{d: d},
 		Printer:     jobs.KlipperPrinter{Server: d.bridge},
-		Logger:      d.log.With("part", "jobs"),
+		Logger:      d.log.With(logging.ComponentKey, "jobs"),
 		AutoStart:   cfg.Jobs.AutoStart,
 		RequestPoll: d.triggerPoll,
 		Stubs:       d.stubStore(cfg),
@@ -212,13 +218,14 @@ func (d *daemon) run(parent context.Context) (err error) {
 		Check: jobs.PrinterCheck{
 			Printer:      func() klippercfg.Printer { return d.configReport().Printer },
 			FilamentType: func() string { return d.cfg.Load().Jobs.FilamentType },
-			Logger:       d.log.With("part", "compat"),
+			Logger:       d.log.With(logging.ComponentKey, "compat"),
 		}.Check,
 	})
 	if err != nil {
 		return fmt.Errorf("job journal in %s: %w", cfg.Paths.StateDirectory, err)
 	}
 	d.pair = newPairing(d)
+	d.pair.resume()
 	d.api = api.New(api.Options{
 		Backend: backend{d},
 		Access: api.Access{
@@ -235,7 +242,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		},
 		PairingBurst: d.o.PairingBurst,
 		PairingEvery: d.o.PairingEvery,
-		Logger:       d.log.With("part", "api"),
+		Logger:       d.log.With(logging.ComponentKey, "api"),
 	})
 
 	group := d.o.APIGroup
@@ -274,7 +281,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 
 	// printer.cfg is watched before anything can ask about it.
 	if d.kcfg, err = klippercfg.Watch(ctx, cfg.Klipper.ConfigFile, klippercfg.WatchOptions{
-		Check: klippercfg.CheckOptions{BridgeSocket: cfg.Klipper.BridgeSocket}, Logger: d.log.With("part", "klippercfg"),
+		Check: klippercfg.CheckOptions{BridgeSocket: cfg.Klipper.BridgeSocket}, Logger: d.log.With(logging.ComponentKey, "klippercfg"),
 	}); err != nil {
 		d.log.Warn("cannot watch Klipper's config; doctor checks it on demand", "file", cfg.Klipper.ConfigFile, "err", err)
 	} else {
@@ -299,7 +306,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 	auxWG.Add(1)
 	go func() { defer auxWG.Done(); d.forwardCommands(engCtx) }()
 
-	d.watcher = config.NewWatcher(d.o.Config, cfg, config.WatcherOptions{Logger: d.log.With("part", "config")})
+	d.watcher = config.NewWatcher(d.o.Config, cfg, config.WatcherOptions{Logger: d.log.With(logging.ComponentKey, "config")})
 	if err := d.watcher.Start(ctx); err != nil {
 		d.log.Warn("config file not watched; SIGHUP still reloads", "err", err)
 	}
@@ -310,8 +317,12 @@ func (d *daemon) run(parent context.Context) (err error) {
 	}
 
 	sdNotify(d.log, "READY=1\nSTATUS="+d.summary())
+	tcp := "off"
+	if ls.http != nil {
+		tcp = ls.http.Addr().String()
+	}
 	d.log.Info("lmntd ready", "version", version.Version, "api", ls.api.Addr().String(),
-		"bridge", ls.klipper.Addr().String(), "socket_activated", ls.activated)
+		"bridge", ls.klipper.Addr().String(), "api_tcp", tcp, "socket_activated", ls.activated)
 
 	auxWG.Add(1)
 	go func() { defer auxWG.Done(); d.superviseStatus(ctx) }()
@@ -423,7 +434,7 @@ func (d *daemon) newClientFor(cfg *config.Config, profile string) (*marketplace.
 		DownloadMinRate:     int64(cfg.Limits.DownloadMinRate),
 		MaxDownloadBytes:    int64(cfg.Limits.MaxDownloadSize),
 		UserAgent:           "lmntd/" + version.Version,
-		Logger:              d.log.With("part", "marketplace"),
+		Logger:              d.log.With(logging.ComponentKey, "marketplace"),
 		OnPairingLost:       func(error) { d.kickLoops() },
 		Auth:                marketplace.AuthPolicy{RefusalSpan: d.scaled(marketplace.DefaultRefusalSpan)},
 		MaxRetryAfter:       d.scaled(marketplace.DefaultMaxRetryAfter),

@@ -170,7 +170,9 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 	// Bridge.
 	kl := d.bridge.State()
 	bc := api.Check{Name: "klipper bridge"}
-	if kl.Connected {
+	if problem, next := klipperProblem(kl); kl.Connected && problem != "" {
+		bc.Result, bc.Detail, bc.Fix = api.CheckWarn, problem, next
+	} else if kl.Connected {
 		bc.Result, bc.Detail = api.CheckOK, fmt.Sprintf("connected (Klipper %s, extra %s)", kl.Hello.Klipper.Version, kl.Hello.ExtraVersion)
 	} else {
 		bc.Result, bc.Detail = api.CheckFail, "Klipper's extra is not connected to "+cfg.Klipper.BridgeSocket

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -36,7 +37,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	hostRoot := fs.String("host-root", "/", "root under which /proc, /sys and /etc are read (board identity, old plugin's fingerprint)")
 	apiGroup := fs.String("api-group", "lmnt", "group whose members may use the API socket (besides root and lmntd's user)")
 	config.RegisterFlags(fs)
-	fs.Usage = func() { fmt.Fprintf(stdout, usage, fs.FlagUsages()) }
+	fs.Usage = func() { fmt.Fprintf(stdout, usage, flagUsages80(fs)) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -71,4 +72,46 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "lmntd:", err)
 	return 1
+}
+
+// flagUsages lists the flags for an 80-column terminal: each flag on its
+// own line, its description wrapped below it (the defaults are long paths
+// and URLs that no column layout fits).
+func flagUsages80(fs *pflag.FlagSet) string {
+	const indent = "        "
+	var b strings.Builder
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		typ, usage := pflag.UnquoteUsage(f)
+		head := "  --" + f.Name
+		if f.Shorthand != "" {
+			head = "  -" + f.Shorthand + ", --" + f.Name
+		}
+		if typ != "" && f.NoOptDefVal == "" {
+			head += " " + typ
+		}
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			if typ == "string" {
+				usage += fmt.Sprintf(" (default %q)", f.DefValue)
+			} else {
+				usage += " (default " + f.DefValue + ")"
+			}
+		}
+		b.WriteString(head + "\n")
+		line := ""
+		for _, w := range strings.Fields(usage) {
+			if line != "" && len(indent)+len(line)+1+len(w) > 80 {
+				b.WriteString(indent + line + "\n")
+				line = ""
+			}
+			if line != "" {
+				line += " "
+			}
+			line += w
+		}
+		b.WriteString(indent + line + "\n")
+	})
+	return b.String()
 }

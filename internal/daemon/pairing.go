@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/atomicfile"
 	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/identity"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
@@ -96,8 +97,9 @@ const (
 type pairing struct {
 	d *daemon
 
-	mu  sync.Mutex
-	cur *pairSession
+	mu      sync.Mutex
+	cur     *pairSession
+	stopped bool // lmntd is shutting down
 }
 
 type pairSession struct {
@@ -113,6 +115,85 @@ type pairSession struct {
 }
 
 func newPairing(d *daemon) *pairing { return &pairing{d: d} }
+
+// pendingPairingFile keeps an open pairing session across restarts: the
+// owner may read the code on the first boot and type it after lmntd (or
+// the board) restarted. It holds the marketplace's session id, which can
+// collect the printer's token, so it is written 0600 into the state
+// directory (lmntd's own, 0700) and removed as soon as the session ends.
+const pendingPairingFile = "pairing-pending.json"
+
+type pendingPairing struct {
+	SessionID string      `json:"session_id"`
+	Code      string      `json:"code"`
+	ExpiresAt time.Time   `json:"expires_at"`
+	Printer   printerInfo `json:"printer"`
+}
+
+func (p *pairing) pendingPath() string {
+	return filepath.Join(p.d.cfg.Load().Paths.StateDirectory, pendingPairingFile)
+}
+
+func (p *pairing) savePending(s *pairSession) {
+	data, err := json.Marshal(pendingPairing{SessionID: s.id, Code: s.code, ExpiresAt: s.expires, Printer: s.info})
+	if err == nil {
+		err = atomicfile.Write(p.pendingPath(), data)
+	}
+	if err != nil {
+		p.d.log.Warn("cannot record the pending pairing; it will not survive a restart", "err", err)
+	}
+}
+
+func (p *pairing) dropPending() {
+	if err := os.Remove(p.pendingPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		p.d.log.Warn("cannot remove the ended pairing session's file", "file", p.pendingPath(), "err", err)
+	}
+}
+
+// resume picks up a pairing session a previous run left open and waits for
+// its approval again, until it expires.
+func (p *pairing) resume() {
+	data, err := os.ReadFile(p.pendingPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var pp pendingPairing
+	if err == nil {
+		err = json.Unmarshal(data, &pp)
+	}
+	switch {
+	case err != nil || pp.SessionID == "" || pp.Code == "":
+		p.d.log.Warn("ignoring an unreadable pending pairing session", "file", p.pendingPath(), "err", err)
+		p.dropPending()
+		return
+	case !pp.ExpiresAt.IsZero() && time.Now().After(pp.ExpiresAt):
+		p.d.log.Info("the pairing code of the previous run expired", "code", pp.Code, "expired", pp.ExpiresAt)
+		p.dropPending()
+		return
+	}
+	client := p.d.mkt.Load()
+	if _, paired := client.Token(); paired && !client.PairingLost() {
+		p.dropPending() // paired since, e.g. by an imported token
+		return
+	}
+	s := &pairSession{id: pp.SessionID, code: pp.Code, expires: pp.ExpiresAt, info: pp.Printer, status: pairPending,
+		message: "Enter the code in the LMNT Marketplace to pair this printer"}
+	p.mu.Lock()
+	p.cur = s
+	p.mu.Unlock()
+	p.d.log.Info("resuming the pending pairing", "code", s.code, "expires", s.expires)
+	go p.wait(p.waitContext(s), client, s)
+}
+
+// waitContext bounds the wait for approval by the code's expiry.
+func (p *pairing) waitContext(s *pairSession) context.Context {
+	wctx, cancel := context.WithCancel(context.Background())
+	if !s.expires.IsZero() {
+		wctx, cancel = context.WithDeadline(context.Background(), s.expires.Add(5*time.Second))
+	}
+	s.cancel = cancel
+	return wctx
+}
 
 func (p *pairing) view(s *pairSession) api.Pairing {
 	out := api.Pairing{Status: s.status, Message: s.message, PrinterID: s.printerID, PrinterName: s.info.Name}
@@ -148,6 +229,11 @@ func (p *pairing) start(ctx context.Context, r api.PairRequest) (api.Pairing, er
 	}
 	info := printerInfo{Name: r.PrinterName, Manufacturer: r.Manufacturer, Model: r.Model}
 	if info.Name == "" {
+		// Pairing again (after a lost pairing, from the page) keeps the
+		// name the owner gave the printer.
+		info.Name = d.printerInfo().Name
+	}
+	if info.Name == "" {
 		info.Name = defaultPrinterName()
 	}
 	var sess marketplace.PairingSession
@@ -163,15 +249,12 @@ func (p *pairing) start(ctx context.Context, r api.PairRequest) (api.Pairing, er
 	}
 	s := &pairSession{id: sess.SessionID, code: sess.Code, expires: sess.ExpiresAt, info: info, status: pairPending,
 		message: "Enter the code in the LMNT Marketplace to pair this printer"}
-	wctx, cancel := context.WithCancel(context.Background())
-	if !s.expires.IsZero() {
-		wctx, cancel = context.WithDeadline(context.Background(), s.expires.Add(5*time.Second))
-	}
-	s.cancel = cancel
 	if p.cur != nil && p.cur.cancel != nil {
 		p.cur.cancel()
 	}
+	wctx := p.waitContext(s)
 	p.cur = s
+	p.savePending(s)
 	d.log.Info("pairing started", "code", s.code, "expires", s.expires)
 	_ = d.bridge.Console("pairing code " + s.code + ": enter it in the LMNT Marketplace")
 	go p.wait(wctx, client, s)
@@ -183,6 +266,15 @@ func (p *pairing) wait(ctx context.Context, client *marketplace.Client, s *pairS
 	defer s.cancel()
 	err := client.WaitForApproval(ctx, s.id, p.d.o.PairingPollInterval)
 	if err != nil {
+		p.mu.Lock()
+		superseded := p.stopped || p.cur != s
+		p.mu.Unlock()
+		if superseded && errors.Is(err, context.Canceled) {
+			// lmntd stops (the session stays recorded for the next run),
+			// or a newer session replaced this one and its file.
+			return
+		}
+		p.dropPending()
 		p.mu.Lock()
 		if s.status == pairPending {
 			s.status, s.message = pairFailed, textsafe.Clean("pairing ended: "+err.Error(), 500)
@@ -231,6 +323,12 @@ func (p *pairing) complete(ctx context.Context, client *marketplace.Client, s *p
 	info := s.info
 	info.PrinterID, info.PairedAt = tok.PrinterID, time.Now().UTC()
 	p.d.setPrinter(info)
+	p.mu.Lock()
+	current := p.cur == s
+	p.mu.Unlock()
+	if current {
+		p.dropPending()
+	}
 	p.mu.Lock()
 	s.status, s.printerID, s.message = pairPaired, tok.PrinterID, "paired as "+info.Name
 	p.mu.Unlock()
@@ -282,6 +380,7 @@ func (p *pairing) completeNow(ctx context.Context) (api.Pairing, error) {
 func (p *pairing) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.stopped = true
 	if p.cur != nil && p.cur.cancel != nil {
 		p.cur.cancel()
 	}

@@ -3,7 +3,9 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 )
 
 // sdNotify sends state to systemd (a no-op without NOTIFY_SOCKET).
@@ -122,19 +125,25 @@ func (d *daemon) summarizeState(snap jobs.Snapshot) string {
 		}
 		return "not paired: run lmnt pair"
 	}
+	if problem, next := klipperProblem(d.bridge.State()); problem != "" {
+		return problem + ": " + next
+	}
 	if a := snap.Active; a != nil {
 		switch a.State {
 		case jobs.Downloading:
+			if a.Local {
+				return "checking local job " + jobLabel(*a)
+			}
 			if t := d.progress.current(); t != nil && t.JobID == a.ID && !t.Done && t.Total > 0 {
 				return fmt.Sprintf("downloading job %s (%d%%)", a.ID, t.Bytes*100/t.Total)
 			}
 			return "downloading job " + a.ID
 		case jobs.Ready:
-			return "starting job " + a.ID
+			return "starting job " + jobLabel(*a)
 		case jobs.Paused:
-			return fmt.Sprintf("paused job %s (%.0f%%)", a.ID, a.Progress*100)
+			return fmt.Sprintf("paused job %s (%.0f%%)", jobLabel(*a), a.Progress*100)
 		default:
-			return fmt.Sprintf("printing job %s (%.0f%%)", a.ID, a.Progress*100)
+			return fmt.Sprintf("printing job %s (%.0f%%)", jobLabel(*a), a.Progress*100)
 		}
 	}
 	name := d.printerInfo().Name
@@ -142,13 +151,6 @@ func (d *daemon) summarizeState(snap jobs.Snapshot) string {
 		name = tok.PrinterID
 	}
 	head := "paired as " + name
-	kl := d.bridge.State()
-	switch {
-	case !kl.Connected:
-		return head + "; Klipper not connected: is [encrypted_file_bridge] in printer.cfg?"
-	case kl.HaveStatus && kl.Status.Klippy.State != "" && kl.Status.Klippy.State != "ready":
-		return head + "; Klipper " + kl.Status.Klippy.State
-	}
 	if n := len(snap.Queue); n > 0 {
 		s := fmt.Sprintf("%s; Klipper ready; %d job(s) queued", head, n)
 		if snap.Waiting != "" {
@@ -158,6 +160,9 @@ func (d *daemon) summarizeState(snap jobs.Snapshot) string {
 	}
 	return head + "; Klipper ready; idle"
 }
+
+// percentDigits matches a summary's "(48%)", keeping the tens.
+var percentDigits = regexp.MustCompile(`\((\d*)\d%\)`)
 
 // superviseStatus keeps STATUS= current, feeds the watchdog while the main
 // loops are healthy, and carries out a restart-when-idle request. It runs
@@ -179,7 +184,7 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 	defer expiry.Stop()
 	changes, unsubscribe := d.bridge.Subscribe()
 	defer unsubscribe()
-	last := ""
+	last, lastLogged := "", ""
 	var lastPing time.Time
 	for {
 		updated := d.engine.Updated()
@@ -222,7 +227,14 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 		}
 		if s != last {
 			sdNotify(d.log, "STATUS="+s)
-			d.log.Info("status", "summary", s)
+			// The log gets a status line per 10 % of progress; every
+			// percent is for STATUS= and the debug level.
+			if k := percentDigits.ReplaceAllString(s, "${1}0%)"); k != lastLogged {
+				d.log.Info("status", "summary", s)
+				lastLogged = k
+			} else {
+				d.log.Debug("status", "summary", s)
+			}
 			last = s
 		}
 		if d.restartIdle.Load() && responsive && snap.Active == nil {
@@ -231,4 +243,46 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 			return
 		}
 	}
+}
+
+// klipperProblem says what is wrong with Klipper, in words, and what the
+// owner does about it; both are "" while Klipper is connected and ready.
+// It is the same text in lmnt status, its JSON, doctor and STATUS=.
+func klipperProblem(kl klipper.State) (problem, next string) {
+	if !kl.Connected {
+		return "Klipper is not connected",
+			"is Klipper running (systemctl status klipper)? Is [encrypted_file_bridge] in printer.cfg (sudo lmnt setup)?"
+	}
+	if !kl.HaveStatus {
+		return "", ""
+	}
+	// Klipper's message is several lines ("MCU 'mcu' shutdown: Timer too
+	// close" then advice); the first names the cause.
+	msg, _, _ := strings.Cut(strings.TrimSpace(kl.Status.Klippy.Message), "\n")
+	with := func(s string) string {
+		if msg != "" {
+			return s + ": " + msg
+		}
+		return s
+	}
+	switch kl.Status.Klippy.State {
+	case "", "ready":
+		return "", ""
+	case "shutdown":
+		return with("Klipper is shut down"), "fix the cause, then send FIRMWARE_RESTART in the Klipper console"
+	case "error":
+		return with("Klipper failed to start"), "fix printer.cfg or the printer's connection, then send RESTART in the Klipper console"
+	case "startup":
+		return "Klipper is starting", "wait a moment; if it stays so, see Klipper's log (klippy.log)"
+	}
+	return with("Klipper is " + kl.Status.Klippy.State), "see Klipper's log (klippy.log)"
+}
+
+// jobLabel names a job in the status line: its title, when it has one, and
+// its id.
+func jobLabel(j jobs.JobInfo) string {
+	if j.Name != "" {
+		return fmt.Sprintf("%q (%s)", j.Name, j.ID)
+	}
+	return j.ID
 }

@@ -426,7 +426,11 @@ func (e *Engine) transition(r *record, to State, msg string, rep *Report) error 
 		e.log.Warn("journal write failed", "job", r.ID, "state", to, "err", err)
 		return err
 	}
-	e.log.Info("job state", "job", r.ID, "state", to, "message", msg)
+	level := slog.LevelInfo
+	if to == Failed {
+		level = slog.LevelWarn // journalctl -p warning lists failed jobs
+	}
+	e.log.Log(context.Background(), level, "job state", "job", r.ID, "state", to, "message", msg)
 	if rep != nil {
 		e.kickOutbox()
 	}
@@ -469,7 +473,7 @@ func (e *Engine) step(ctx context.Context) {
 	}
 	a := &activeJob{id: r.ID}
 	prior := snapshotRecord(r)
-	if err := e.transition(r, Downloading, "Downloading", &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
+	if err := e.transition(r, Downloading, prepVerb(r), &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
 		undoLocked(r, prior) // it waits for the journal (blockedLocked)
 		return
 	}
@@ -480,7 +484,7 @@ func (e *Engine) step(ctx context.Context) {
 	pctx, cancel := context.WithCancel(ctx)
 	a.prepCancel = cancel
 	e.active = a
-	e.console("downloading " + displayName(r))
+	e.console(strings.ToLower(prepVerb(r)) + " " + displayName(r))
 	go e.prepare(pctx, r.ID, r.Local, offer, haveOffer, local)
 }
 
@@ -542,6 +546,15 @@ func firstLine(s string) string {
 // with a run of 20 or more token-like characters (its secret filter), so an
 // id that long is shortened to its ends: enough to recognise it in
 // `lmnt jobs` or the marketplace.
+// prepVerb names the preparation step: a local job is read from the
+// owner's upload, never downloaded (and may not be encrypted at all).
+func prepVerb(r *record) string {
+	if r.Local {
+		return "Checking"
+	}
+	return "Downloading"
+}
+
 func displayName(r *record) string {
 	id := r.ID
 	if len(id) >= 20 { // ids are ASCII (validID)
@@ -634,7 +647,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 	if a == nil || a.id != id || r == nil || r.State != Downloading {
 		return
 	}
-	msg := fmt.Sprintf("Downloading: %d%%", percent)
+	msg := fmt.Sprintf("%s: %d%%", prepVerb(r), percent)
 	r.Message = msg
 	if !r.Local && e.o.Marketplace != nil {
 		e.queueReportLocked(r, Report{Status: StatusProcessing, Message: msg}, true)
@@ -642,7 +655,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 		e.kickOutbox()
 	}
 	e.broadcastLocked()
-	e.console(fmt.Sprintf("downloading %s: %d%%", displayName(r), percent))
+	e.console(fmt.Sprintf("%s %s: %d%%", strings.ToLower(prepVerb(r)), displayName(r), percent))
 }
 
 // onPrepared continues a job whose file is ready (or failed): compatibility
@@ -683,7 +696,11 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		return
 	}
 	prior := snapshotRecord(r)
-	if err := e.transition(r, Ready, "Decrypted and checked", nil); err != nil {
+	readyMsg := "Decrypted and checked"
+	if r.Local {
+		readyMsg = "Checked" // a local file may not have been encrypted at all
+	}
+	if err := e.transition(r, Ready, readyMsg, nil); err != nil {
 		e.requeueUnjournaledLocked(a, r, prior)
 		e.mu.Unlock()
 		return
@@ -1158,8 +1175,19 @@ func (e *Engine) Cancel(id, reason string) error {
 func (e *Engine) ConfirmBedClear() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// A print on the bed makes the confirmation false, and its end would
+	// discard it anyway: the owner confirms after removing the print.
+	if ps := e.status.PrintState; e.status.Connected && (ps == "printing" || ps == "paused") {
+		return ErrPrintRunning
+	}
+	if a := e.active; a != nil && e.recs[a.id] != nil && e.recs[a.id].State.handedOff() {
+		return ErrPrintRunning
+	}
 	return e.confirmBedLocked()
 }
+
+// ErrPrintRunning refuses a bed-clear confirmation during a print.
+var ErrPrintRunning = errors.New("a print is running: confirm the bed is clear after it has finished and you removed it")
 
 func (e *Engine) confirmBedLocked() error {
 	e.bed = bedState{Clear: true, At: e.clock.Now()}

@@ -307,8 +307,8 @@ func TestBadJobsFailBeforeKlipper(t *testing.T) {
 			t.Fatal(err)
 		}
 		j := d.waitJob(t, local, "failure", func(j JobInfo) bool { return j.State.Terminal() })
-		if j.State != Failed || !strings.HasPrefix(j.Message, verificationFailed) {
-			t.Fatalf("tampered job ended %s %q, want %q", j.State, j.Message, verificationFailed)
+		if j.State != Failed || !strings.HasPrefix(j.Message, VerificationFailed) {
+			t.Fatalf("tampered job ended %s %q, want %q", j.State, j.Message, VerificationFailed)
 		}
 		expectDetailOnlyInLog(t, d, j.Message, jobcrypt.ErrPadding.Error())
 		if h := w.sim.StatusHistory(id); len(h) != 0 {
@@ -336,7 +336,7 @@ func TestBadJobsFailBeforeKlipper(t *testing.T) {
 // the detail under the message's reference, at debug level.
 func expectVerificationFailure(t *testing.T, w *world, d *daemon, id, detail string, printsBefore int) {
 	t.Helper()
-	expectFailureAfter(t, w, d, id, verificationFailed, printsBefore)
+	expectFailureAfter(t, w, d, id, VerificationFailed, printsBefore)
 	j := d.waitJob(t, id, "failure", func(j JobInfo) bool { return j.State.Terminal() })
 	expectDetailOnlyInLog(t, d, j.Message, detail)
 	for _, p := range w.sim.StatusHistory(id) {
@@ -346,7 +346,7 @@ func expectVerificationFailure(t *testing.T, w *world, d *daemon, id, detail str
 	}
 }
 
-var refInMessage = regexp.MustCompile(`^` + verificationFailed + ` \(ref ([0-9a-f]{12})\)$`)
+var refInMessage = regexp.MustCompile(`^` + VerificationFailed + ` \(ref ([0-9a-f]{12})\)$`)
 
 func expectDetailOnlyInLog(t *testing.T, d *daemon, msg, detail string) {
 	t.Helper()

@@ -177,7 +177,7 @@ func TestVerificationOracleClosed(t *testing.T) {
 		if strings.Contains(lines, "Fernet") || strings.Contains(lines, "gAAAAA") || strings.Contains(lines, "offset") {
 			t.Fatalf("the console was told the detail:\n%s", lines)
 		}
-		if strings.Count(lines, verificationFailed) >= 5 {
+		if strings.Count(lines, VerificationFailed) >= 5 {
 			break
 		}
 		if time.Now().After(deadline) {

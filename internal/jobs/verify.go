@@ -20,21 +20,21 @@ import (
 // all get one sentence and a random reference; the reason goes to the log at
 // debug level under the same reference, for the owner who has shell access.
 
-// verificationFailed is the one message outside the process for a job whose
+// VerificationFailed is the one message outside the process for a job whose
 // file failed decryption or the G-code gate.
-const verificationFailed = "The file failed verification"
+const VerificationFailed = "The file failed verification"
 
-// verificationMessage is verificationFailed with a fresh reference. The
+// verificationMessage is VerificationFailed with a fresh reference. The
 // reference is random, so it says nothing about the stage that failed.
 func verificationMessage() (msg, ref string) {
 	var b [6]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics instead)
 	ref = hex.EncodeToString(b[:])
-	return fmt.Sprintf("%s (ref %s)", verificationFailed, ref), ref
+	return fmt.Sprintf("%s (ref %s)", VerificationFailed, ref), ref
 }
 
 // isVerificationFailure tells a job's message from verificationMessage.
-func isVerificationFailure(msg string) bool { return strings.HasPrefix(msg, verificationFailed) }
+func isVerificationFailure(msg string) bool { return strings.HasPrefix(msg, VerificationFailed) }
 
 // prepareFailure turns a Decryptor error into the job's message. Only
 // failures that say nothing about the plaintext keep their text: the body

@@ -225,7 +225,7 @@ func NewServer(opts Options) *Server {
 	}
 	return &Server{
 		opts:     opts,
-		log:      opts.Logger.With("component", "klipper-bridge"),
+		log:      opts.Logger, // the caller names the component
 		commands: make(chan Command, 16),
 		conns:    make(map[*conn]struct{}),
 		subs:     make(map[chan struct{}]struct{}),

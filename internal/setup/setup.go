@@ -31,6 +31,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -118,6 +119,9 @@ type Options struct {
 	// StagingDir is where the copy for lmntd is made (DefaultStaging when
 	// empty): on tmpfs, inside lmntd's view, removed after the import.
 	StagingDir string
+	// AllowNetwork, when valid, lets browsers on that network use the
+	// status page (api.trusted_clients); off unless the owner says yes.
+	AllowNetwork netip.Prefix
 	// Activator is called after changes on the live system; nil prints the
 	// commands to run instead.
 	Activator Activator
@@ -271,6 +275,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		r.patchPrinterCfg,
 		r.addToASVC,
 		r.setDaemonConfig,
+		r.allowNetwork,
 		func(in Instance) error { return r.importLegacy(in, svc) },
 	} {
 		if err := fn(in); err != nil {
