@@ -42,15 +42,22 @@ func newBrowser(t *testing.T) *browser {
 	if err != nil {
 		t.Fatal("chromium is not installed: scripts/install-deps.sh installs it")
 	}
+	profile, err := os.MkdirTemp("", "lmntd-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(390, 844),
+		chromedp.NoDefaultBrowserCheck, chromedp.UserDataDir(profile), chromedp.WindowSize(390, 844),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-dev-shm-usage", true),
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelB(); cancelA() })
+	// Chromium's helper processes may still write to the profile for a
+	// moment after the browser is gone: remove it best effort, not with
+	// t.TempDir's strict cleanup.
+	t.Cleanup(func() { cancelB(); cancelA(); _ = os.RemoveAll(profile) })
 	b := &browser{t: t, ctx: ctx}
 	b.shots = os.Getenv("LMNTD_TEST_ARTIFACTS")
 	if b.shots == "" {

@@ -186,9 +186,11 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 	defer unsubscribe()
 	last, lastLogged := "", ""
 	var lastPing time.Time
+	// The change channels are taken before each snapshot, never after: a
+	// change between the snapshot and the next wait must wake it.
+	client := d.mkt.Load()
+	updated, authChanged := d.engine.Updated(), client.AuthChanged()
 	for {
-		updated := d.engine.Updated()
-		client := d.mkt.Load()
 		// The summary changes by itself when the token expires.
 		expiry.Stop()
 		expires := (<-chan time.Time)(nil)
@@ -201,11 +203,13 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 			return
 		case <-tick:
 		case <-expires:
-		case <-client.AuthChanged():
+		case <-authChanged:
 		case <-updated:
 		case <-changes:
 		case <-d.statusWake:
 		}
+		client = d.mkt.Load()
+		updated, authChanged = d.engine.Updated(), client.AuthChanged()
 		snap, responsive := d.snapshot(5 * time.Second)
 		if responsive {
 			d.publishKlipperState(snap)
