@@ -24,8 +24,12 @@ type manifest struct {
 	PrinterCfg string       `json:"printer_cfg,omitempty"` // the file the lmntd block went into
 	Backups    []string     `json:"backups,omitempty"`     // kept on --remove: they are the owner's files
 	ASVC       string       `json:"moonraker_asvc,omitempty"`
-	TOMLFile   string       `json:"toml_file,omitempty"`
-	TOML       []tomlEdit   `json:"toml,omitempty"`
+	// ConfigDropIn is lmntd's config drop-in setup wrote.
+	ConfigDropIn string `json:"config_drop_in,omitempty"`
+	// TOMLFile and TOML are the in-place edits of lmntd.toml an older
+	// setup made; --remove still undoes them.
+	TOMLFile string     `json:"toml_file,omitempty"`
+	TOML     []tomlEdit `json:"toml,omitempty"`
 }
 
 // linkRecord is one extra linked into klippy/extras.
