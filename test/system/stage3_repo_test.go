@@ -27,8 +27,9 @@ var repoState struct {
 }
 
 // upgradeBuild makes the V2 package: the snapshot .deb with lmntd and lmnt
-// rebuilt from this tree stamped V2, the control version raised and the
-// md5sums redone, the way a next release differs from this one.
+// rebuilt from this tree stamped V2, the control version raised, the
+// shipped lmntd.toml changed and the md5sums redone, the way a next release
+// differs from this one.
 func upgradeBuild(t *testing.T, debV1, v2, out string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "pkg")
@@ -48,6 +49,14 @@ func upgradeBuild(t *testing.T, debV1, v2, out string) {
 		lines = append(lines, l)
 	}
 	writeFile(t, control, strings.Join(lines, "\n"), 0o644)
+	// The next release ships a changed lmntd.toml (a conffile): the
+	// container test upgrades unattended over the owner's own edit of it.
+	conffile := filepath.Join(dir, "etc/lmntd/lmntd.toml")
+	shipped, err := os.ReadFile(conffile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, conffile, string(shipped)+"\n# A comment changed in the upgrade build.\n", 0o644)
 	run(t, cmdOpts{dir: dir, quiet: true}, "sh", "-c",
 		"find . -type f ! -path './DEBIAN/*' -printf '%P\\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums")
 	run(t, cmdOpts{quiet: true}, "dpkg-deb", "--root-owner-group", "--build", dir, out)
