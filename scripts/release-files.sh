@@ -7,13 +7,16 @@
 #                        licence text, from go.mod by go-licenses, and Go's own
 #   copyright            the .deb's machine-readable /usr/share/doc/lmntd/copyright
 #   changelog.gz         the Debian changelog, from the release tags
+#   source-date, source-date-epoch
+#                        the commit's date (RFC 3339, Unix time): every timestamp
+#                        of the release (goreleaser.yaml reads them)
 #
-#   scripts/release-files.sh VERSION COMMIT_DATE   (COMMIT_DATE: RFC 3339)
+#   scripts/release-files.sh VERSION
 set -euo pipefail
 
-version=${1:?usage: release-files.sh VERSION COMMIT_DATE}
-commit_date=${2:?usage: release-files.sh VERSION COMMIT_DATE}
+version=${1:?usage: release-files.sh VERSION}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+commit_date=$(git -C "$here" log -1 --format=%cI HEAD)
 out=$here/build/release
 export PATH=$(go env GOPATH)/bin:$PATH LC_ALL=C TZ=UTC
 # The files' own timestamps (gzip headers) come from the commit.
@@ -24,6 +27,8 @@ command -v go-licenses >/dev/null || { echo "release-files: go-licenses is missi
 rm -rf "$out"
 mkdir -p "$out"
 cd "$here"
+date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ >"$out/source-date"
+echo "$SOURCE_DATE_EPOCH" >"$out/source-date-epoch"
 
 # --- man pages and completions ---------------------------------------------
 go run ./cmd/lmnt-docgen --out "$out" --version "$version" --date "$(date -d "@$SOURCE_DATE_EPOCH" +%F)"
