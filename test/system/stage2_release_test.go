@@ -242,8 +242,10 @@ func TestLintian(t *testing.T) {
 	for _, d := range rel.debs {
 		debs = append(debs, d)
 	}
+	// Not --show-overrides: lintian 2.116 then counts the overridden tags
+	// toward --fail-on.
 	out, err := tryRun(t, cmdOpts{timeout: 10 * time.Minute}, "lintian", append([]string{"--allow-root", "--fail-on", "error,warning",
-		"--display-level", ">=info", "--show-overrides", "--tag-display-limit", "0"}, debs...)...)
+		"--display-level", ">=info", "--tag-display-limit", "0"}, debs...)...)
 	if err != nil {
 		t.Errorf("lintian found errors or warnings that are not overridden (%v):\n%s", err, out)
 	}
