@@ -55,7 +55,7 @@ demo: build
 	bin/lmnt demo
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist build
 
 # Image glue (image/): each builder's drop-in applied to a foreign arm64
 # Debian 12 root, and the first-boot unit booted three times under

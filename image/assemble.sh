@@ -5,7 +5,8 @@
 #
 #   image/assemble.sh pi-gen|custopizer|armbian OUT [options]
 #
-#   pi-gen      OUT is a stage directory (add it to STAGE_LIST)
+#   pi-gen      OUT is a stage directory (add it to STAGE_LIST after the
+#               stage it builds on; it exports the image: see image/README.md)
 #   custopizer  OUT is CustoPiZer's scripts directory (workspace/scripts), or a
 #               MainsailOS 2.x modules directory
 #   armbian     OUT is Armbian's userpatches directory
@@ -94,6 +95,18 @@ LMNTD_FIRSTBOOT=\${LMNTD_FIRSTBOOT-$firstboot}
 SETTINGS
 }
 
+# armbian_template FILE: FILE is Armbian's customize-image.sh template as
+# copied, with nothing added: the template's header, and no command between
+# "Main() {" and "} # Main" but the case skeleton and comments.
+armbian_template() {
+  grep -q '^# This is the image customization script$' "$1" || return 1
+  grep -q '^Main "\$@"$' "$1" || return 1
+  awk '/^Main\(\) \{/ { inside = 1; next }
+       /^\} # Main/ { inside = 0 }
+       inside && !/^[[:space:]]*(#.*|case .* in|esac|[^[:space:]()]+\)|;;|)$/ { code = 1 }
+       END { exit code }' "$1"
+}
+
 mkdir -p "$out"
 case $builder in
 pi-gen)
@@ -101,6 +114,7 @@ pi-gen)
   mkdir -p "$out/00-lmntd/files"
   install -m 0755 "$here/pi-gen/00-lmntd/00-run.sh" "$out/00-lmntd/00-run.sh"
   install -m 0644 "$here/pi-gen/00-lmntd/01-run-chroot.sh" "$out/00-lmntd/01-run-chroot.sh"
+  install -m 0644 "$here/pi-gen/EXPORT_IMAGE" "$out/EXPORT_IMAGE"
   make_bundle "$out/00-lmntd/files/lmntd-image"
   ;;
 custopizer)
@@ -108,8 +122,13 @@ custopizer)
   make_bundle "$out/files/lmntd-image"
   ;;
 armbian)
-  if [[ -f $out/customize-image.sh ]] && ! grep -q 'lmntd-image/install-in-root.sh' "$out/customize-image.sh"; then
-    fail "$out/customize-image.sh exists and is not lmntd's: add the lmntd line from image/armbian/customize-image.sh to it instead"
+  # Armbian copies its template customize-image.sh into userpatches on every
+  # build that finds none, so a tree built once has one: an untouched
+  # template (its Main's cases hold only comments) does nothing and is
+  # replaced; a script with the owner's code is left alone.
+  if [[ -f $out/customize-image.sh ]] && ! grep -q 'lmntd-image/install-in-root.sh' "$out/customize-image.sh" &&
+    ! armbian_template "$out/customize-image.sh"; then
+    fail "$out/customize-image.sh exists and has your own code: add the lmntd line from image/armbian/customize-image.sh to it instead"
   fi
   install -m 0755 "$here/armbian/customize-image.sh" "$out/customize-image.sh"
   make_bundle "$out/overlay/lmntd-image"

@@ -98,10 +98,17 @@ say "lmntd $(dpkg-query -W -f='${Version}' lmntd) installed"
 # --- the overlay -----------------------------------------------------------
 # Merged into /, owned by root; modes come from the bundle.
 cp -R --no-preserve=ownership --preserve=mode,links "$bundle/overlay/." /
+# The image's settings go into a drop-in lmntd reads after lmntd.toml, never
+# into lmntd.toml itself: that is a dpkg conffile, and an edited conffile
+# makes every later upgrade that ships a new one stop at dpkg's prompt
+# (unattended upgrades fail there).
+readonly image_config=/etc/lmntd/lmntd.toml.d/10-image.toml
 if [[ -f $bundle/lmntd.toml ]]; then
-  # After the package, so dpkg keeps it as a locally changed conffile.
-  install -m 0644 "$bundle/lmntd.toml" /etc/lmntd/lmntd.toml
-  say "installed the image's /etc/lmntd/lmntd.toml"
+  install -d -m 0755 "${image_config%/*}"
+  install -m 0644 "$bundle/lmntd.toml" "$image_config"
+  say "installed the image's settings as $image_config"
+else
+  rm -f "$image_config"
 fi
 if [[ -n $LMNTD_KLIPPER_USER ]]; then
   [[ $LMNTD_KLIPPER_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || fail "LMNTD_KLIPPER_USER '$LMNTD_KLIPPER_USER' is not a user name"

@@ -16,6 +16,7 @@ APT_PACKAGES=(
   debootstrap qemu-user-static binfmt-support # Debian roots for packaging and image tests
   dpkg-dev apt-utils gnupg                  # signed apt repository
   chromium fonts-dejavu-core                # the status page's test drives Debian's headless Chromium
+  lintian man-db                            # every .deb checked; man --warnings on the generated pages
 )
 
 sudo=()
@@ -38,5 +39,21 @@ if [ "${1:-}" = --tools ]; then
   if ! "$gobin/goreleaser" --version 2>/dev/null | grep -q 'GitVersion:.*v2\.15\.1$'; then
     echo "install-deps: building goreleaser v2.15.1 (about 8 minutes the first time)"
     go install github.com/goreleaser/goreleaser/v2@v2.15.1
+  fi
+  # The release's SBOMs (goreleaser.yaml sboms:).
+  if ! "$gobin/cyclonedx-gomod" version 2>/dev/null | grep -q 'v1\.10\.0'; then
+    echo "install-deps: building cyclonedx-gomod v1.10.0"
+    go install github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0
+  fi
+  # The release's third-party notices (scripts/release-files.sh). Built
+  # inside a scratch module: `go install ...@v2.0.1` asks the module proxy
+  # for the version list of go-licenses/v2 (for deprecation notices), which
+  # it does not serve.
+  if ! [ -x "$gobin/go-licenses" ] || ! go version -m "$gobin/go-licenses" | grep -q 'go-licenses/v2[[:space:]]*v2\.0\.1'; then
+    echo "install-deps: building go-licenses v2.0.1"
+    tools=$(mktemp -d)
+    (cd "$tools" && go mod init lmntd-tools >/dev/null 2>&1 &&
+      go get github.com/google/go-licenses/v2@v2.0.1 && go install github.com/google/go-licenses/v2)
+    rm -rf "$tools"
   fi
 fi

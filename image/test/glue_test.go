@@ -41,12 +41,24 @@ func TestGlueArm64(t *testing.T) {
 		stage(t, "apt-get update (pi-gen stage0)", func() { mustChroot(t, root, "apt-get", "update", "-q") })
 		writeFile(t, filepath.Join(root, "boot/firmware/config.txt"), 0o755, "# Raspberry Pi firmware settings\n[all]\narm_64bit=1\n")
 		dir := assemble(t, "pi-gen", "--deb", debAmd64, "--deb", debArm64, "--rpi-tpm", "--klipper-user", "pi")
+		// STAGE_LIST="... stage2 stage-lmntd" as image/README.md says: stage2
+		// keeps its EXPORT_IMAGE, silenced by SKIP_IMAGES, and a sub-stage
+		// that already ran on_chroot, so /tmp and /run are pi-gen's tmpfs
+		// when lmntd's host script runs.
+		stage2 := filepath.Join(t.TempDir(), "stage2")
+		writeFile(t, filepath.Join(stage2, "EXPORT_IMAGE"), 0o644, "IMG_SUFFIX=\"-lite\"\n")
+		writeFile(t, filepath.Join(stage2, "SKIP_IMAGES"), 0o644, "")
+		writeFile(t, filepath.Join(stage2, "01-sys-tweaks", "01-run-chroot.sh"), 0o644, "#!/bin/bash -e\ntest -d /tmp\n")
+		var out string
 		for i := 0; i < 2; i++ { // twice: the glue must be idempotent
-			emulate(t, "pi-gen", root, dir)
+			out = emulate(t, "pi-gen", root, stage2, dir)
+		}
+		if !strings.Contains(out, "emulate: pi-gen exports "+filepath.Base(dir)+"\n") || strings.Contains(out, "exports stage2") {
+			t.Errorf("pi-gen should export the lmntd stage, and only it:\n%s", out)
 		}
 		checkInstalled(t, root, version, false)
-		if _, err := os.Stat(filepath.Join(root, "tmp/lmntd-image")); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("the pi-gen stage left /tmp/lmntd-image behind (%v)", err)
+		if _, err := os.Stat(filepath.Join(root, "var/tmp/lmntd-image")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("the pi-gen stage left /var/tmp/lmntd-image behind (%v)", err)
 		}
 		if _, err := os.Stat(filepath.Join(root, "etc/apt/sources.list.d/lmntd.sources")); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("an apt source was written without --apt-url (%v)", err)
@@ -74,11 +86,21 @@ func TestGlueArm64(t *testing.T) {
 		addKlipper(t, root, "pi")
 		site := "upstream apiserver {\n    ip_hash;\n    server 127.0.0.1:7125;\n}\n\nserver {\n    listen 80 default_server;\n\n    root /home/pi/mainsail;\n\n    location / {\n        try_files $uri $uri/ /index.html;\n    }\n}\n"
 		writeFile(t, filepath.Join(root, "etc/nginx/sites-available/mainsail"), 0o644, site)
-		dir := assemble(t, "custopizer", "--apt-url", repoSrv.URL, "--keyring", repoSrv.KeyringGPG)
+		imageConfig := filepath.Join(t.TempDir(), "maker.toml")
+		writeFile(t, imageConfig, 0o644, "[jobs]\nauto_start = true\n")
+		dir := assemble(t, "custopizer", "--apt-url", repoSrv.URL, "--keyring", repoSrv.KeyringGPG, "--config", imageConfig)
 		for i := 0; i < 2; i++ {
 			emulate(t, "custopizer", root, dir)
 		}
 		checkInstalled(t, root, version, true)
+		// The maker's settings are a drop-in; the conffile stays the
+		// package's, so no later upgrade stops at dpkg's conffile prompt.
+		if got := readFile(t, filepath.Join(root, "etc/lmntd/lmntd.toml.d/10-image.toml")); got != "[jobs]\nauto_start = true\n" {
+			t.Errorf("10-image.toml = %q", got)
+		}
+		if out := mustChroot(t, root, "dpkg", "--verify", "lmntd"); strings.TrimSpace(out) != "" {
+			t.Errorf("dpkg --verify lmntd reports changed files (the conffile?):\n%s", out)
+		}
 		if _, err := os.Stat(filepath.Join(root, "files")); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("/files left behind (%v)", err)
 		}
@@ -98,10 +120,25 @@ func TestGlueArm64(t *testing.T) {
 		repoSrv := signedRepo(t)
 		root := newRoot(t, "arm64")
 		addKlipper(t, root, "biqu") // BTT's CB1 image runs Klipper as biqu
-		dir := assemble(t, "armbian", "--deb", debAmd64, "--deb", debArm64,
+		armbianArgs := []string{"bookworm", "sunxi64", "bigtreetech-cb1", "no", "arm64"}
+		// A userpatches tree Armbian has built once: it copied its template
+		// customize-image.sh there, which assemble replaces.
+		userpatches := filepath.Join(t.TempDir(), "userpatches")
+		if err := os.MkdirAll(userpatches, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		emulate(t, "armbian", root, userpatches, armbianArgs...)
+		mustRun(t, time.Minute, repo, filepath.Join(repo, "image", "assemble.sh"), "armbian", userpatches, "--deb", debAmd64, "--deb", debArm64,
 			"--apt-url", repoSrv.URL, "--channel", "stable", "--keyring", repoSrv.KeyringASC)
 		for i := 0; i < 2; i++ {
-			emulate(t, "armbian", root, dir, "bookworm", "sunxi64", "bigtreetech-cb1", "no")
+			emulate(t, "armbian", root, userpatches, armbianArgs...)
+		}
+		// The owner's own script is never overwritten.
+		own := filepath.Join(t.TempDir(), "own")
+		writeFile(t, filepath.Join(own, "customize-image.sh"), 0o755, "#!/bin/bash\napt-get install -y cowsay\n")
+		if out, err := run(time.Minute, repo, filepath.Join(repo, "image", "assemble.sh"), "armbian", own, "--deb", debArm64); err == nil ||
+			!strings.Contains(out, "has your own code") {
+			t.Errorf("assemble replaced the owner's customize-image.sh (%v):\n%s", err, out)
 		}
 		checkInstalled(t, root, version, false)
 		checkSource(t, root, repoSrv.URL, "/usr/share/keyrings/lmntd-archive-keyring.asc")

@@ -576,3 +576,39 @@ func TestParseByteSize(t *testing.T) {
 		}
 	}
 }
+
+// The drop-in directory beside the config file: read after it in name order,
+// each file overriding the ones before it key by key, with every value's
+// origin and every error naming the drop-in it came from.
+func TestDropInDirectory(t *testing.T) {
+	dir := t.TempDir()
+	main := writeFile(t, dir, "lmntd.toml", "[log]\nlevel = \"warn\"\n[klipper]\nuser = \"owner\"\n"+hermetic(dir))
+	d := DropInDir(main)
+	image := writeFile(t, d, "10-image.toml", "[klipper]\nuser = \"pi\"\n[jobs]\nauto_start = true\n")
+	setupFile := writeFile(t, d, "50-setup.toml", "[klipper]\nuser = \"biqu\"\n")
+	writeFile(t, d, "60-ignored.toml.dpkg-old", "[log]\nlevel = \"nonsense\"\n")
+	writeFile(t, d, ".70-partial.toml", "[log]\nlevel = \"nonsense\"\n")
+	cfg := mustLoad(t, Options{ConfigFile: main, Environ: env()})
+	for key, want := range map[string]Source{
+		"log.level":       {Kind: SourceFile, Name: main},
+		"jobs.auto_start": {Kind: SourceFile, Name: image},
+		"klipper.user":    {Kind: SourceFile, Name: setupFile},
+	} {
+		if got := cfg.Origin(key); got != want {
+			t.Errorf("Origin(%s) = %+v, want %+v", key, got, want)
+		}
+	}
+	if cfg.Klipper.User != "biqu" || !cfg.Jobs.AutoStart || cfg.Log.Level != "warn" {
+		t.Errorf("merged: klipper.user %q, jobs.auto_start %v, log.level %q", cfg.Klipper.User, cfg.Jobs.AutoStart, cfg.Log.Level)
+	}
+	// The environment still beats every file.
+	if got := mustLoad(t, Options{ConfigFile: main, Environ: env("LMNTD_KLIPPER_USER=env")}).Klipper.User; got != "env" {
+		t.Errorf("LMNTD_KLIPPER_USER over the drop-ins: %q", got)
+	}
+	// A bad drop-in is reported with its own path and key.
+	bad := writeFile(t, d, "40-bad.toml", "[jobs]\nauto_sart = true\n")
+	_, err := Load(Options{ConfigFile: main, Environ: env()})
+	if !errors.Is(err, ErrUnknownKey) || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "jobs.auto_sart") {
+		t.Errorf("bad drop-in: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -116,6 +117,7 @@ func Load(opts Options) (*Config, error) {
 		base.set(k, v, Source{Kind: SourceDefault})
 	}
 	fileLayer, fileUsed := ld.readFile(path, explicit)
+	ld.readDropIns(DropInDir(path), fileLayer)
 	envLayer := ld.readEnv(opts.environ())
 	flagLayer := ld.readFlags(opts.Flags)
 
@@ -275,10 +277,43 @@ func decideProfile(c *Config, mrOptions map[string]Source) ProfileDecision {
 	return ProfileDecision{Reason: "auto: nothing in the settings tells the era of " + c.Marketplace.URL + "; one probe at start decides"}
 }
 
+// DropInDir is the directory of drop-ins read after the config file at path:
+// path + ".d", e.g. /etc/lmntd/lmntd.toml.d. The packaged lmntd.toml is a
+// dpkg conffile that belongs to the owner; `lmnt setup` and image builders
+// write their settings there instead, so an upgrade that ships a changed
+// lmntd.toml never stops at dpkg's conffile prompt.
+func DropInDir(path string) string { return path + ".d" }
+
+// readDropIns loads every *.toml in dir in lexical order (10-image.toml
+// before 50-setup.toml) on top of the config file's layer: a later file
+// overrides an earlier one key by key. A missing directory is normal.
+func (ld *loader) readDropIns(dir string, l *layer) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		ld.fail(Source{Kind: SourceFile, Name: dir}, "", ErrUnreadableFile, "cannot read the drop-in directory: "+err.Error(),
+			"a readable directory of *.toml files")
+		return
+	}
+	for _, e := range entries { // os.ReadDir sorts by name
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".toml") || strings.HasPrefix(e.Name(), ".") {
+			continue // editors' backups, dpkg's and our own temporary files
+		}
+		ld.loadTOML(filepath.Join(dir, e.Name()), true, l)
+	}
+}
+
 // readFile loads the TOML file through koanf. A missing file is an error only
 // when it was named explicitly.
 func (ld *loader) readFile(path string, explicit bool) (*layer, bool) {
 	l := newLayer()
+	return l, ld.loadTOML(path, explicit, l)
+}
+
+// loadTOML reads one TOML file into l and reports whether it was read.
+func (ld *loader) loadTOML(path string, explicit bool, l *layer) bool {
 	src := Source{Kind: SourceFile, Name: path}
 	k := koanf.New(".")
 	if err := k.Load(file.Provider(path), toml.Parser()); err != nil {
@@ -288,7 +323,7 @@ func (ld *loader) readFile(path string, explicit bool) (*layer, bool) {
 		switch {
 		case errors.Is(err, fs.ErrNotExist) && !explicit:
 			ld.notes = append(ld.notes, fmt.Sprintf("%s does not exist; using built-in defaults", path))
-			return l, false
+			return false
 		case errors.As(err, &pathErr):
 			ld.fail(src, "", ErrUnreadableFile, "cannot read the config file: "+pathErr.Err.Error(),
 				"a readable TOML file; name another with --config or "+ConfigFileEnv)
@@ -301,10 +336,10 @@ func (ld *loader) readFile(path string, explicit bool) (*layer, bool) {
 		default:
 			ld.fail(src, "", ErrSyntax, "TOML error: "+err.Error(), "")
 		}
-		return l, false
+		return false
 	}
 	ld.convertAll(k.All(), l, func(string) Source { return src }, false)
-	return l, true
+	return true
 }
 
 // convertAll checks and converts every key of a flattened koanf map into l.

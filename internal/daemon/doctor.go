@@ -22,6 +22,30 @@ const (
 	skewFail = time.Hour
 )
 
+// tpmAccessCheck reports a TPM device lmntd cannot open: the key is then
+// sealed in software although the board has a TPM, which nothing else
+// would tell. Debian's tpm-udev makes the device root:tss 0660; lmntd's
+// package adds lmntd to tss when the group exists (postinst, and a dpkg
+// trigger when tpm-udev arrives later). ok is false when there is nothing
+// to say (no device, or the software backend chosen).
+func tpmAccessCheck(backend, device string) (api.Check, bool) {
+	if backend == "software" || device == "" {
+		return api.Check{}, false
+	}
+	if _, err := os.Stat(device); err != nil {
+		return api.Check{}, false
+	}
+	c := api.Check{Name: "tpm access", Result: api.CheckOK, Detail: device + " opens"}
+	f, err := os.OpenFile(device, os.O_RDWR, 0)
+	if err != nil {
+		c.Result, c.Detail = api.CheckWarn, fmt.Sprintf("%s exists but lmntd cannot open it (%v): the printer key is not protected by the TPM", device, err)
+		c.Fix = "sudo apt install tpm-udev && sudo usermod -a -G tss lmntd && sudo systemctl restart lmntd, then lmnt keys reseal --to tpm"
+		return c, true
+	}
+	f.Close()
+	return c, true
+}
+
 // doctor runs the health checks. Required checks failing ⇒ broken; wanted
 // ones ⇒ degraded (greenboot's required/wanted split).
 func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
@@ -109,6 +133,10 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 		add(api.Check{Name: "sealing backend", Result: api.CheckWarn,
 			Detail: fmt.Sprintf("sealed with %s, configured %s", backendName, d.keys.configuredBackend()),
 			Fix:    "lmnt keys reseal --to " + d.keys.configuredBackend()})
+	}
+
+	if tc, ok := tpmAccessCheck(cfg.Seal.Backend, cfg.Seal.TPMDevice); ok {
+		add(tc)
 	}
 
 	// Pairing and token.

@@ -1,6 +1,9 @@
 package setup
 
 import (
+	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"strings"
 	"testing"
@@ -40,39 +43,30 @@ func TestInsertAndRemoveBlock(t *testing.T) {
 	}
 }
 
-func TestTOMLEdits(t *testing.T) {
-	orig := "# head\n\n[klipper]\n# The user.\n# user = \"pi\"\n\n# config_file = \"/x\"\n\n[api]\n# socket = \"\"\n"
-	text, e1, ok := setTOMLKey(orig, "klipper", "user", "biqu")
-	if !ok || !strings.Contains(text, "# user = \"pi\"\nuser = \"biqu\"\n") {
-		t.Fatalf("insert under the documented default:\n%s", text)
+// A host an older lmnt setup wired has its edits inside lmntd.toml, listed
+// in setup.json: --remove undoes them (the owner's later change stays).
+func TestRemoveUndoesAnOlderSetupsEditsOfLmntdToml(t *testing.T) {
+	h := mainsailOS(t)
+	run(t, h, Options{})
+	orig := h.read(ConfigFile)
+	edited := strings.Replace(orig, "[klipper]\n", "[klipper]\nuser = \"pi\"\nconfig_file = \"/home/pi/printer_data/config/printer.cfg\"\n", 1)
+	if edited == orig {
+		t.Fatal("the shipped lmntd.toml has no [klipper] section")
 	}
-	if _, _, again := setTOMLKey(text, "klipper", "user", "biqu"); again {
-		t.Error("setting the same value again reports a change")
+	h.write(ConfigFile, 0o644, 0, 0, edited)
+	var m manifest
+	if err := json.Unmarshal([]byte(h.read(ManifestFile)), &m); err != nil {
+		t.Fatal(err)
 	}
-	text2, e2, ok := setTOMLKey(text, "klipper", "user", "pi")
-	if !ok || e2.Previous != `user = "biqu"` || !strings.Contains(text2, "\nuser = \"pi\"\n") {
-		t.Fatalf("replace: %+v\n%s", e2, text2)
-	}
-	back, ok := undoTOMLEdit(text2, e2)
-	if !ok || back != text {
-		t.Errorf("undo replace:\n%s", back)
-	}
-	back, ok = undoTOMLEdit(back, e1)
-	if !ok || back != orig {
-		t.Errorf("undo insert:\n%q\nwant\n%q", back, orig)
-	}
-	// A value with a trailing comment counts as set; a missing section is appended.
-	if _, _, changed := setTOMLKey("[klipper]\nuser = \"pi\" # me\n", "klipper", "user", "pi"); changed {
-		t.Error("value with a comment not recognised")
-	}
-	text, _, _ = setTOMLKey("[api]\nsocket = \"/s\"\n", "klipper", "user", "pi")
-	if text != "[api]\nsocket = \"/s\"\n\n[klipper]\nuser = \"pi\"\n" {
-		t.Errorf("append section:\n%q", text)
-	}
-	// The key in another section is not touched.
-	text, _, _ = setTOMLKey("[other]\nuser = \"x\"\n[klipper]\n", "klipper", "user", "pi")
-	if !strings.HasPrefix(text, "[other]\nuser = \"x\"\n[klipper]\nuser = \"pi\"") {
-		t.Errorf("wrong section:\n%s", text)
+	m.ConfigDropIn = ""
+	m.TOMLFile = ConfigFile
+	m.TOML = []tomlEdit{{Key: "klipper.user", Line: `user = "pi"`}, {Key: "klipper.config_file", Line: `config_file = "/home/pi/printer_data/config/printer.cfg"`}}
+	data, _ := json.Marshal(m)
+	h.write(ManifestFile, 0o644, 0, 0, string(data))
+	os.Remove(h.path(ConfigDropIn))
+	remove(t, h, Options{})
+	if got := h.read(ConfigFile); got != orig {
+		t.Errorf("lmntd.toml after --remove:\n%s", got)
 	}
 }
 
@@ -92,8 +86,8 @@ func TestUnifiedDiff(t *testing.T) {
 func TestRemoveLeavesTheOwnersLaterChanges(t *testing.T) {
 	h := mainsailOS(t)
 	run(t, h, Options{})
-	// The owner edits the user line setup wrote, and replaces one extra.
-	toml := strings.Replace(h.read(ConfigFile), "\nuser = \"pi\"\n", "\nuser = \"klipper\"\n", 1)
+	// The owner edits lmntd.toml and replaces one extra.
+	toml := h.read(ConfigFile) + "\n[log]\nlevel = \"debug\"\n"
 	h.write(ConfigFile, 0o644, 0, 0, toml)
 	link := "home/pi/klipper/klippy/extras/secure_print.py"
 	if err := os.Remove(h.path(link)); err != nil {
@@ -101,8 +95,11 @@ func TestRemoveLeavesTheOwnersLaterChanges(t *testing.T) {
 	}
 	h.write(link, 0o644, uidPi, uidPi, "# the owner's own\n")
 	rep, _ := remove(t, h, Options{})
-	if !strings.Contains(h.read(ConfigFile), "\nuser = \"klipper\"\n") || strings.Contains(h.read(ConfigFile), "\nconfig_file = \"") {
-		t.Error("the owner's klipper.user was undone, or setup's config_file line stayed")
+	if h.read(ConfigFile) != toml {
+		t.Error("--remove changed the owner's lmntd.toml")
+	}
+	if _, err := os.Stat(h.path(ConfigDropIn)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("setup's config drop-in is still there (%v)", err)
 	}
 	if h.read(link) != "# the owner's own\n" {
 		t.Error("the owner's secure_print.py was removed")
@@ -113,7 +110,7 @@ func TestRemoveLeavesTheOwnersLaterChanges(t *testing.T) {
 			warnings = append(warnings, s.Detail)
 		}
 	}
-	if len(warnings) != 2 || !strings.Contains(warnings[0], "klipper.user was changed") || !strings.Contains(warnings[1], "was replaced") {
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "was replaced") {
 		t.Errorf("warnings = %q", warnings)
 	}
 }

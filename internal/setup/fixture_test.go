@@ -69,12 +69,18 @@ biqu:!::
 	for _, e := range Extras {
 		h.write("usr/share/lmntd/klipper/"+e, 0o644, 0, 0, "# the lmntd extra "+e+"\n")
 	}
+	h.write("etc/lmntd/lmntd.toml", 0o644, 0, 0, shippedConfig(t))
+	return h
+}
+
+// shippedConfig is the package's lmntd.toml.
+func shippedConfig(t *testing.T) string {
+	t.Helper()
 	toml, err := os.ReadFile(filepath.Join("..", "..", "packaging", "lmntd.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.write("etc/lmntd/lmntd.toml", 0o644, 0, 0, string(toml))
-	return h
+	return string(toml)
 }
 
 func (h *host) path(rel string) string { return filepath.Join(h.root, rel) }

@@ -5,63 +5,45 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"strings"
+
+	gotoml "github.com/pelletier/go-toml/v2"
 )
 
 // allowNetwork lets browsers on the owner's network use the status page:
-// api.trusted_clients = ["CIDR"] in lmntd.toml. Only when the owner said
-// yes (Options.AllowNetwork); a trusted_clients the owner already wrote is
-// left as it is. The edit is recorded, so --remove takes it out again.
+// api.trusted_clients = ["CIDR"] in its own config drop-in (NetworkDropIn),
+// never in the owner's lmntd.toml (a conffile: editing it would stop
+// unattended upgrades at a prompt). Only when the owner said yes
+// (Options.AllowNetwork); a trusted_clients the owner already wrote in
+// lmntd.toml is left as it is. --remove deletes the drop-in.
 func (r *runner) allowNetwork(Instance) error {
 	if !r.opts.AllowNetwork.IsValid() {
 		return nil
 	}
-	file := r.at(ConfigFile)
-	old, err := os.ReadFile(file)
+	own, err := os.ReadFile(r.at(ConfigFile))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("setup: %w", err)
 	}
-	lines := strings.Split(string(old), "\n")
-	start, end := sectionBounds(lines, "api")
-	at := start + 1 // under the header, or under the documented default
-	for i := start + 1; start >= 0 && i < end; i++ {
-		t := strings.TrimSpace(lines[i])
-		if k, _, ok := strings.Cut(t, "="); ok && strings.TrimSpace(k) == "trusted_clients" {
-			r.step("status page", Unchanged, "api.trusted_clients is already set in "+ConfigFile+"; left as it is", "")
-			return nil
-		}
-		if c, ok := strings.CutPrefix(t, "#"); ok && at == start+1 {
-			if k, _, ok := strings.Cut(c, "="); ok && strings.TrimSpace(k) == "trusted_clients" {
-				at = i + 1
-			}
-		}
+	var owner struct {
+		API struct {
+			TrustedClients *[]string `toml:"trusted_clients"`
+		} `toml:"api"`
 	}
-	line := fmt.Sprintf("trusted_clients = [%q]", r.opts.AllowNetwork.Masked().String())
-	if start < 0 {
-		text := strings.TrimRight(string(old), "\n")
-		if text != "" {
-			text += "\n\n"
-		}
-		lines = strings.Split(text+"[api]\n"+line+"\n", "\n")
-	} else {
-		lines = append(lines[:at], append([]string{line}, lines[at:]...)...)
+	// An lmntd.toml that does not parse is the loader's to report; setup
+	// then just adds its drop-in.
+	if gotoml.Unmarshal(own, &owner) == nil && owner.API.TrustedClients != nil {
+		r.step("status page", Unchanged, "api.trusted_clients is already set in "+ConfigFile+"; left as it is", "")
+		return nil
 	}
-	text := strings.Join(lines, "\n")
-	diff := unifiedDiff(ConfigFile, string(old), text)
-	if !r.opts.DryRun {
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			return fmt.Errorf("setup: %w", err)
-		}
-		if err := writeFileLike(file, []byte(text), file); err != nil {
-			return err
-		}
-		r.m.TOMLFile = ConfigFile
-		r.m.TOML = append(r.m.TOML, tomlEdit{Key: "api.trusted_clients", Line: line})
-		if err := r.saveManifest(); err != nil {
-			return err
-		}
+	network := r.opts.AllowNetwork.Masked().String()
+	content := fmt.Sprintf(`# Written by `+"`lmnt setup --allow-network`"+`; `+"`lmnt setup --remove`"+` deletes it.
+# Browsers on this network may use the status page: pair the printer and
+# confirm the bed is clear. Allow only a network you trust.
+[api]
+trusted_clients = [%q]
+`, network)
+	if err := r.writeOwnFile("status page", NetworkDropIn, content, func() { r.m.NetworkDropIn = NetworkDropIn }); err != nil {
+		return err
 	}
-	r.step("status page", Changed, "browsers on "+r.opts.AllowNetwork.Masked().String()+" may use the status page (api.trusted_clients)", diff)
+	r.step("status page", Changed, "browsers on "+network+" may use the status page (api.trusted_clients)", "")
 	return nil
 }

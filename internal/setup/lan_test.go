@@ -1,23 +1,31 @@
 package setup
 
 import (
+	"errors"
+	"io/fs"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/lmnt-marketplace/lmntd/internal/config"
 )
 
-// TestAllowNetwork: the owner's yes writes api.trusted_clients as a list
-// lmntd's config loader accepts, a second run and an owner's own setting
-// are left alone, and --remove takes it out again.
+// TestAllowNetwork: the owner's yes writes api.trusted_clients into its
+// own drop-in (never the conffile lmntd.toml) as a list lmntd's config
+// loader accepts; an owner's own setting in lmntd.toml is left alone; and
+// --remove takes the drop-in out again.
 func TestAllowNetwork(t *testing.T) {
 	h := mainsailOS(t)
+	before := readMaybe(h, ConfigFile)
 	lan := netip.MustParsePrefix("192.168.7.23/24")
 	_, out := run(t, h, Options{AllowNetwork: lan})
-	toml := h.read(ConfigFile)
-	if !strings.Contains(toml, "\ntrusted_clients = [\"192.168.7.0/24\"]\n") || !strings.Contains(out, "192.168.7.0/24") {
-		t.Fatalf("lmntd.toml after setup:\n%s\noutput:\n%s", toml, out)
+	dropIn := h.read(NetworkDropIn)
+	if !strings.Contains(dropIn, "\ntrusted_clients = [\"192.168.7.0/24\"]\n") || !strings.Contains(out, "192.168.7.0/24") {
+		t.Fatalf("%s after setup:\n%s\noutput:\n%s", NetworkDropIn, dropIn, out)
+	}
+	if readMaybe(h, ConfigFile) != before {
+		t.Errorf("setup edited the conffile %s", ConfigFile)
 	}
 	cfg, err := config.Load(config.Options{ConfigFile: h.path(ConfigFile), Environ: func() []string { return nil }})
 	if err != nil {
@@ -26,12 +34,32 @@ func TestAllowNetwork(t *testing.T) {
 	if got := cfg.API.TrustedClients; len(got) != 1 || got[0] != netip.MustParsePrefix("192.168.7.0/24") {
 		t.Errorf("trusted_clients loaded as %v", got)
 	}
-	if _, out = run(t, h, Options{AllowNetwork: netip.MustParsePrefix("10.0.0.0/8")}); !strings.Contains(out, "already set") ||
-		strings.Contains(h.read(ConfigFile), "10.0.0.0/8") {
-		t.Errorf("a second run changed the owner's trusted_clients:\n%s", h.read(ConfigFile))
-	}
 	remove(t, h, Options{})
-	if strings.Contains(h.read(ConfigFile), "\ntrusted_clients") {
-		t.Errorf("--remove left trusted_clients:\n%s", h.read(ConfigFile))
+	if exists(h, NetworkDropIn) {
+		t.Errorf("--remove left %s", NetworkDropIn)
 	}
+
+	// The owner's own trusted_clients in lmntd.toml wins: nothing written.
+	owned := strings.Replace(before, "\n[api]\n", "\n[api]\ntrusted_clients = [\"10.1.0.0/16\"]\n", 1)
+	if owned == before {
+		t.Fatal("the shipped lmntd.toml has no [api] section to edit")
+	}
+	h.write(ConfigFile, 0o644, 0, 0, owned)
+	if _, out = run(t, h, Options{AllowNetwork: netip.MustParsePrefix("10.0.0.0/8")}); !strings.Contains(out, "already set") || exists(h, NetworkDropIn) {
+		t.Errorf("setup overrode the owner's trusted_clients:\n%s", out)
+	}
+}
+
+// readMaybe is rel's content, or "" when it does not exist.
+func readMaybe(h *host, rel string) string {
+	b, err := os.ReadFile(h.path(rel))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		h.t.Fatal(err)
+	}
+	return string(b)
+}
+
+func exists(h *host, rel string) bool {
+	_, err := os.Stat(h.path(rel))
+	return err == nil
 }

@@ -24,9 +24,15 @@ type manifest struct {
 	PrinterCfg string       `json:"printer_cfg,omitempty"` // the file the lmntd block went into
 	Backups    []string     `json:"backups,omitempty"`     // kept on --remove: they are the owner's files
 	ASVC       string       `json:"moonraker_asvc,omitempty"`
-	TOMLFile   string       `json:"toml_file,omitempty"`
-	TOML       []tomlEdit   `json:"toml,omitempty"`
-	StubFolder string       `json:"stub_folder,omitempty"` // the metadata stub folder setup created
+	// ConfigDropIn is lmntd's config drop-in setup wrote.
+	ConfigDropIn string `json:"config_drop_in,omitempty"`
+	// NetworkDropIn is the --allow-network drop-in setup wrote.
+	NetworkDropIn string `json:"network_drop_in,omitempty"`
+	// TOMLFile and TOML are the in-place edits of lmntd.toml an older
+	// setup made; --remove still undoes them.
+	TOMLFile   string     `json:"toml_file,omitempty"`
+	TOML       []tomlEdit `json:"toml,omitempty"`
+	StubFolder string     `json:"stub_folder,omitempty"` // the metadata stub folder setup created
 }
 
 // linkRecord is one extra linked into klippy/extras.

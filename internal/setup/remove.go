@@ -35,7 +35,7 @@ func Remove(ctx context.Context, opts Options) (*Report, error) {
 	fmt.Fprintf(r.out, "lmnt setup --remove: undoing the setup of Klipper instance %s (user %s, %s)%s\n",
 		m.Instance, m.KlipperUser, m.ConfigFile, mode)
 
-	for _, fn := range []func() error{r.undoTOML, r.undoASVC, r.undoPrinterCfg, r.undoDropIn, r.undoACLs, r.undoStubFolder, r.undoGroup, r.undoLinks} {
+	for _, fn := range []func() error{r.undoConfigDropIn, r.undoNetworkDropIn, r.undoTOML, r.undoASVC, r.undoPrinterCfg, r.undoDropIn, r.undoACLs, r.undoStubFolder, r.undoGroup, r.undoLinks} {
 		if err := fn(); err != nil {
 			return r.report, err
 		}
@@ -147,19 +147,46 @@ func (r *runner) undoDropIn() error {
 	if r.m.DropIn == "" {
 		return nil
 	}
+	return r.removeOwnFile("unit", r.m.DropIn)
+}
+
+func (r *runner) undoConfigDropIn() error {
+	if r.m.ConfigDropIn == "" {
+		return nil
+	}
+	if err := r.removeOwnFile("config", r.m.ConfigDropIn); err != nil {
+		return err
+	}
+	r.m.ConfigDropIn = ""
+	return nil
+}
+
+func (r *runner) undoNetworkDropIn() error {
+	if r.m.NetworkDropIn == "" {
+		return nil
+	}
+	if err := r.removeOwnFile("status page", r.m.NetworkDropIn); err != nil {
+		return err
+	}
+	r.m.NetworkDropIn = ""
+	return nil
+}
+
+// removeOwnFile deletes a file setup created, and its directory if setup's
+// file was the only one in it.
+func (r *runner) removeOwnFile(step, host string) error {
 	if !r.opts.DryRun {
-		if err := os.Remove(r.at(r.m.DropIn)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(r.at(host)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("setup: %w", err)
 		}
-		// The drop-in directory goes too if setup's file was its only one.
-		dir := filepath.Dir(r.at(r.m.DropIn))
+		dir := filepath.Dir(r.at(host))
 		if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
 			if err := os.Remove(dir); err != nil {
 				return fmt.Errorf("setup: %w", err)
 			}
 		}
 	}
-	r.step("unit", Changed, "deleted "+r.m.DropIn, "")
+	r.step(step, Changed, "deleted "+host, "")
 	return nil
 }
 

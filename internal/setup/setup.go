@@ -16,7 +16,8 @@
 //   - adds [encrypted_file_bridge], [secure_print] and the SDCARD_PRINT_FILE
 //     macro to printer.cfg before the SAVE_CONFIG block (after a backup);
 //   - lists lmntd in moonraker.asvc so Moonraker may restart it;
-//   - sets klipper.user and klipper.config_file in lmntd.toml;
+//   - sets klipper.user and klipper.config_file in a drop-in,
+//     /etc/lmntd/lmntd.toml.d/50-setup.toml (lmntd.toml stays the owner's);
 //   - with ImportLegacy, hands the old plugin's key and token to lmntd.
 //
 // Everything it changed is recorded in /etc/lmntd/setup.json, so Remove
@@ -36,6 +37,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,9 +55,16 @@ const (
 	DefaultStaging = "/run/lmntd"
 	DropInFile     = "/etc/systemd/system/lmntd.service.d/klipper.conf"
 	ConfigFile     = "/etc/lmntd/lmntd.toml"
-	ManifestFile   = "/etc/lmntd/setup.json"
-	asvcService    = "lmntd"
-	backupPattern  = "%s.lmntd-%s.bak"
+	// ConfigDropIn holds the settings setup makes (internal/config reads
+	// ConfigFile + ".d/*.toml" after ConfigFile).
+	ConfigDropIn = "/etc/lmntd/lmntd.toml.d/50-setup.toml"
+	// NetworkDropIn holds the network the owner allowed to use the status
+	// page (lmnt setup --allow-network), apart from ConfigDropIn so a later
+	// setup run without the option keeps it.
+	NetworkDropIn = "/etc/lmntd/lmntd.toml.d/60-allow-network.toml"
+	ManifestFile  = "/etc/lmntd/setup.json"
+	asvcService   = "lmntd"
+	backupPattern = "%s.lmntd-%s.bak"
 )
 
 // Extras are the Klipper extras the package ships.
@@ -527,9 +536,11 @@ func (r *runner) writeDropIn(in Instance) error {
 	}
 	content := fmt.Sprintf(`# Written by `+"`lmnt setup`"+` for Klipper instance %s; `+"`lmnt setup --remove`"+` deletes it.
 # lmntd reads Klipper's config here, read-only. The rest of the home
-# directories stays hidden (ProtectHome=tmpfs in lmntd.service).
+# directories stays hidden (ProtectHome=tmpfs in lmntd.service). The "-"
+# keeps lmntd starting if the directory moves or goes: it then reports the
+# missing config (lmnt doctor) instead of failing with 226/NAMESPACE.
 [Service]
-BindReadOnlyPaths=%s
+BindReadOnlyPaths=-%s
 %s`, in.Name, dir, stubs)
 	return r.writeOwnFile("unit", DropInFile, content, func() { r.m.DropIn = DropInFile })
 }
@@ -648,47 +659,24 @@ func (r *runner) addToASVC(in Instance) error {
 	return nil
 }
 
-// setDaemonConfig tells lmntd who Klipper is and where its config lives.
+// setDaemonConfig tells lmntd who Klipper is and where its config lives, in
+// a drop-in of its own: /etc/lmntd/lmntd.toml is a dpkg conffile and stays
+// the owner's, so a package upgrade that ships a changed lmntd.toml never
+// stops at dpkg's conffile prompt (unattended upgrades would fail there).
 func (r *runner) setDaemonConfig(in Instance) error {
-	file := r.at(ConfigFile)
-	old, err := os.ReadFile(file)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("setup: %w", err)
-	}
-	text := string(old)
-	var edits []tomlEdit
-	keys := [][2]string{{"user", in.User}, {"config_file", in.ConfigFile}}
+	// The stub folder's parent is Klipper's gcodes directory.
+	gcodes := ""
 	if folder := stubFolder(in); folder != "" {
-		keys = append(keys, [2]string{"gcodes_dir", path.Dir(folder)})
+		gcodes = "gcodes_dir = " + strconv.Quote(path.Dir(folder)) + "\n"
 	}
-	for _, kv := range keys {
-		var e tomlEdit
-		var changed bool
-		text, e, changed = setTOMLKey(text, "klipper", kv[0], kv[1])
-		if changed {
-			edits = append(edits, e)
-		}
-	}
-	if len(edits) == 0 {
-		r.step("lmntd.toml", Unchanged, "klipper.user and klipper.config_file are set", "")
-		return nil
-	}
-	diff := unifiedDiff(ConfigFile, string(old), text)
-	if !r.opts.DryRun {
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			return fmt.Errorf("setup: %w", err)
-		}
-		if err := writeFileLike(file, []byte(text), file); err != nil {
-			return err
-		}
-		r.m.TOMLFile = ConfigFile
-		r.m.TOML = append(r.m.TOML, edits...)
-		if err := r.saveManifest(); err != nil {
-			return err
-		}
-	}
-	r.step("lmntd.toml", Changed, fmt.Sprintf("klipper.user = %q, klipper.config_file = %q", in.User, in.ConfigFile), diff)
-	return nil
+	content := fmt.Sprintf(`# Written by `+"`lmnt setup`"+` for Klipper instance %s; `+"`lmnt setup --remove`"+` deletes it.
+# lmntd reads this after %s, so these settings win over the same keys
+# there; put your own settings in %s or in another drop-in here.
+[klipper]
+user = %s
+config_file = %s
+%s`, in.Name, ConfigFile, ConfigFile, strconv.Quote(in.User), strconv.Quote(in.ConfigFile), gcodes)
+	return r.writeOwnFile("config", ConfigDropIn, content, func() { r.m.ConfigDropIn = ConfigDropIn })
 }
 
 // legacyFiles are the old plugin's files an import reads.

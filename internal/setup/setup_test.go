@@ -168,7 +168,7 @@ func TestRunAndRemoveMainsailOS(t *testing.T) {
 	}
 	// The unit drop-in.
 	dropIn := h.read(DropInFile)
-	if !strings.Contains(dropIn, "[Service]\nBindReadOnlyPaths=/home/pi/printer_data/config\n") {
+	if !strings.Contains(dropIn, "[Service]\nBindReadOnlyPaths=-/home/pi/printer_data/config\n") {
 		t.Errorf("drop-in:\n%s", dropIn)
 	}
 	// printer.cfg: the block before SAVE_CONFIG, the whole tree now passes
@@ -191,15 +191,19 @@ func TestRunAndRemoveMainsailOS(t *testing.T) {
 	if lstatOwner(t, h.path(cfg)) != uidPi {
 		t.Error("printer.cfg is no longer pi's")
 	}
-	// Moonraker and lmntd.toml.
+	// Moonraker, and lmntd's settings in the drop-in beside the owner's
+	// lmntd.toml (a conffile), which stays byte for byte as it was.
 	if !strings.HasSuffix(h.read("home/pi/printer_data/moonraker.asvc"), "crowsnest\noctoeverywhere\nratos-configurator\nlmntd\n") {
 		t.Errorf("moonraker.asvc:\n%s", h.read("home/pi/printer_data/moonraker.asvc"))
 	}
-	toml := h.read("etc/lmntd/lmntd.toml")
-	for _, l := range []string{"\nuser = \"pi\"\n", "\nconfig_file = \"/home/pi/printer_data/config/printer.cfg\"\n"} {
+	toml := h.read(ConfigDropIn)
+	for _, l := range []string{"\n[klipper]\nuser = \"pi\"\n", "\nconfig_file = \"/home/pi/printer_data/config/printer.cfg\"\n"} {
 		if !strings.Contains(toml, l) {
-			t.Errorf("lmntd.toml lacks %q", l)
+			t.Errorf("%s lacks %q:\n%s", ConfigDropIn, l, toml)
 		}
+	}
+	if h.read(ConfigFile) != shippedConfig(t) {
+		t.Errorf("setup changed the conffile %s", ConfigFile)
 	}
 
 	// A second run changes nothing.
@@ -260,7 +264,7 @@ func TestDryRunChangesNothingAndShowsDiffs(t *testing.T) {
 	}
 	for _, want := range []string{
 		"+" + blockBegin, "+[encrypted_file_bridge]", "+[secure_print]", "+[gcode_macro SDCARD_PRINT_FILE]",
-		"+BindReadOnlyPaths=/home/pi/printer_data/config", "+lmntd", "+user = \"pi\"",
+		"+BindReadOnlyPaths=-/home/pi/printer_data/config", "+lmntd", "+user = \"pi\"",
 		"[would]  group           added pi to group lmnt",
 		"ACL user:lmntd:--x on /home/pi\n",
 		" #*# <---------------------- SAVE_CONFIG ---------------------->",
@@ -298,11 +302,11 @@ func TestKIAUHTwoInstances(t *testing.T) {
 	if !strings.Contains(h.read("home/biqu/printer_2_data/config/printer.cfg"), blockBegin) {
 		t.Error("printer_2's printer.cfg not patched")
 	}
-	if !strings.Contains(h.read(DropInFile), "BindReadOnlyPaths=/home/biqu/printer_2_data/config\n") {
+	if !strings.Contains(h.read(DropInFile), "BindReadOnlyPaths=-/home/biqu/printer_2_data/config\n") {
 		t.Errorf("drop-in:\n%s", h.read(DropInFile))
 	}
-	if !strings.Contains(h.read("etc/lmntd/lmntd.toml"), "\nuser = \"biqu\"\n") {
-		t.Error("lmntd.toml: klipper.user not biqu")
+	if !strings.Contains(h.read(ConfigDropIn), "\nuser = \"biqu\"\n") {
+		t.Error(ConfigDropIn + ": klipper.user not biqu")
 	}
 	if ok, msg := h.canRead(uidLmntd, "home/biqu/printer_2_data/config/mainsail.cfg"); !ok {
 		t.Errorf("lmntd cannot read printer_2's config: %s", msg)

@@ -65,7 +65,7 @@ func TestUnitVerify(t *testing.T) {
 	}
 	// The drop-in of a MainsailOS install, as internal/setup writes it.
 	writeFile(t, filepath.Join(root, "etc/systemd/system/lmntd.service.d/klipper.conf"),
-		"[Service]\nBindReadOnlyPaths=/home/pi/printer_data/config\n", 0o644)
+		"[Service]\nBindReadOnlyPaths=-/home/pi/printer_data/config\n", 0o644)
 	// verify resolves /bin/kill (ExecReload) and the user inside the root.
 	copyFile(t, "/bin/kill", filepath.Join(root, "bin/kill"), 0o755)
 	copyFile(t, filepath.Join(repoRoot, "systemd/lmntd.sysusers"), filepath.Join(root, "usr/lib/sysusers.d/lmntd.conf"), 0o644)

@@ -159,7 +159,10 @@ func TestRelease(t *testing.T) {
 		"./lib/systemd/system/lmntd.socket", "./lib/systemd/system/lmntd-klipper.socket", "./lib/systemd/system/lmntd-http.socket",
 		"./usr/lib/sysusers.d/lmntd.conf", "./usr/lib/tmpfiles.d/lmntd.conf", "./etc/lmntd/lmntd.toml",
 		"./usr/share/lmntd/klipper/encrypted_file_bridge.py", "./usr/share/lmntd/klipper/secure_print.py",
-		"./usr/share/lmntd/nginx/lmntd.conf", "./usr/share/doc/lmntd/README.md"} {
+		"./usr/share/lmntd/nginx/lmntd.conf", "./usr/share/doc/lmntd/README.md",
+		"./usr/share/doc/lmntd/copyright", "./usr/share/doc/lmntd/changelog.gz", "./usr/share/doc/lmntd/THIRD_PARTY_NOTICES.gz",
+		"./usr/share/man/man8/lmntd.8.gz", "./usr/share/man/man1/lmnt.1.gz",
+		"./usr/share/bash-completion/completions/lmnt", "./usr/share/bash-completion/completions/lmntd"} {
 		if !strings.Contains(contents, want+"\n") && !strings.Contains(contents, want+" ") {
 			t.Errorf("the .deb lacks %s", want)
 		}
@@ -176,6 +179,26 @@ func TestRelease(t *testing.T) {
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
 		if _, err := os.Stat(filepath.Join(control, s)); err != nil {
 			t.Errorf("maintainer script %s missing: %v", s, err)
+		}
+	}
+	// goreleaser v2.15.1 writes the baseline GOAMD64=v1 as
+	// Architecture-Variant (lintian-overrides says why it stays); anything
+	// but the baseline would make the package refuse older CPUs.
+	if v := strings.TrimSpace(run(t, cmdOpts{quiet: true}, "dpkg-deb", "--field", deb, "Architecture-Variant")); v != "" && v != "amd64v1" {
+		t.Errorf("the amd64 .deb is built for %s, not the amd64 baseline", v)
+	}
+	triggers, _ := os.ReadFile(filepath.Join(control, "triggers"))
+	if !strings.Contains(string(triggers), "interest-noawait /lib/udev/rules.d/60-tpm-udev.rules") {
+		t.Errorf("no trigger on tpm-udev's rule (group tss for the TPM):\n%s", triggers)
+	}
+	// Every tarball carries the licence and the third-party notices.
+	tarballs, _ := filepath.Glob(filepath.Join(rel.dist, "*.tar.gz"))
+	for _, tb := range tarballs {
+		list := run(t, cmdOpts{quiet: true}, "tar", "-tzf", tb)
+		for _, want := range []string{"LICENSE", "THIRD_PARTY_NOTICES", "man/lmntd.8.gz", "completion/lmnt"} {
+			if !strings.Contains("\n"+list, "\n"+want+"\n") {
+				t.Errorf("%s lacks %s:\n%s", filepath.Base(tb), want, list)
+			}
 		}
 	}
 	fields := run(t, cmdOpts{quiet: true}, "dpkg-deb", "--field", deb, "Depends", "Version")
@@ -207,4 +230,84 @@ func TestCrossArchBinaries(t *testing.T) {
 			t.Errorf("%s --version = %q, want the snapshot version %s", c.dir, out, rel.version)
 		}
 	}
+}
+
+// TestLintian runs Debian's lintian on every .deb of the snapshot: no error,
+// no warning that is not overridden, and every override in the package
+// carries a reason (a comment line right above it).
+func TestLintian(t *testing.T) {
+	rel := snapshot(t)
+	defer stage(t, "lintian on every .deb")()
+	var debs []string
+	for _, d := range rel.debs {
+		debs = append(debs, d)
+	}
+	// Not --show-overrides: lintian 2.116 then counts the overridden tags
+	// toward --fail-on.
+	out, err := tryRun(t, cmdOpts{timeout: 10 * time.Minute}, "lintian", append([]string{"--allow-root", "--fail-on", "error,warning",
+		"--display-level", ">=info", "--tag-display-limit", "0"}, debs...)...)
+	if err != nil {
+		t.Errorf("lintian found errors or warnings that are not overridden (%v):\n%s", err, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "E: ") || strings.HasPrefix(l, "W: ") {
+			t.Errorf("lintian: %s", l)
+		}
+	}
+	overrides, err := os.ReadFile(filepath.Join(repoRoot, "packaging/deb/lintian-overrides"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(overrides)), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "lmntd: ") && (i == 0 || !strings.HasPrefix(lines[i-1], "# ")) {
+			t.Errorf("lintian override %q has no reason on the line above it", l)
+		}
+	}
+	contents := run(t, cmdOpts{quiet: true}, "dpkg-deb", "--contents", rel.debs["amd64"])
+	if !strings.Contains(contents, "./usr/share/lintian/overrides/lmntd") {
+		t.Error("the .deb does not ship its lintian overrides")
+	}
+}
+
+// TestReproducibleBuild builds the snapshot a second time from the same
+// commit into another directory: every tarball, .deb and SBOM must have the
+// same SHA-256 as the first build's.
+func TestReproducibleBuild(t *testing.T) {
+	rel := snapshot(t)
+	defer stage(t, "second snapshot build: byte-identical artifacts")()
+	goreleaser := tool(t, "goreleaser")
+	second := t.TempDir()
+	config := filepath.Join(t.TempDir(), "goreleaser.yaml")
+	base, err := os.ReadFile(filepath.Join(repoRoot, "goreleaser.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, config, string(base)+"\ndist: "+filepath.Join(second, "dist")+"\n", 0o644)
+	run(t, cmdOpts{quiet: true, timeout: 15 * time.Minute}, goreleaser, "release", "--snapshot", "--clean", "--skip=sign", "--config", config)
+	var compared int
+	for _, pattern := range []string{"*.tar.gz", "*.deb", "*.cdx.json"} {
+		first, _ := filepath.Glob(filepath.Join(rel.dist, pattern))
+		if len(first) == 0 {
+			t.Errorf("the first build has no %s", pattern)
+		}
+		for _, a := range first {
+			b := filepath.Join(second, "dist", filepath.Base(a))
+			sa, sb := sha256File(t, a), sha256File(t, b)
+			if sa != sb {
+				t.Errorf("%s differs between two builds of one commit: %s vs %s", filepath.Base(a), sa, sb)
+			}
+			compared++
+		}
+	}
+	t.Logf("%d artifacts byte-identical across two builds", compared)
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	out, err := tryRun(t, cmdOpts{quiet: true}, "sha256sum", path)
+	if err != nil {
+		return "missing (" + err.Error() + ")"
+	}
+	return strings.Fields(out)[0]
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // aptRepo is the signed repository: stable holds the snapshot (V1), beta a
@@ -26,8 +27,9 @@ var repoState struct {
 }
 
 // upgradeBuild makes the V2 package: the snapshot .deb with lmntd and lmnt
-// rebuilt from this tree stamped V2, the control version raised and the
-// md5sums redone, the way a next release differs from this one.
+// rebuilt from this tree stamped V2, the control version raised, the
+// shipped lmntd.toml changed and the md5sums redone, the way a next release
+// differs from this one.
 func upgradeBuild(t *testing.T, debV1, v2, out string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "pkg")
@@ -47,6 +49,14 @@ func upgradeBuild(t *testing.T, debV1, v2, out string) {
 		lines = append(lines, l)
 	}
 	writeFile(t, control, strings.Join(lines, "\n"), 0o644)
+	// The next release ships a changed lmntd.toml (a conffile): the
+	// container test upgrades unattended over the owner's own edit of it.
+	conffile := filepath.Join(dir, "etc/lmntd/lmntd.toml")
+	shipped, err := os.ReadFile(conffile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, conffile, string(shipped)+"\n# A comment changed in the upgrade build.\n", 0o644)
 	run(t, cmdOpts{dir: dir, quiet: true}, "sh", "-c",
 		"find . -type f ! -path './DEBIAN/*' -printf '%P\\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums")
 	run(t, cmdOpts{quiet: true}, "dpkg-deb", "--root-owner-group", "--build", dir, out)
@@ -109,6 +119,45 @@ func TestAptRepository(t *testing.T) {
 				t.Errorf("%s/%s Packages lacks lmntd %s:\n%s", ch, arch, version, pk)
 			}
 		}
+	}
+	// Replay protection and consistent updates: each Release expires in
+	// a week and has apt fetch the indexes by hash; every hash it names is
+	// there; no staging directory is left in dists/.
+	for _, ch := range []string{"stable", "beta"} {
+		dists := filepath.Join(r.dir, "dists", ch)
+		rel, err := os.ReadFile(filepath.Join(dists, "Release"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields := map[string]string{}
+		section := ""
+		byHash := 0
+		for _, l := range strings.Split(string(rel), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && !strings.HasPrefix(l, " ") {
+				fields[k], section = strings.TrimSpace(v), k
+				continue
+			}
+			f := strings.Fields(l)
+			if (section != "SHA256" && section != "SHA512") || len(f) != 3 {
+				continue
+			}
+			p := filepath.Join(dists, filepath.Dir(f[2]), "by-hash", section, f[0])
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("%s: %s names %s, which is not served by hash: %v", ch, section, f[2], err)
+			}
+			byHash++
+		}
+		if fields["Acquire-By-Hash"] != "yes" || byHash == 0 {
+			t.Errorf("%s Release: Acquire-By-Hash %q, %d by-hash entries", ch, fields["Acquire-By-Hash"], byHash)
+		}
+		date, err1 := time.Parse(time.RFC1123Z, fields["Date"])
+		until, err2 := time.Parse(time.RFC1123Z, fields["Valid-Until"])
+		if err1 != nil || err2 != nil || until.Sub(date) != 7*24*time.Hour || time.Since(date) > time.Hour {
+			t.Errorf("%s Release: Date %q, Valid-Until %q (%v, %v): want valid for 7 days from now", ch, fields["Date"], fields["Valid-Until"], err1, err2)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(r.dir, "dists", ".*")); len(left) > 0 {
+		t.Errorf("make-repo left staging directories: %v", left)
 	}
 	// A changed byte in Release must break the signature.
 	tampered := filepath.Join(t.TempDir(), "Release")

@@ -133,6 +133,11 @@ timeout 30 lmnt status || true   # activates the daemon; unpaired for now
 wait_for 30 "lmntd.service active" systemctl is-active lmntd.service
 systemctl show -p User,MainPID,NRestarts lmntd.service
 
+step "the LAN socket is off by default: not started with the daemon, nothing on 127.0.0.1:7130"
+! systemctl --quiet is-active lmntd-http.socket || fail "lmntd-http.socket is active without being enabled"
+! systemctl --quiet is-enabled lmntd-http.socket || fail "lmntd-http.socket is enabled by the package"
+! ss -ltn | grep -q '127.0.0.1:7130' || fail "something listens on 127.0.0.1:7130"
+
 step "lmnt setup --dry-run changes nothing"
 lmnt setup --dry-run
 [ "$(sha256sum /home/pi/printer_data/config/printer.cfg)" = "$cfg_sum" ] || fail "--dry-run changed printer.cfg"
@@ -141,7 +146,10 @@ step "lmnt setup wires the stand-in's Klipper (user pi) into lmntd"
 lmnt setup
 id -nG pi | grep -qw lmnt || fail "pi is not in group lmnt"
 getfacl -cp /home/pi | grep -q '^user:lmntd:--x' || fail "no ACL for lmntd on /home/pi"
-grep -q '^BindReadOnlyPaths=/home/pi/printer_data/config$' /etc/systemd/system/lmntd.service.d/klipper.conf
+grep -q '^BindReadOnlyPaths=-/home/pi/printer_data/config$' /etc/systemd/system/lmntd.service.d/klipper.conf
+grep -q '^user = "pi"$' /etc/lmntd/lmntd.toml.d/50-setup.toml || fail "setup's settings are not in the drop-in"
+# setup leaves the conffile as shipped: it alone never causes a conffile prompt.
+[ -z "$(dpkg --verify lmntd)" ] || { dpkg --verify lmntd; fail "lmnt setup changed a file of the package"; }
 readlink /home/pi/klipper/klippy/extras/encrypted_file_bridge.py
 systemctl restart klipper.service   # the new group
 lmnt setup | tee "$out/setup-again.txt"
@@ -176,26 +184,55 @@ journalctl -u klipper.service --no-pager -o cat | tail -n 5
 lmnt jobs | tee "$out/jobs.txt"
 grep -q "$job .*succeeded" "$out/jobs.txt" || fail "lmnt jobs does not list $job as succeeded"
 
+step "Klipper's config directory moves: lmntd still starts (the bind is optional), lmnt status answers"
+mv /home/pi/printer_data/config /home/pi/printer_data/config.moved
+systemctl restart lmntd.service
+wait_for 30 "lmntd active without Klipper's config" systemctl is-active lmntd.service
+pid_moved=$(systemctl show -p MainPID --value lmntd.service)
+sleep 6   # longer than RestartSec=5s: a failing start would have been retried by now
+systemctl --quiet is-active lmntd.service && [ "$(systemctl show -p MainPID --value lmntd.service)" = "$pid_moved" ] ||
+    fail "lmntd does not stay up without Klipper's config directory: $(systemctl show -p Result,ExecMainStatus,NRestarts lmntd.service)"
+timeout 20 /usr/bin/lmnt status >/dev/null || fail "lmnt status does not answer with the config directory gone"
+mv /home/pi/printer_data/config.moved /home/pi/printer_data/config
+systemctl restart lmntd.service
+wait_for 30 "lmntd back" sh -c 'timeout 10 lmnt status --json | grep -q 127.0.0.1:8443'
+
 step "state before the upgrade"
 state_files() { find /var/lib/lmntd -maxdepth 1 -type f \( -name '*.sealed' -o -name '*.key' -o -name '*token*.json' \) -exec sha256sum {} + | sort -k2; }
 state_files | tee "$out/state-v1.txt"
 [ -s "$out/state-v1.txt" ] || fail "no sealed key or token in /var/lib/lmntd"
-conf_sum=$(sha256sum /etc/lmntd/lmntd.toml /etc/systemd/system/lmntd.service.d/klipper.conf /etc/lmntd/setup.json)
+conf_sum=$(sha256sum /etc/lmntd/lmntd.toml /etc/lmntd/lmntd.toml.d/50-setup.toml /etc/systemd/system/lmntd.service.d/klipper.conf /etc/lmntd/setup.json)
 pid_v1=$(systemctl show -p MainPID --value lmntd.service)
 
-step "upgrade to beta ($V2): state and configuration kept, daemon restarted when idle"
+step "unattended upgrade to beta ($V2, whose shipped lmntd.toml changed; the owner edited it too): state and configuration kept, daemon restarted when idle"
 echo "deb [signed-by=/usr/share/keyrings/lmntd-archive-keyring.gpg] file:/srv/apt beta main" >>/etc/apt/sources.list.d/lmntd.list
 apt-get update -q 2>&1 | tail -n 2
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q lmntd
-[ "$(dpkg-query -W -f='${Version}' lmntd)" = "$V2" ] || fail "upgraded version is not $V2"
+# What a fleet runs (image/README.md, README.md): keep the owner's conffile,
+# take the package's where the owner changed nothing; no prompt, no stdin.
+DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade </dev/null ||
+    fail "apt-get upgrade failed (exit $?)"
+[ "$(dpkg-query -W -f='${Status} ${Version}' lmntd)" = "install ok installed $V2" ] || fail "lmntd is not installed at $V2: $(dpkg-query -W -f='${Status} ${Version}' lmntd)"
+[ -f /etc/lmntd/lmntd.toml.dpkg-dist ] && grep -q 'changed in the upgrade build' /etc/lmntd/lmntd.toml.dpkg-dist ||
+    fail "the new shipped lmntd.toml is not beside the owner's as lmntd.toml.dpkg-dist"
+rm /etc/lmntd/lmntd.toml.dpkg-dist   # the owner has read it
 wait_for 60 "lmntd $V2 running" sh -c "timeout 10 lmnt status --json | grep -q '\"version\": *\"$V2\"'"
 [ "$(systemctl show -p MainPID --value lmntd.service)" != "$pid_v1" ] || fail "the daemon was not restarted"
 state_files | diff "$out/state-v1.txt" - || fail "the upgrade changed the sealed key or the token"
-[ "$(sha256sum /etc/lmntd/lmntd.toml /etc/systemd/system/lmntd.service.d/klipper.conf /etc/lmntd/setup.json)" = "$conf_sum" ] ||
+[ "$(sha256sum /etc/lmntd/lmntd.toml /etc/lmntd/lmntd.toml.d/50-setup.toml /etc/systemd/system/lmntd.service.d/klipper.conf /etc/lmntd/setup.json)" = "$conf_sum" ] ||
     fail "the upgrade changed the configuration"
 lmnt status | tee "$out/status-v2.txt"
 lmnt jobs | grep -q "$job" || fail "the job history is gone after the upgrade"
 systemctl is-active lmntd.socket lmntd-klipper.socket
+
+step "remove, reinstall, enable the LAN socket: postinst unmasks what postrm masked"
+DEBIAN_FRONTEND=noninteractive apt-get remove -y -q lmntd
+[ "$(sha256sum /home/pi/printer_data/config/printer.cfg)" = "$cfg_sum" ] || fail "remove did not restore printer.cfg"
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q lmntd
+systemctl enable --now lmntd-http.socket || fail "lmntd-http.socket cannot be enabled after a reinstall"
+systemctl restart lmntd.service   # lmntd takes the listener at its next start
+wait_for 30 "lmntd listening on 127.0.0.1:7130" sh -c "ss -ltnp | grep '127.0.0.1:7130' | grep -q lmntd"
+ss -ltnp | grep '127.0.0.1:7130'
+systemctl disable --now lmntd-http.socket   # the owner's choice, undone before the purge
 
 step "purge: everything the package and lmnt setup created is gone"
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -q lmntd
