@@ -42,8 +42,9 @@ type Command struct {
 }
 
 // flagLine matches pflag's rendering: "  -n, --dry-run[=true|false]   text"
-// or "      --timeout duration   text".
-var flagLine = regexp.MustCompile(`^\s+(?:-([A-Za-z0-9]), )?--([a-z0-9][a-z0-9-]*)(\[=[^\]]*\])?(?: ([a-zA-Z0-9]+))?\s{2,}(.*)$`)
+// or "      --timeout duration   text", and lmntd's 80-column one, where
+// the text starts on the next, deeper-indented line ("  --api-listen string").
+var flagLine = regexp.MustCompile(`^\s+(?:-([A-Za-z0-9]), )?--([a-z0-9][a-z0-9-]*)(\[=[^\]]*\])?(?: ([a-zA-Z0-9]+))?(?:\s{2,}(.*))?$`)
 
 // ParseHelp splits --help output. Flags come from blocks titled "Flags:"
 // (and "Global flags:", kept in Sections and parsed by ParseFlags).
@@ -104,7 +105,7 @@ func ParseFlags(lines []string) []Flag {
 		m := flagLine.FindStringSubmatch(l)
 		if m == nil {
 			if len(flags) > 0 {
-				flags[len(flags)-1].Usage += " " + strings.TrimSpace(l)
+				flags[len(flags)-1].Usage = strings.TrimSpace(flags[len(flags)-1].Usage + " " + strings.TrimSpace(l))
 			}
 			continue
 		}
