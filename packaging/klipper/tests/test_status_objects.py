@@ -49,6 +49,8 @@ class StatusObjects(RigTestCase):
         self.assertEqual(bridge["job_state"], "accepted")
 
         # The job prints under its stub's name; secure_print reports it.
+        # The moves are held so the print cannot end before it is looked at.
+        self.vsd.hold_moves = True
         self.daemon.send(cmd="print", file=fixture(CUBE), job_id="t1",
                          filename=STUB, title="Calibration Cube")
         self.assertTrue(self.daemon.wait("result", self.pump)["ok"])
@@ -65,6 +67,7 @@ class StatusObjects(RigTestCase):
                                   == STUB, "the stub name in the status")
         self.assertEqual(status["virtual_sdcard"]["file_path"],
                          "virtual_t1.gcode")
+        self.vsd.hold_moves = False
         self.run_until(lambda: self.print_state()["state"] == "complete",
                        "complete")
 
