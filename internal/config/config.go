@@ -54,6 +54,9 @@ const (
 type Config struct {
 	APIProfile      string `koanf:"api_profile" doc:"marketplace API profile: auto, current or legacy"`
 	DevelopmentMode bool   `koanf:"development_mode" doc:"allow plain-http marketplace URLs outside loopback, and downloads from plain-http or private addresses (development only)"`
+	// Instance names this lmntd's Klipper instance on a host that runs
+	// several (a print farm); it labels the metrics.
+	Instance string `koanf:"instance" doc:"name of this Klipper instance on a host with several, e.g. printer_1 (empty: the host's only instance)"`
 
 	Marketplace Marketplace `koanf:"marketplace"`
 	Push        Push        `koanf:"push"`
@@ -65,6 +68,7 @@ type Config struct {
 	Jobs        Jobs        `koanf:"jobs"`
 	Limits      Limits      `koanf:"limits"`
 	Migration   Migration   `koanf:"migration"`
+	Metrics     Metrics     `koanf:"metrics"`
 
 	// Provenance, filled by Load; never part of the file.
 	origins  map[string]Source
@@ -183,6 +187,13 @@ type Limits struct {
 	RequestTimeout      time.Duration `koanf:"request_timeout" reload:"live" doc:"timeout of one marketplace API request"`
 }
 
+// Metrics are lmntd's Prometheus metrics: always on the API's /metrics,
+// and optionally written for node_exporter's textfile collector.
+type Metrics struct {
+	Textfile         string        `koanf:"textfile" doc:"file (ending in .prom) lmntd keeps its metrics in for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/lmntd.prom (empty: off)"`
+	TextfileInterval time.Duration `koanf:"textfile_interval" doc:"how often metrics.textfile is rewritten (5s to 10m)"`
+}
+
 // Migration is the import of the old plugin's moonraker.conf settings.
 type Migration struct {
 	ImportMoonraker bool   `koanf:"import_moonraker" doc:"read [lmnt_marketplace_plugin] of the old plugin's moonraker.conf"`
@@ -255,6 +266,7 @@ func Defaults() Config {
 			RequestTimeout:      30 * time.Second,
 		},
 		Migration: Migration{ImportMoonraker: true},
+		Metrics:   Metrics{TextfileInterval: 15 * time.Second},
 	}
 }
 
