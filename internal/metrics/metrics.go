@@ -28,17 +28,6 @@ var JobStates = []string{"accepted", "downloading", "ready", "printing", "paused
 // Outcomes are the terminal job states.
 var Outcomes = []string{"succeeded", "failed", "cancelled"}
 
-// ErrorClasses are the kinds of failed marketplace API requests.
-var ErrorClasses = []string{
-	"network",      // no answer: connection refused, reset, DNS, TLS
-	"timeout",      // no answer within limits.request_timeout
-	"auth",         // 401 or 403
-	"rate_limited", // 429
-	"client",       // any other 4xx
-	"server",       // 5xx
-	"bad_response", // a 2xx whose body does not decode
-}
-
 // Gauges are read from the daemon at each scrape.
 type Gauges struct {
 	// Outbox is how many status reports wait for the marketplace and when
@@ -75,9 +64,19 @@ var (
 	startBuckets   = []float64{0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 )
 
-// New builds the metrics of the instance named instance with version
-// in lmntd_info.
-func New(instance, version string, g Gauges) *Metrics {
+// Options say what New builds.
+type Options struct {
+	Instance string // the config's instance ("" on a single-instance host)
+	Version  string // lmntd's, in lmntd_info
+	// ErrorClasses are the classes of failed marketplace requests
+	// (marketplace.RequestErrorClasses).
+	ErrorClasses []string
+	Gauges       Gauges
+}
+
+// New builds one instance's metrics.
+func New(o Options) *Metrics {
+	instance, version, g := o.Instance, o.Version, o.Gauges
 	// TYPE lines make the histograms histograms to the scraper (the
 	// library's switch is process-wide; lmntd has no other metrics).
 	vm.ExposeMetadata(true)
@@ -92,7 +91,7 @@ func New(instance, version string, g Gauges) *Metrics {
 	for _, o := range Outcomes {
 		m.finished[o] = m.set.NewCounter(m.name("lmntd_jobs_finished_total", "outcome", o))
 	}
-	for _, c := range ErrorClasses {
+	for _, c := range o.ErrorClasses {
 		m.reqErrors[c] = m.set.NewCounter(m.name("lmntd_marketplace_request_errors_total", "class", c))
 	}
 	m.decrypted = m.set.NewCounter(m.name("lmntd_decrypted_bytes_total"))
@@ -174,15 +173,12 @@ func (m *Metrics) Decrypted(bytes int64, d time.Duration) {
 }
 
 // RequestFailed counts a failed marketplace request of class (one of
-// ErrorClasses).
+// Options.ErrorClasses; others are ignored).
 func (m *Metrics) RequestFailed(class string) {
 	if c := m.reqErrors[class]; c != nil {
 		c.Inc()
 	}
 }
-
-// ContentType is the media type of the text WritePrometheus writes.
-const ContentType = "text/plain; version=0.0.4; charset=utf-8"
 
 // WritePrometheus writes every metric in the Prometheus text format.
 func (m *Metrics) WritePrometheus(w io.Writer) { m.set.WritePrometheus(w) }

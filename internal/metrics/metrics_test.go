@@ -10,6 +10,8 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
+var testClasses = []string{"network", "server"}
+
 type fakeState struct {
 	reports  int
 	oldest   time.Time
@@ -38,7 +40,7 @@ func scrape(t *testing.T, m *Metrics) testutil.Scrape {
 }
 
 func TestEverySeriesExistsFromTheStartAndParses(t *testing.T) {
-	m := New("printer_1", "1.2.3", (&fakeState{}).gauges())
+	m := New(Options{Instance: "printer_1", Version: "1.2.3", ErrorClasses: testClasses, Gauges: (&fakeState{}).gauges()})
 	s := scrape(t, m)
 	inst := map[string]string{"lmnt_instance": "printer_1"}
 	for _, st := range JobStates {
@@ -46,7 +48,7 @@ func TestEverySeriesExistsFromTheStartAndParses(t *testing.T) {
 			t.Errorf("transitions to %s = %v, %v; want 0, present", st, v, ok)
 		}
 	}
-	for _, c := range ErrorClasses {
+	for _, c := range testClasses {
 		if _, ok := s.Value("lmntd_marketplace_request_errors_total", map[string]string{"class": c}); !ok {
 			t.Errorf("request errors of class %s missing", c)
 		}
@@ -70,7 +72,7 @@ func TestCountersAndGaugesFollowTheDaemon(t *testing.T) {
 	now := time.Now()
 	f := &fakeState{reports: 3, oldest: now.Add(-90 * time.Second), expiry: now.Add(time.Hour), paired: true,
 		klipper: true, push: false, lastPoll: time.Unix(1_700_000_000, 0)}
-	m := New("", "dev", f.gauges())
+	m := New(Options{Version: "dev", ErrorClasses: testClasses, Gauges: f.gauges()})
 	for _, st := range []string{"accepted", "downloading", "ready", "printing", "succeeded", "accepted", "downloading", "failed"} {
 		m.JobEntered(st)
 	}
@@ -121,7 +123,7 @@ func TestCountersAndGaugesFollowTheDaemon(t *testing.T) {
 func TestTextfileIsReplacedWholeAndReadable(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "lmntd.prom")
-	m := New("printer_2", "dev", (&fakeState{}).gauges())
+	m := New(Options{Instance: "printer_2", Version: "dev", Gauges: (&fakeState{}).gauges()})
 	if err := m.WriteTextfile(path); err != nil {
 		t.Fatal(err)
 	}
