@@ -270,6 +270,28 @@ func Defaults() Config {
 	}
 }
 
+// InstanceConfigFile is the config file of the Klipper instance name on a
+// host with several (lmntd@name.service).
+func InstanceConfigFile(name string) string { return "/etc/lmntd/instances/" + name + ".toml" }
+
+// InstanceDefaults are the defaults that differ for a named instance: its
+// state under /var/lib/lmntd/instances (a sub-tree, so no name collides
+// with the default instance's own files), its sockets in /run/lmntd/NAME,
+// and Klipper's files in ~pi/NAME_data as KIAUH and MainsailOS lay out
+// printer_1_data, printer_2_data…
+func InstanceDefaults(name string) map[string]any {
+	run := "/run/lmntd/" + name
+	data := "/home/pi/" + name + "_data"
+	return map[string]any{
+		"paths.state_directory":   "/var/lib/lmntd/instances/" + name,
+		"paths.runtime_directory": run,
+		"api.socket":              run + "/api.sock",
+		"klipper.bridge_socket":   run + "/klipper.sock",
+		"klipper.config_file":     data + "/config/printer.cfg",
+		"klipper.gcodes_dir":      data + "/gcodes",
+	}
+}
+
 // Origin says where the value of key came from.
 func (c *Config) Origin(key string) Source {
 	if s, ok := c.origins[key]; ok {
