@@ -270,6 +270,15 @@ func Defaults() Config {
 	}
 }
 
+// CheckInstanceName says what is wrong with an instance name, nil when it
+// is a plain systemd instance name as KIAUH and MainsailOS use.
+func CheckInstanceName(name string) error {
+	if !instanceRE.MatchString(name) {
+		return fmt.Errorf("%q is not an instance name: up to 32 letters, digits, '_' or '-', starting with a letter or digit, e.g. printer_1", name)
+	}
+	return nil
+}
+
 // InstanceConfigFile is the config file of the Klipper instance name on a
 // host with several (lmntd@name.service).
 func InstanceConfigFile(name string) string { return "/etc/lmntd/instances/" + name + ".toml" }
