@@ -100,6 +100,7 @@ type daemon struct {
 	metrics  *metrics.Metrics
 	jobTimes jobTimes
 	pushUp   atomic.Bool // the push stream is connected
+	textfile textfileState
 	// profile is the API profile in effect and why (api_profile "auto" is
 	// resolved at start, by a probe in the background when the settings
 	// cannot tell; the profile and URL need a restart to change).

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/api"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/metrics"
@@ -68,6 +70,44 @@ func (d *daemon) onJobTransition(tr jobs.Transition) {
 	}
 }
 
+// textfileState is the last write of metrics.textfile, for lmnt doctor.
+type textfileState struct {
+	mu      sync.Mutex
+	written time.Time
+	err     error
+}
+
+func (s *textfileState) note(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err = err; err == nil {
+		s.written = time.Now()
+	}
+}
+
+// textfileCheck is lmnt doctor's view of the textfile (wanted, not required: the
+// printer prints without it).
+func (d *daemon) textfileCheck() (api.Check, bool) {
+	path := d.cfg.Load().Metrics.Textfile
+	if path == "" {
+		return api.Check{}, false
+	}
+	s := &d.textfile
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := api.Check{Name: "metrics textfile", Result: api.CheckOK}
+	switch {
+	case s.err != nil:
+		c.Result, c.Detail = api.CheckWarn, s.err.Error()
+		c.Fix = "allow lmntd to write the directory: a unit drop-in with ReadWritePaths= and an ACL for user lmntd (README, farm section)"
+	case s.written.IsZero():
+		c.Result, c.Detail = api.CheckWarn, path+" not written yet"
+	default:
+		c.Detail = fmt.Sprintf("%s written %s ago", path, time.Since(s.written).Round(time.Second))
+	}
+	return c, true
+}
+
 // writeTextfile keeps metrics.textfile up to date for node_exporter's
 // textfile collector, until ctx ends; then it writes the final values
 // (node_textfile_mtime_seconds tells a stopped lmntd). A failure is
@@ -78,6 +118,7 @@ func (d *daemon) writeTextfile(ctx context.Context) {
 	var failing string
 	write := func() {
 		err := d.metrics.WriteTextfile(path)
+		d.textfile.note(err)
 		switch {
 		case err != nil && err.Error() != failing:
 			d.log.Warn("metrics: cannot write the textfile (lmntd's unit must be allowed to write its directory: see the README's farm section)",

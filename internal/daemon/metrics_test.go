@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/api"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
@@ -116,4 +117,34 @@ func TestMetricsDuringAJob(t *testing.T) {
 		v, _ := testutil.ParseMetrics(t, string(b)).Value("lmntd_jobs_finished_total", with("outcome", "succeeded"))
 		return v == 1
 	})
+	if c := textfileCheck(t, d); c.Result != api.CheckOK || !strings.Contains(c.Detail, textfile+" written") {
+		t.Errorf("doctor on the textfile: %+v", c)
+	}
+}
+
+func textfileCheck(t *testing.T, d *daemontest.Daemon) api.Check {
+	t.Helper()
+	var rep api.DoctorReport
+	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &rep)
+	for _, c := range rep.Checks {
+		if c.Name == "metrics textfile" {
+			return c
+		}
+	}
+	return api.Check{}
+}
+
+// A textfile lmntd cannot write is a doctor warning with the fix, logged
+// once however often the write fails; the printer keeps working.
+func TestMetricsTextfileUnwritable(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "missing", "lmntd.prom")
+	d := daemontest.Start(t, daemontest.Options{NoStandin: true,
+		ExtraTOML: "[metrics]\ntextfile = \"" + bad + "\"\ntextfile_interval = \"5s\"\n"})
+	d.WaitFor("doctor to warn about the textfile", func() bool {
+		c := textfileCheck(t, d)
+		return c.Result == api.CheckWarn && strings.Contains(c.Detail, bad) && strings.Contains(c.Fix, "ReadWritePaths=")
+	})
+	if n := strings.Count(d.Log.String(), "metrics: cannot write the textfile"); n != 1 {
+		t.Errorf("the failure was logged %d times, want once", n)
+	}
 }
