@@ -89,7 +89,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e := &env{ctx: ctx, c: newClient(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr,
-		runDir: *runDir, instanceChosen: *instance != "" || socketSet}
+		runDir: *runDir, instanceChosen: *instance != "" || socketSet, socketSet: socketSet}
 	cmd, cargs := rest[0], rest[1:]
 	var run func([]string) (int, error)
 	switch cmd {
@@ -151,6 +151,7 @@ type env struct {
 	socket         string
 	runDir         string
 	instanceChosen bool // --instance or --socket: one lmntd, not all
+	socketSet      bool // --socket or LMNT_SOCKET
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }
@@ -165,6 +166,11 @@ func envOr(name, def string) string {
 func (e *env) flags(name, synopsis string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("lmnt "+name, pflag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	// `lmnt pair --instance NAME` as well as `lmnt --instance NAME pair`;
+	// setup's own --instance picks the Klipper instance it wires.
+	if name != "setup" && name != "demo" {
+		fs.Var(instanceFlag{e}, "instance", "the Klipper instance's lmntd (lmntd@NAME) on a host with several")
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(e.stdout, "Usage: lmnt %s\n\nFlags:\n%s", synopsis, fs.FlagUsages())
 	}

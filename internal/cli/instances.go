@@ -46,6 +46,26 @@ func isSocket(path string) bool {
 	return err == nil && fi.Mode()&os.ModeSocket != 0
 }
 
+// instanceFlag is a command's --instance: it points the command at that
+// instance's socket as soon as it is parsed.
+type instanceFlag struct{ e *env }
+
+func (f instanceFlag) String() string { return "" }
+func (f instanceFlag) Type() string   { return "NAME" }
+
+func (f instanceFlag) Set(name string) error {
+	if err := config.CheckInstanceName(name); err != nil {
+		return err
+	}
+	if f.e.socketSet {
+		return fmt.Errorf("--socket (or LMNT_SOCKET) already names the socket")
+	}
+	f.e.socket = instanceSocket(f.e.runDir, name)
+	f.e.c = newClient(f.e.socket, f.e.c.timeout)
+	f.e.instanceChosen = true
+	return nil
+}
+
 // statusAll shows every instance's status, one after the other (--json: a
 // list of {"instance", "status"}); an instance that does not answer is
 // shown with the reason and makes the exit status 1.

@@ -52,13 +52,19 @@ func TestInstances(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &all); code != 0 || err != nil || len(all) != 2 || all[0].Instance != "" || all[1].Instance != "printer_2" {
 		t.Fatalf("status --json of all: %d %v\n%s", code, err, out)
 	}
-	code, out, _ = main("--instance", "printer_2", "status")
-	if code != 0 || strings.Contains(out, "instance ") || !strings.Contains(out, "klipper:     not connected") {
-		t.Fatalf("status of printer_2: %d\n%s", code, out)
+	for _, args := range [][]string{{"--instance", "printer_2", "status"}, {"status", "--instance", "printer_2"}} {
+		code, out, _ = main(args...)
+		if code != 0 || strings.Contains(out, "instance ") || !strings.Contains(out, "klipper:     not connected") {
+			t.Fatalf("lmnt %v: %d\n%s", args, code, out)
+		}
+	}
+	if code, out, _ = main("jobs", "--instance", "printer_2", "--json"); code != 0 || !strings.Contains(out, `"queue"`) {
+		t.Fatalf("jobs --instance printer_2: %d\n%s", code, out)
 	}
 
 	for _, args := range [][]string{{"--instance", "../x", "status"}, {"--instance", "printer_2", "--socket", d1.Socket, "status"},
-		{"--instance", "printer_2", "setup", "--dry-run"}} {
+		{"--instance", "printer_2", "setup", "--dry-run"}, {"--socket", d1.Socket, "status", "--instance", "printer_2"},
+		{"pair", "--instance", "a/b"}} {
 		if code, _, errs := main(args...); code != 2 || errs == "" {
 			t.Errorf("lmnt %v: exit %d, stderr %q; want 2 and a reason", args, code, errs)
 		}
