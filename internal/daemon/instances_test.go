@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"mime/multipart"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 // identity, one marketplace) as a farm's two Klipper instances: each pairs
 // as its own printer with its own key, each prints its own job on its own
 // Klipper, and a job sealed for printer 1 handed to printer 2 never reaches
-// printer 2's Klipper (its key cannot open it).
+// printer 2's Klipper (its key cannot open it). Removing instance 2 leaves
+// instance 1 paired and printing.
 func TestTwoInstancesStayApart(t *testing.T) {
 	sim, err := marketsim.New(marketsim.Options{KeepAlive: 100 * time.Millisecond})
 	if err != nil {
@@ -103,4 +105,26 @@ func TestTwoInstancesStayApart(t *testing.T) {
 			t.Fatalf("printer 1's job reached printer 2's Klipper: %+v", p)
 		}
 	}
+
+	// Removing instance 2 (stopped, its state deleted) leaves instance 1
+	// paired, with its key, printing.
+	if err := d2.Stop(); err != nil {
+		t.Fatalf("stopping instance 2: %v", err)
+	}
+	if err := os.RemoveAll(d2.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	var after api.KeysInfo
+	d1.Call(http.MethodGet, "/lmnt/v1/keys", nil).JSON(t, &after)
+	if after.KeyID != k1.KeyID {
+		t.Fatalf("instance 1's key changed from %s to %s", k1.KeyID, after.KeyID)
+	}
+	j3, err := sim.CreateJob(id1, gcode, marketsim.JobOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJobWithin(t, d1, j3.ID, 30*time.Second); j.State != jobs.Succeeded {
+		t.Fatalf("instance 1 after instance 2's removal: job ended %s: %s", j.State, j.Message)
+	}
+	assertPrinted(t, d1, j3.ID, hex.EncodeToString(sum[:]), len(gcode))
 }
