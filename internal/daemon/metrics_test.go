@@ -29,14 +29,17 @@ func TestMetricsDuringAJob(t *testing.T) {
 	t.Cleanup(sim.Close)
 	gcode := cubeGcode(t)
 	textfile := filepath.Join(t.TempDir(), "lmntd.prom")
-	d := daemontest.Start(t, daemontest.Options{Sim: sim, CheckInterval: "5s",
+	d := daemontest.Start(t, daemontest.Options{Sim: sim, CheckInterval: "5s", Instance: "printer_1",
 		// The print lasts about 3 s: long enough to scrape it running.
 		StandinSpeed: int64(len(gcode)) / 3,
 		ExtraTOML:    "[jobs]\nauto_start = true\n[metrics]\ntextfile = \"" + textfile + "\"\ntextfile_interval = \"5s\"\n"})
-	// The single-instance layout: lmnt_instance is empty (the metrics
-	// package's test covers a named instance).
-	inst := map[string]string{}
-	with := func(k, v string) map[string]string { return map[string]string{k: v} }
+	inst := map[string]string{"lmnt_instance": "printer_1"}
+	with := func(k, v string) map[string]string { return map[string]string{"lmnt_instance": "printer_1", k: v} }
+	var st api.Status
+	d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
+	if st.Instance != "printer_1" {
+		t.Errorf("status names instance %q, want printer_1", st.Instance)
+	}
 	scrape := func() testutil.Scrape {
 		t.Helper()
 		r := d.Call(http.MethodGet, "/metrics", nil)
