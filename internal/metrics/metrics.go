@@ -168,7 +168,7 @@ func (m *Metrics) JobStarted(d time.Duration) { m.startDur.Update(d.Seconds()) }
 // Decrypted records one decrypted job: its plaintext size and how long the
 // decryption (with its download, which it streams from) took.
 func (m *Metrics) Decrypted(bytes int64, d time.Duration) {
-	m.decrypted.Add(int(bytes))
+	m.decrypted.AddInt64(bytes) // not Add(int): a job may exceed 2 GiB on 32-bit ARM
 	m.decryptDur.Update(d.Seconds())
 }
 
