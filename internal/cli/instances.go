@@ -81,10 +81,6 @@ func (e *env) statusAll(names []string, asJSON bool) (int, error) {
 		sub := *e
 		sub.socket = instanceSocket(e.runDir, name)
 		sub.c = newClient(sub.socket, e.c.timeout)
-		label := name
-		if label == "" {
-			label = "(default)"
-		}
 		if asJSON {
 			var raw json.RawMessage
 			en := entry{Instance: name}
@@ -99,7 +95,11 @@ func (e *env) statusAll(names []string, asJSON bool) (int, error) {
 		if i > 0 {
 			fmt.Fprintln(e.stdout)
 		}
-		fmt.Fprintf(e.stdout, "instance %s (lmnt --instance %s …)\n", label, orDash(name))
+		if name == "" {
+			fmt.Fprintln(e.stdout, "instance (default): lmntd.service")
+		} else {
+			fmt.Fprintf(e.stdout, "instance %s: lmntd@%s.service (lmnt --instance %s …)\n", name, name, name)
+		}
 		if _, err := sub.statusOne(false); err != nil {
 			fmt.Fprintf(e.stdout, "  not answering: %v\n", err)
 			code = 1

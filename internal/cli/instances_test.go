@@ -40,7 +40,7 @@ func TestInstances(t *testing.T) {
 	}
 
 	code, out, errs := main("status")
-	if code != 0 || !strings.Contains(out, "instance (default)") || !strings.Contains(out, "instance printer_2 (lmnt --instance printer_2") ||
+	if code != 0 || !strings.Contains(out, "instance (default)") || !strings.Contains(out, "instance printer_2: lmntd@printer_2.service (lmnt --instance printer_2") ||
 		strings.Count(out, "klipper:     connected") != 1 || strings.Count(out, "klipper:     not connected") != 1 {
 		t.Fatalf("status of all: %d\n%s%s", code, out, errs)
 	}

@@ -11,13 +11,15 @@ import (
 )
 
 // TestFarmInstances boots a debootstrapped Debian 12 root with systemd as
-// PID 1 and runs container/farm.sh in it: two Klipper stand-ins as two
-// Klipper instances, each served by its own lmntd@NAME (the template
-// units), wired by hand as the README says. Both pair as different
-// printers with different keys, each prints its own job and never sees the
-// other's, and removing one instance leaves the other paired and printing.
-// lmntd and its units are copied in, not installed from the repository:
-// the upgrade from a single-instance install is the container test's.
+// PID 1 and runs container/farm.sh in it: a one-printer install as today
+// (lmntd.service) pairs; two more Klipper stand-ins are added as Klipper
+// instances, each served by its own lmntd@NAME (the template units), wired
+// by hand as the README says. The one-printer install keeps its key, token
+// and pairing; the instances pair as different printers with different
+// keys; each prints its own job and never sees another's; removing one
+// instance leaves the others paired and printing. lmntd and its units are
+// copied in, not installed from the repository: the package upgrade itself
+// is the container test's.
 func TestFarmInstances(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "root")
 	doneRoot := stage(t, "farm: Debian 12 amd64 root with lmntd, the template units, two stand-ins")
@@ -26,7 +28,7 @@ func TestFarmInstances(t *testing.T) {
 	goBuild(t, "./cmd/lmnt", filepath.Join(root, "usr/bin/lmnt"), "farm")
 	goBuild(t, "./cmd/lmnt-marketsim", filepath.Join(root, "usr/local/bin/lmnt-marketsim"), "farm")
 	goBuild(t, "./cmd/lmnt-klipper-standin", filepath.Join(root, "usr/local/bin/lmnt-klipper-standin"), "farm")
-	for _, u := range []string{"lmntd@.service", "lmntd@.socket", "lmntd-klipper@.socket"} {
+	for _, u := range []string{"lmntd.service", "lmntd.socket", "lmntd-klipper.socket", "lmntd@.service", "lmntd@.socket", "lmntd-klipper@.socket"} {
 		copyFile(t, filepath.Join(repoRoot, "systemd", u), filepath.Join(root, "lib/systemd/system", u), 0o644)
 	}
 	copyFile(t, filepath.Join(repoRoot, "systemd/lmntd.sysusers"), filepath.Join(root, "usr/lib/sysusers.d/lmntd.conf"), 0o644)
@@ -72,7 +74,7 @@ func TestFarmInstances(t *testing.T) {
 	rc, rcErr := os.ReadFile(filepath.Join(root, "systest/out/rc"))
 	if err != nil || rcErr != nil || strings.TrimSpace(string(rc)) != "0" {
 		journal, _ := tryRun(t, cmdOpts{quiet: true}, "journalctl", "--directory="+filepath.Join(root, "var/log/journal"),
-			"--no-pager", "-o", "short-monotonic", "-u", "lmntd@printer_1.service", "-u", "lmntd@printer_2.service",
+			"--no-pager", "-o", "short-monotonic", "-u", "lmntd.service", "-u", "klipper.service", "-u", "lmntd@printer_1.service", "-u", "lmntd@printer_2.service",
 			"-u", "klipper-printer_1.service", "-u", "klipper-printer_2.service", "-u", "marketsim.service", "-u", "systest.service")
 		if len(journal) > 20000 {
 			journal = journal[len(journal)-20000:]

@@ -1,8 +1,9 @@
 #!/bin/bash
-# A farm host inside a booted Debian 12 container (systemd as PID 1): two
-# Klipper stand-ins as two Klipper instances (printer_1, printer_2), each
-# with its own lmntd@NAME from the template units, wired by hand as the
-# README's farm section says. The Go harness (test/system/farm_test.go)
+# A farm host inside a booted Debian 12 container (systemd as PID 1): a
+# one-printer install as today (lmntd.service, ~/printer_data), paired;
+# then two more Klipper stand-ins as Klipper instances printer_1 and
+# printer_2, each with its own lmntd@NAME from the template units, wired by
+# hand as the README's farm section says. The Go harness (test/system/farm_test.go)
 # installed lmntd, lmnt, the units, sysusers and tmpfiles files, the
 # simulator and the stand-in, and /systest/cube.gcode.
 set -euo pipefail
@@ -35,6 +36,35 @@ usermod -aG lmnt pi
 step "the marketplace simulator"
 systemd-run --unit=marketsim --quiet /usr/local/bin/lmnt-marketsim serve --auto-approve --dir /srv/marketsim
 wait_for 30 "the simulator's admin API" lmnt-marketsim state
+
+step "a one-printer host as today: lmntd.service for ~/printer_data, paired"
+install -d -o pi -g pi /home/pi/printer_data /home/pi/printer_data/config /home/pi/printer_data/gcodes
+printf '[virtual_sdcard]\npath: /home/pi/printer_data/gcodes\n\n[encrypted_file_bridge]\n\n[secure_print]\n' |
+    install -o pi -g pi -m 0644 /dev/stdin /home/pi/printer_data/config/printer.cfg
+mkdir -p /etc/lmntd /etc/systemd/system/lmntd.service.d
+cat >/etc/lmntd/lmntd.toml <<'TOML'
+[marketplace]
+url = "https://127.0.0.1:8443"
+tls_ca_file = "/srv/marketsim/ca.pem"
+[push]
+base_url = "https://127.0.0.1:8445"
+[klipper]
+user = "pi"
+[jobs]
+auto_start = true
+TOML
+printf '[Service]\nBindReadOnlyPaths=/home/pi/printer_data/config\n' >/etc/systemd/system/lmntd.service.d/klipper.conf
+setfacl -m u:lmntd:x /home/pi /home/pi/printer_data
+setfacl -R -m u:lmntd:rX,d:u:lmntd:rX /home/pi/printer_data/config
+systemctl daemon-reload
+systemctl enable --now lmntd.socket lmntd-klipper.socket
+systemd-run --unit=klipper --quiet -p User=pi -p Restart=always /usr/local/bin/lmnt-klipper-standin --auto-ready --log-level info
+wait_for 30 "lmntd.service active" systemctl is-active lmntd.service
+wait_for 30 "Klipper connected" sh -c "timeout 10 /usr/bin/lmnt status | grep -q 'klipper:     connected'"
+timeout 90 /usr/bin/lmnt pair
+id_default=$(lmnt status --json | field printer_id)
+[ -n "$id_default" ] || fail "the one-printer host did not pair"
+single_state=$(sha256sum /var/lib/lmntd/*.sealed /var/lib/lmntd/marketplace-token.json)
 
 for n in printer_1 printer_2; do
     step "instance $n: Klipper's files, lmntd's config and drop-in, sockets, Klipper stand-in"
@@ -91,9 +121,14 @@ done
 [ "$key_printer_1" != "$key_printer_2" ] || fail "both instances use key $key_printer_1"
 ls -l /var/lib/lmntd/instances/*/
 
-step "lmnt status shows both instances"
+step "lmnt status shows the default instance and both farm instances"
 lmnt status | tee "$out/status-all.txt"
-[ "$(grep -c '^instance ' "$out/status-all.txt")" = 2 ] || fail "lmnt status does not show two instances"
+[ "$(grep -c '^instance ' "$out/status-all.txt")" = 3 ] || fail "lmnt status does not show three instances"
+grep -q "^instance (default)" "$out/status-all.txt" || fail "the default instance is not shown"
+[ "$(sha256sum /var/lib/lmntd/*.sealed /var/lib/lmntd/marketplace-token.json)" = "$single_state" ] ||
+    fail "adding instances changed the one-printer install's key or token"
+[ "$(stat -c '%a %U' /var/lib/lmntd)" = "700 lmntd" ] || fail "/var/lib/lmntd is $(stat -c '%a %U' /var/lib/lmntd)"
+lmnt status --json | grep -q "\"printer_id\": \"$id_default\"" || fail "the default instance lost its pairing"
 
 step "each printer prints its own job"
 for n in printer_1 printer_2; do
@@ -120,10 +155,17 @@ systemctl disable --now lmntd@printer_2.service lmntd@printer_2.socket lmntd-kli
 rm -rf /var/lib/lmntd/instances/printer_2 /etc/lmntd/instances/printer_2.toml /etc/systemd/system/lmntd@printer_2.service.d /run/lmntd/printer_2
 systemctl daemon-reload
 [ "$(sha256sum /var/lib/lmntd/instances/printer_1/*.sealed)" = "$key_sum" ] || fail "printer_1's key changed"
-[ "$(lmnt status | grep -c '^instance ')" = 1 ] || fail "lmnt status does not list printer_1 alone"
+[ "$(lmnt status | grep -c '^instance ')" = 2 ] || fail "lmnt status does not list the default instance and printer_1"
 lmnt --instance printer_1 status | tee "$out/status-after.txt"
 grep -q "$id_printer_1" "$out/status-after.txt" || fail "printer_1 is no longer paired as $id_printer_1"
 lmnt-marketsim create-job --printer "$id_printer_1" /systest/cube.gcode >"$out/job-again.json"
 again=$(field print_job_id <"$out/job-again.json")
 wait_for 120 "the success report of $again" sh -c "lmnt-marketsim status $again | grep -q '\"status\": \"success\"'"
+lmnt-marketsim create-job --printer "$id_default" /systest/cube.gcode >"$out/job-default.json"
+jd=$(field print_job_id <"$out/job-default.json")
+wait_for 120 "the success report of $jd (default instance)" sh -c "lmnt-marketsim status $jd | grep -q '\"status\": \"success\"'"
+journalctl -u klipper --no-pager -o cat | grep -q "$jd" || fail "the default instance's Klipper did not print $jd"
+for n in printer_1 printer_2; do
+    journalctl -u "klipper-$n" --no-pager -o cat | grep -q "$jd" && fail "$n's Klipper saw the default instance's job"
+done
 step "all farm checks passed"
