@@ -50,7 +50,17 @@ func (s *Server) buildRoutes() map[string]map[string]http.HandlerFunc {
 		v1Prefix + "/keys/reseal":        {post: s.handleReseal},
 		v1Prefix + "/doctor":             {get: s.handleDoctor},
 		v1Prefix + "/restart":            {post: s.handleRestart},
+		"/metrics":                       {get: s.handleMetrics},
 	}
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.o.Metrics == nil {
+		writeError(w, Errorf(http.StatusNotFound, "not_found", "no endpoint %s", r.URL.Path))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	s.o.Metrics(w)
 }
 
 func (s *Server) backend() Backend { return s.o.Backend }

@@ -23,6 +23,11 @@
 //	POST /lmnt/v1/keys/reseal          {"to":"tpm"|"software"}
 //	GET  /lmnt/v1/doctor[?offline=1]   health checks (DoctorReport)
 //	POST /lmnt/v1/restart              {"when_idle":true}: exit 75 when idle
+//
+// GET /metrics answers the instance's metrics in the Prometheus text format
+// (the one answer besides the pairing page that is not JSON), under the
+// same access control: a scraper on the LAN comes from a trusted_clients
+// network or sends the API key in X-Api-Key.
 package api
 
 import (
@@ -30,6 +35,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -68,7 +74,10 @@ type Options struct {
 	// Defaults 10 and 6 s.
 	PairingBurst int
 	PairingEvery time.Duration
-	Logger       *slog.Logger
+	// Metrics writes the instance's metrics in the Prometheus text format
+	// for GET /metrics; nil: no such endpoint.
+	Metrics func(io.Writer)
+	Logger  *slog.Logger
 }
 
 // Server serves the API on any number of listeners.

@@ -66,6 +66,9 @@ type LocalPrint struct {
 // Status is the daemon's state in words and fields. Nothing in it is secret.
 type Status struct {
 	Version string `json:"version"`
+	// Instance is the Klipper instance this lmntd serves on a host with
+	// several (the config's instance; empty on a one-printer host).
+	Instance string `json:"instance,omitempty"`
 	// Health is ok, degraded or broken; Summary is the systemd STATUS line.
 	Health  string `json:"health"`
 	Summary string `json:"summary"`

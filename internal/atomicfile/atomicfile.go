@@ -12,7 +12,13 @@ import (
 // Write replaces path with data: a 0600 temp file in the same directory,
 // fsync, rename over path, fsync the directory.
 func Write(path string, data []byte) error {
-	tmp, err := writeTemp(path, data)
+	return WriteMode(path, data, 0o600)
+}
+
+// WriteMode is Write with the file mode perm, for the rare file others must
+// read (a metrics file node_exporter reads as its own user).
+func WriteMode(path string, data []byte, perm os.FileMode) error {
+	tmp, err := writeTemp(path, data, perm)
 	if err != nil {
 		return err
 	}
@@ -27,7 +33,7 @@ func Write(path string, data []byte) error {
 // fs.ErrExist if path already exists: a hard link, unlike a rename, never
 // replaces a file.
 func Create(path string, data []byte) error {
-	tmp, err := writeTemp(path, data)
+	tmp, err := writeTemp(path, data, 0o600)
 	if err != nil {
 		return err
 	}
@@ -38,7 +44,7 @@ func Create(path string, data []byte) error {
 	return SyncDir(filepath.Dir(path))
 }
 
-func writeTemp(path string, data []byte) (string, error) {
+func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", err
@@ -49,8 +55,9 @@ func writeTemp(path string, data []byte) (string, error) {
 		os.Remove(name)
 		return "", err
 	}
-	// CreateTemp already uses 0600; be explicit since the mode is the point.
-	if err := f.Chmod(0o600); err != nil {
+	// CreateTemp uses 0600; set the mode explicitly since it is the point
+	// (and the umask does not apply to Chmod).
+	if err := f.Chmod(perm); err != nil {
 		return fail(err)
 	}
 	if _, err := f.Write(data); err != nil {

@@ -70,3 +70,19 @@ func assertNoTemps(t *testing.T, dir string, want int) {
 		t.Fatalf("directory holds %v, want %d file(s)", names, want)
 	}
 }
+
+func TestWriteModeSetsModeDespiteUmask(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "lmntd.prom")
+	if err := WriteMode(path, []byte("x 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Fatalf("mode = %v, want 0644", fi.Mode().Perm())
+	}
+	assertNoTemps(t, dir, 1)
+}

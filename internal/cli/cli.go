@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/version"
 )
@@ -52,7 +53,7 @@ var Commands = []Command{
 func usageText(globalFlags string) string {
 	var b strings.Builder
 	b.WriteString("lmnt controls lmntd, the LMNT Marketplace printer agent.\n\n")
-	b.WriteString("Usage: lmnt [--socket PATH] COMMAND [flags]\n\nCommands:\n")
+	b.WriteString("Usage: lmnt [--instance NAME | --socket PATH] COMMAND [flags]\n\nCommands:\n")
 	for _, c := range Commands {
 		head := c.Name
 		if c.Args != "" {
@@ -67,7 +68,9 @@ func usageText(globalFlags string) string {
 		}
 	}
 	b.WriteString("\nRun lmnt COMMAND --help for a command's flags. The API socket belongs to\n")
-	b.WriteString("group lmnt: after joining it, log in again (or use sudo).\n")
+	b.WriteString("group lmnt: after joining it, log in again (or use sudo). On a host with\n")
+	b.WriteString("several Klipper instances, --instance NAME picks one (lmntd@NAME); lmnt\n")
+	b.WriteString("status without it shows them all.\n")
 	b.WriteString("\nGlobal flags:\n" + strings.TrimRight(globalFlags, "\n") + "\n")
 	return b.String()
 }
@@ -78,6 +81,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	global.SetInterspersed(false)
 	global.SetOutput(stderr)
 	socket := global.String("socket", envOr("LMNT_SOCKET", DefaultSocket), "lmntd's API socket (also LMNT_SOCKET)")
+	instance := global.String("instance", os.Getenv("LMNT_INSTANCE"), "the Klipper instance's lmntd (lmntd@NAME) on a host with several (also LMNT_INSTANCE)")
+	runDir := global.String("runtime-dir", DefaultRuntimeDir, "where the instances' API sockets are")
+	_ = global.MarkHidden("runtime-dir") // tests
 	timeout := global.Duration("timeout", DefaultAnswerTimeout, "how long to wait for lmntd's answer")
 	showVersion := global.Bool("version", false, "print the version")
 	global.Usage = func() { fmt.Fprint(stdout, usageText(global.FlagUsagesWrapped(80))) }
@@ -96,9 +102,22 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		global.Usage()
 		return 2
 	}
+	socketSet := global.Changed("socket") || os.Getenv("LMNT_SOCKET") != ""
+	if *instance != "" {
+		if err := config.CheckInstanceName(*instance); err != nil {
+			fmt.Fprintln(stderr, "lmnt: --instance:", err)
+			return 2
+		}
+		if socketSet {
+			fmt.Fprintln(stderr, "lmnt: --instance and --socket (or LMNT_SOCKET) name two sockets: give one")
+			return 2
+		}
+		*socket = instanceSocket(*runDir, *instance)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{ctx: ctx, c: newClient(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr}
+	e := &env{ctx: ctx, c: newClient(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr,
+		runDir: *runDir, instanceChosen: *instance != "" || socketSet, socketSet: socketSet}
 	name, cargs := rest[0], rest[1:]
 	var run func(*env, []string) (int, error)
 	for _, c := range Commands {
@@ -115,6 +134,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	case run == nil:
 		fmt.Fprintf(stderr, "lmnt: unknown command %q (see lmnt --help)\n", name)
+		return 2
+	}
+	if *instance != "" && (name == "setup" || name == "demo") {
+		// lmnt setup wires the default lmntd (its own --instance picks the
+		// Klipper instance); wiring a further lmntd@NAME is not built yet.
+		fmt.Fprintf(stderr, "lmnt: %s does not take the global --instance (see lmnt %s --help)\n", name, name)
 		return 2
 	}
 	code, err := run(e, cargs)
@@ -154,6 +179,9 @@ type env struct {
 	ctx            context.Context
 	c              *client
 	socket         string
+	runDir         string
+	instanceChosen bool // --instance or --socket: one lmntd, not all
+	socketSet      bool // --socket or LMNT_SOCKET
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }
@@ -176,6 +204,11 @@ type cmdFlags struct {
 func (e *env) flags(name, synopsis string) *cmdFlags {
 	fs := pflag.NewFlagSet("lmnt "+name, pflag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	// `lmnt pair --instance NAME` as well as `lmnt --instance NAME pair`;
+	// setup's own --instance picks the Klipper instance it wires.
+	if name != "setup" && name != "demo" {
+		fs.Var(instanceFlag{e}, "instance", "the Klipper instance's lmntd (lmntd@NAME) on a host with several")
+	}
 	c := &cmdFlags{FlagSet: fs, synopsis: synopsis, e: e}
 	fs.Usage = func() { c.usage(e.stdout) }
 	return c
@@ -255,7 +288,21 @@ func (e *env) status(args []string) (int, error) {
 	if *watch && *asJSON {
 		return 2, errors.New("--watch and --json do not go together")
 	}
-	if *asJSON {
+	if !e.instanceChosen {
+		if names := instances(e.runDir); len(names) > 1 || len(names) == 1 && names[0] != "" {
+			if *watch {
+				return 2, errors.New("--watch follows one lmntd: give --instance NAME")
+			}
+			return e.statusAll(names, *asJSON)
+		}
+	}
+	return e.statusOne(*asJSON, *watch)
+}
+
+// statusOne shows the status of the lmntd on e's socket; watch then follows
+// its current job.
+func (e *env) statusOne(asJSON, watch bool) (int, error) {
+	if asJSON {
 		var raw json.RawMessage
 		if err := e.c.get(e.ctx, "/lmnt/v1/status", &raw); err != nil {
 			return 1, err
@@ -324,7 +371,7 @@ func (e *env) status(args []string) (int, error) {
 	if st.Restart {
 		field("restart", "requested, waiting for the active job to end")
 	}
-	if *watch {
+	if watch {
 		switch {
 		case st.Jobs.Active != nil:
 			return e.followJob(e.ctx, st.Jobs.Active.ID)

@@ -54,6 +54,9 @@ const (
 type Config struct {
 	APIProfile      string `koanf:"api_profile" doc:"marketplace API profile: auto, current or legacy"`
 	DevelopmentMode bool   `koanf:"development_mode" doc:"allow plain-http marketplace URLs outside loopback, and downloads from plain-http or private addresses (development only)"`
+	// Instance names this lmntd's Klipper instance on a host that runs
+	// several (a print farm); it labels the metrics.
+	Instance string `koanf:"instance" doc:"name of this Klipper instance on a host with several, e.g. printer_1 (empty: the host's only instance)"`
 
 	Marketplace Marketplace `koanf:"marketplace"`
 	Push        Push        `koanf:"push"`
@@ -65,6 +68,7 @@ type Config struct {
 	Jobs        Jobs        `koanf:"jobs"`
 	Limits      Limits      `koanf:"limits"`
 	Migration   Migration   `koanf:"migration"`
+	Metrics     Metrics     `koanf:"metrics"`
 
 	// Provenance, filled by Load; never part of the file.
 	origins  map[string]Source
@@ -183,6 +187,13 @@ type Limits struct {
 	RequestTimeout      time.Duration `koanf:"request_timeout" reload:"live" doc:"timeout of one marketplace API request"`
 }
 
+// Metrics are lmntd's Prometheus metrics: always on the API's /metrics,
+// and optionally written for node_exporter's textfile collector.
+type Metrics struct {
+	Textfile         string        `koanf:"textfile" doc:"file (ending in .prom) lmntd keeps its metrics in for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/lmntd.prom (empty: off)"`
+	TextfileInterval time.Duration `koanf:"textfile_interval" doc:"how often metrics.textfile is rewritten (5s to 10m)"`
+}
+
 // Migration is the import of the old plugin's moonraker.conf settings.
 type Migration struct {
 	ImportMoonraker bool   `koanf:"import_moonraker" doc:"read [lmnt_marketplace_plugin] of the old plugin's moonraker.conf"`
@@ -255,6 +266,38 @@ func Defaults() Config {
 			RequestTimeout:      30 * time.Second,
 		},
 		Migration: Migration{ImportMoonraker: true},
+		Metrics:   Metrics{TextfileInterval: 15 * time.Second},
+	}
+}
+
+// CheckInstanceName says what is wrong with an instance name, nil when it
+// is a plain systemd instance name as KIAUH and MainsailOS use.
+func CheckInstanceName(name string) error {
+	if !instanceRE.MatchString(name) {
+		return fmt.Errorf("%q is not an instance name: up to 32 letters, digits, '_' or '-', starting with a letter or digit, e.g. printer_1", name)
+	}
+	return nil
+}
+
+// InstanceConfigFile is the config file of the Klipper instance name on a
+// host with several (lmntd@name.service).
+func InstanceConfigFile(name string) string { return "/etc/lmntd/instances/" + name + ".toml" }
+
+// InstanceDefaults are the defaults that differ for a named instance: its
+// state under /var/lib/lmntd/instances (a sub-tree, so no name collides
+// with the default instance's own files), its sockets in /run/lmntd/NAME,
+// and Klipper's files in ~pi/NAME_data as KIAUH and MainsailOS lay out
+// printer_1_data, printer_2_data…
+func InstanceDefaults(name string) map[string]any {
+	run := "/run/lmntd/" + name
+	data := "/home/pi/" + name + "_data"
+	return map[string]any{
+		"paths.state_directory":   "/var/lib/lmntd/instances/" + name,
+		"paths.runtime_directory": run,
+		"api.socket":              run + "/api.sock",
+		"klipper.bridge_socket":   run + "/klipper.sock",
+		"klipper.config_file":     data + "/config/printer.cfg",
+		"klipper.gcodes_dir":      data + "/gcodes",
 	}
 }
 

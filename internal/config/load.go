@@ -110,6 +110,18 @@ func (ld *loader) fail(src Source, key string, class error, problem, allowed str
 func Load(opts Options) (*Config, error) {
 	ld := &loader{}
 	path, explicit := opts.ConfigPath()
+	envLayer := ld.readEnv(opts.environ())
+	flagLayer := ld.readFlags(opts.Flags)
+	// An instance named on the command line or in the environment has its
+	// own config file unless one is named.
+	if !explicit {
+		for _, l := range []*layer{flagLayer, envLayer} {
+			if name, ok := l.values["instance"].(string); ok && instanceRE.MatchString(name) {
+				path = InstanceConfigFile(name)
+				break
+			}
+		}
+	}
 
 	defaults := Defaults()
 	base := newLayer()
@@ -118,8 +130,18 @@ func Load(opts Options) (*Config, error) {
 	}
 	fileLayer, fileUsed := ld.readFile(path, explicit)
 	ld.readDropIns(DropInDir(path), fileLayer)
-	envLayer := ld.readEnv(opts.environ())
-	flagLayer := ld.readFlags(opts.Flags)
+	// A named instance's defaults keep out of the default instance's way
+	// (its paths and sockets); whatever a layer sets still wins.
+	for _, l := range []*layer{flagLayer, envLayer, fileLayer} {
+		if name, ok := l.values["instance"].(string); ok {
+			if instanceRE.MatchString(name) {
+				for k, v := range InstanceDefaults(name) {
+					base.set(k, v, Source{Kind: SourceDefault})
+				}
+			}
+			break
+		}
+	}
 
 	// Where moonraker.conf is, and whether to read it, may itself be set by
 	// any layer but the import.

@@ -50,6 +50,9 @@ var (
 	firebaseIDRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$`)
 	filamentTypeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9+_. -]{0,31}$`)
 	hostNameRE     = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$`)
+	// instanceRE: a systemd instance name that needs no escaping, as
+	// KIAUH and MainsailOS name their instances (printer_1, voron-2).
+	instanceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
 )
 
 // loopbackNets are the addresses any local process can connect from.
@@ -238,6 +241,16 @@ func (c *Config) validate() []error {
 		fail("limits.download_min_rate", ErrOutOfRange, fmt.Sprintf("%s is out of range", r), "256 to 64MiB (bytes per second)")
 	}
 	between("limits.request_timeout", c.Limits.RequestTimeout, time.Second, 10*time.Minute)
+
+	if c.Instance != "" && !instanceRE.MatchString(c.Instance) {
+		fail("instance", ErrInvalidValue, fmt.Sprintf("%q is not an instance name", c.Instance),
+			"up to 32 letters, digits, '_' or '-', starting with a letter or digit, e.g. printer_1")
+	}
+	if absPath("metrics.textfile", c.Metrics.Textfile, true) && !strings.HasSuffix(c.Metrics.Textfile, ".prom") {
+		fail("metrics.textfile", ErrInvalidValue, fmt.Sprintf("%q does not end in .prom", c.Metrics.Textfile),
+			"a file ending in .prom in node_exporter's textfile directory (it reads no other)")
+	}
+	between("metrics.textfile_interval", c.Metrics.TextfileInterval, 5*time.Second, 10*time.Minute)
 
 	absPath("migration.moonraker_conf", c.Migration.MoonrakerConf, true)
 	return errs

@@ -135,6 +135,13 @@ func TestTCPAccess(t *testing.T) {
 	if r := do("GET", "/lmnt/v1/status", http.Header{"X-Api-Key": {"k3y-for-the-lan"}}); r.Status != 200 {
 		t.Fatalf("right key: %d %s", r.Status, r.Body)
 	}
+	// A scraper is a client like any other.
+	if r := do("GET", "/metrics", nil); r.Status != 403 {
+		t.Fatalf("keyless scrape from an untrusted address: %d %s", r.Status, r.Body)
+	}
+	if r := do("GET", "/metrics", http.Header{"X-Api-Key": {"k3y-for-the-lan"}}); r.Status != 200 || !strings.Contains(string(r.Body), "lmntd_info{") {
+		t.Fatalf("scrape with the key: %d %s", r.Status, r.Body)
+	}
 	// A loopback peer is a local user, whatever it claims to forward.
 	if r := do("GET", "/lmnt/v1/status", http.Header{"X-Forwarded-For": {"192.168.7.20"}}); r.Status != 403 {
 		t.Fatalf("X-Forwarded-For on the loopback listener: %d %s", r.Status, r.Body)

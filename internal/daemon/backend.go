@@ -28,7 +28,7 @@ func (b backend) Status(ctx context.Context) api.Status {
 	client := d.mkt.Load()
 	snap, _ := d.snapshot(5 * time.Second)
 	st := api.Status{
-		Version: version.Version, Summary: d.summarize(snap), Profile: d.apiProfile().Profile, ProfileReason: d.apiProfile().Reason,
+		Version: version.Version, Instance: cfg.Instance, Summary: d.summarize(snap), Profile: d.apiProfile().Profile, ProfileReason: d.apiProfile().Reason,
 		Marketplace: client.BaseURL(), Jobs: snap, StartedAt: d.started.UTC(),
 		Restart: d.restartIdle.Load(), Transfer: d.progress.current(),
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 	"github.com/lmnt-marketplace/lmntd/internal/logging"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
+	"github.com/lmnt-marketplace/lmntd/internal/metrics"
 	"github.com/lmnt-marketplace/lmntd/internal/seal"
 	"github.com/lmnt-marketplace/lmntd/internal/version"
 )
@@ -98,6 +99,10 @@ type daemon struct {
 	started  time.Time
 	poller   atomic.Pointer[marketplace.Poller]
 	progress transfers
+	metrics  *metrics.Metrics
+	jobTimes jobTimes
+	pushUp   atomic.Bool // the push stream is connected
+	textfile textfileState
 	// profile is the API profile in effect and why (api_profile "auto" is
 	// resolved at start, by a probe in the background when the settings
 	// cannot tell; the profile and URL need a restart to change).
@@ -112,6 +117,7 @@ type daemon struct {
 	mu          sync.Mutex
 	lastPoll    time.Time
 	lastPollErr string
+	lastPollOK  time.Time // the last poll the marketplace answered
 	printer     printerInfo
 
 	health health
@@ -182,6 +188,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		}
 	}()
 
+	d.metrics = d.newMetrics()
 	d.settleProfile(cfg)
 	client, err := d.newClient(cfg)
 	if err != nil {
@@ -196,15 +203,16 @@ func (d *daemon) run(parent context.Context) (err error) {
 		DaemonVersion:  version.Version,
 	})
 	d.engine, err = jobs.New(jobs.Options{
-		StateDir:    cfg.Paths.StateDirectory,
-		Marketplace: marketAdapter{d: d},
-		Decryptor:   &decryptor{d: d},
-		Printer:     jobs.KlipperPrinter{Server: d.bridge},
-		Logger:      d.log.With(logging.ComponentKey, "jobs"),
-		AutoStart:   cfg.Jobs.AutoStart,
-		RequestPoll: d.triggerPoll,
-		Stubs:       d.stubStore(cfg),
-		KeepStubs:   cfg.Klipper.KeepStub,
+		StateDir:     cfg.Paths.StateDirectory,
+		Marketplace:  marketAdapter{d: d},
+		Decryptor:    &decryptor{d: d},
+		Printer:      jobs.KlipperPrinter{Server: d.bridge},
+		Logger:       d.log.With(logging.ComponentKey, "jobs"),
+		AutoStart:    cfg.Jobs.AutoStart,
+		RequestPoll:  d.triggerPoll,
+		OnTransition: d.onJobTransition,
+		Stubs:        d.stubStore(cfg),
+		KeepStubs:    cfg.Klipper.KeepStub,
 		LocalLimits: func() (int, int64) {
 			l := d.cfg.Load().Limits
 			return l.MaxLocalJobs, int64(l.MaxLocalQueueSize)
@@ -242,6 +250,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		},
 		PairingBurst: d.o.PairingBurst,
 		PairingEvery: d.o.PairingEvery,
+		Metrics:      d.metrics.WritePrometheus,
 		Logger:       d.log.With(logging.ComponentKey, "api"),
 	})
 
@@ -305,6 +314,11 @@ func (d *daemon) run(parent context.Context) (err error) {
 	}
 	auxWG.Add(1)
 	go func() { defer auxWG.Done(); d.forwardCommands(engCtx) }()
+	if cfg.Metrics.Textfile != "" {
+		// Stopped with the engine: the last write has the jobs' final state.
+		auxWG.Add(1)
+		go func() { defer auxWG.Done(); d.writeTextfile(engCtx) }()
+	}
 
 	d.watcher = config.NewWatcher(d.o.Config, cfg, config.WatcherOptions{Logger: d.log.With(logging.ComponentKey, "config")})
 	if err := d.watcher.Start(ctx); err != nil {
@@ -438,6 +452,7 @@ func (d *daemon) newClientFor(cfg *config.Config, profile string) (*marketplace.
 		OnPairingLost:       func(error) { d.kickLoops() },
 		Auth:                marketplace.AuthPolicy{RefusalSpan: d.scaled(marketplace.DefaultRefusalSpan)},
 		MaxRetryAfter:       d.scaled(marketplace.DefaultMaxRetryAfter),
+		OnRequestError:      d.metrics.RequestFailed,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("marketplace client: %w", err)

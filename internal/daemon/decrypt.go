@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/identity"
 	"github.com/lmnt-marketplace/lmntd/internal/jobcrypt"
@@ -40,11 +41,13 @@ func (p *decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, k
 		}
 		in.IV = &iv
 	}
+	start := time.Now()
 	res, err := pipeline.Run(ctx, in)
 	if err != nil {
 		return nil, err
 	}
 	p.d.previews.put(jobID, res.Metadata)
+	p.d.metrics.Decrypted(res.Size, time.Since(start))
 	// No SHA256: the bridge hashes the sealed memfd when it hands it over.
 	return &jobs.Prepared{File: res.File, Size: res.Size, Metadata: jobs.MetadataFromGcode(res.Metadata)}, nil
 }

@@ -207,6 +207,9 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 		bc.Fix = "add [encrypted_file_bridge] to printer.cfg (lmnt setup), make Klipper's user a member of group lmnt, restart Klipper"
 	}
 	add(bc)
+	if c, ok := d.textfileCheck(); ok {
+		add(c)
+	}
 
 	// Marketplace reachability and clock against its Date header.
 	mc := api.Check{Name: "marketplace"}

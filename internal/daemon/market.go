@@ -99,7 +99,10 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 		run(func() error {
 			return client.RunPush(ctx, marketplace.PushOptions{
 				RetryMin: d.scaled(time.Second), RetryMax: d.scaled(5 * time.Minute),
-				StableAfter: d.scaled(time.Minute), OnHealth: poller.SetPushHealthy,
+				StableAfter: d.scaled(time.Minute), OnHealth: func(up bool) {
+					d.pushUp.Store(up)
+					poller.SetPushHealthy(up)
+				},
 			}, poller.Trigger)
 		})
 	}
@@ -143,6 +146,8 @@ func (d *daemon) notePoll(err error) {
 	d.lastPollErr = ""
 	if err != nil {
 		d.lastPollErr = err.Error()
+	} else {
+		d.lastPollOK = d.lastPoll
 	}
 }
 

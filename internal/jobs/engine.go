@@ -50,6 +50,11 @@ type Options struct {
 	SendTimeout       time.Duration // 30 s: one status report attempt
 	KeepFinished      int           // 1000 finished jobs kept in the journal
 
+	// OnTransition, when set, is told of every journaled state change. It
+	// is called with the engine locked: it must return at once and never
+	// call the engine (the daemon counts metrics with it).
+	OnTransition func(Transition)
+
 	// LocalLimits, when set, returns the caps on local uploads held in
 	// memory: how many and how many bytes in total (local.go has the
 	// defaults). It is asked at each submission, so a reload applies.
@@ -431,6 +436,9 @@ func (e *Engine) transition(r *record, to State, msg string, rep *Report) error 
 		level = slog.LevelWarn // journalctl -p warning lists failed jobs
 	}
 	e.log.Log(context.Background(), level, "job state", "job", r.ID, "state", to, "message", msg)
+	if e.o.OnTransition != nil {
+		e.o.OnTransition(Transition{ID: r.ID, Local: r.Local, To: to, At: r.Updated})
+	}
 	if rep != nil {
 		e.kickOutbox()
 	}

@@ -64,6 +64,14 @@ func (s State) Terminal() bool {
 // is about to be: the printing state is journaled before the hand-off).
 func (s State) handedOff() bool { return s == Printing || s == Paused }
 
+// Transition is one journaled change of a job's state.
+type Transition struct {
+	ID    string
+	Local bool
+	To    State
+	At    time.Time
+}
+
 // Status values of the marketplace's job-status call.
 const (
 	StatusProcessing = "processing"

@@ -36,6 +36,22 @@ func (e *Engine) queueReportLocked(r *record, rep Report, heartbeat bool) {
 	r.Pending = append(kept, p)
 }
 
+// Outbox says how many status reports wait for the marketplace and when
+// the oldest of them was queued (zero when none).
+func (e *Engine) Outbox() (reports int, oldest time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, r := range e.recs {
+		for _, p := range r.Pending {
+			reports++
+			if oldest.IsZero() || p.Queued.Before(oldest) {
+				oldest = p.Queued
+			}
+		}
+	}
+	return reports, oldest
+}
+
 // nextDueLocked finds the report to send now: the head of some job's
 // outbox whose retry time has come, oldest first. Otherwise it returns how
 // long until the next one is due (0: nothing pending).

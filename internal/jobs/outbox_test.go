@@ -52,3 +52,20 @@ func TestMarketplaceBackAndSupersededHeartbeat(t *testing.T) {
 		t.Fatal("MarketplaceBack did not wake the outbox")
 	}
 }
+
+// Outbox counts every pending report of every job and finds the oldest.
+func TestOutboxDepthAndOldest(t *testing.T) {
+	e := &Engine{recs: map[string]*record{}}
+	if n, oldest := e.Outbox(); n != 0 || !oldest.IsZero() {
+		t.Fatalf("empty outbox: %d reports, oldest %v", n, oldest)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	a, b := &record{}, &record{}
+	a.ID, b.ID = "a", "b"
+	a.Pending = []pendingReport{{Queued: t0.Add(time.Minute)}, {Queued: t0.Add(2 * time.Minute)}}
+	b.Pending = []pendingReport{{Queued: t0}}
+	e.recs["a"], e.recs["b"] = a, b
+	if n, oldest := e.Outbox(); n != 3 || !oldest.Equal(t0) {
+		t.Fatalf("outbox: %d reports, oldest %v; want 3, %v", n, oldest, t0)
+	}
+}

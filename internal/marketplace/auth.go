@@ -265,9 +265,13 @@ func (c *Client) authedDo(ctx context.Context, client *http.Client, build func(t
 			if ctx.Err() == nil {
 				c.noteUnreachable()
 			}
+			c.transportFailed(ctx, err)
 			return nil, fmt.Errorf("marketplace: %s %s: %w", req.Method, redactURL(req.URL), redactErr(err))
 		}
 		c.noteAnswer(resp.StatusCode)
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			c.requestFailed(statusErrorClass(resp.StatusCode))
+		}
 		if resp.StatusCode != http.StatusUnauthorized || attempt > 0 {
 			return resp, nil
 		}
@@ -295,5 +299,9 @@ func (c *Client) authedJSON(ctx context.Context, method string, u *url.URL, body
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return c.readHTTPError(sent, resp)
 	}
-	return decodeJSON(sent, resp, out)
+	if err := decodeJSON(sent, resp, out); err != nil {
+		c.requestFailed(ErrorBadResponse)
+		return err
+	}
+	return nil
 }

@@ -101,7 +101,27 @@ type Options struct {
 	Auth AuthPolicy
 	// MaxRetryAfter caps a server's Retry-After; 0 ⇒ DefaultMaxRetryAfter.
 	MaxRetryAfter time.Duration
+	// OnRequestError, when set, is told the class of every failed request
+	// to the marketplace API and of every download that carries the
+	// printer token (one of RequestErrorClasses; a refused token counts
+	// once even when the retry after a refresh succeeds). Not the push
+	// stream, not requests given up by their caller. It must not block.
+	OnRequestError func(class string)
 }
+
+// The classes of failed API requests (OnRequestError).
+const (
+	ErrorNetwork     = "network"      // no answer: refused, reset, DNS, TLS
+	ErrorTimeout     = "timeout"      // no answer within the request timeout
+	ErrorAuth        = "auth"         // 401 or 403
+	ErrorRateLimited = "rate_limited" // 429
+	ErrorClient      = "client"       // any other 4xx
+	ErrorServer      = "server"       // 5xx
+	ErrorBadResponse = "bad_response" // a 2xx whose body does not decode
+)
+
+// RequestErrorClasses lists every class OnRequestError may be told.
+var RequestErrorClasses = []string{ErrorNetwork, ErrorTimeout, ErrorAuth, ErrorRateLimited, ErrorClient, ErrorServer, ErrorBadResponse}
 
 // Client talks to one marketplace. It is safe for concurrent use.
 type Client struct {
@@ -443,6 +463,7 @@ func (c *Client) do(req *http.Request, out any) error {
 		if req.URL.Host == c.base.Host && req.Context().Err() == nil {
 			c.noteUnreachable()
 		}
+		c.transportFailed(req.Context(), err)
 		c.log.Debug("marketplace request failed", "method", req.Method, "url", redactURL(req.URL), "err", redactErr(err))
 		return fmt.Errorf("marketplace: %s %s: %w", req.Method, redactURL(req.URL), redactErr(err))
 	}
@@ -452,9 +473,53 @@ func (c *Client) do(req *http.Request, out any) error {
 		c.noteAnswer(resp.StatusCode)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		c.requestFailed(statusErrorClass(resp.StatusCode))
 		return c.readHTTPError(req, resp)
 	}
-	return decodeJSON(req, resp, out)
+	if err := decodeJSON(req, resp, out); err != nil {
+		c.requestFailed(ErrorBadResponse)
+		return err
+	}
+	return nil
+}
+
+// transportFailed counts a request that got no answer, unless its caller
+// gave it up (shutdown, a cancelled job): that says nothing of the
+// marketplace.
+func (c *Client) transportFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return
+	}
+	c.requestFailed(transportErrorClass(err))
+}
+
+func (c *Client) requestFailed(class string) {
+	if c.opts.OnRequestError != nil {
+		c.opts.OnRequestError(class)
+	}
+}
+
+// transportErrorClass tells a timeout from the other failures to get an
+// answer.
+func transportErrorClass(err error) string {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return ErrorTimeout
+	}
+	return ErrorNetwork
+}
+
+func statusErrorClass(code int) string {
+	switch {
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return ErrorAuth
+	case code == http.StatusTooManyRequests:
+		return ErrorRateLimited
+	case code >= 500:
+		return ErrorServer
+	default:
+		return ErrorClient
+	}
 }
 
 // decodeJSON decodes a 2xx answer into out (nil ⇒ discard).

@@ -63,6 +63,11 @@ func TestUnitVerify(t *testing.T) {
 	for _, u := range units {
 		copyFile(t, filepath.Join(repoRoot, "systemd", u), filepath.Join(root, "lib/systemd/system", u), 0o644)
 	}
+	// A farm host's further instance (issue 20): the template units, verified as instance printer_2.
+	for _, u := range []string{"lmntd@.service", "lmntd@.socket", "lmntd-klipper@.socket"} {
+		copyFile(t, filepath.Join(repoRoot, "systemd", u), filepath.Join(root, "lib/systemd/system", u), 0o644)
+	}
+	units = append(units, "lmntd@printer_2.service", "lmntd@printer_2.socket", "lmntd-klipper@printer_2.socket")
 	// The drop-in of a MainsailOS install, as internal/setup writes it.
 	writeFile(t, filepath.Join(root, "etc/systemd/system/lmntd.service.d/klipper.conf"),
 		"[Service]\nBindReadOnlyPaths=-/home/pi/printer_data/config\n", 0o644)

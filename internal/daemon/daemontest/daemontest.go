@@ -69,6 +69,9 @@ type Options struct {
 	// CheckInterval is marketplace.check_interval ("" ⇒ the simulator
 	// config's quick 5s).
 	CheckInterval string
+	// Instance is the config's instance ("" ⇒ none; the paths stay the
+	// test's own either way).
+	Instance string
 	// TimeScale and Jitter go to daemon.Options (fleet tests).
 	TimeScale float64
 	Jitter    func() float64
@@ -217,6 +220,9 @@ func Setup(t testing.TB, o Options) *Daemon {
 	toml := d.Sim.LmntdTOML(marketsim.LmntdConfig{Legacy: profile == config.ProfileLegacy, CAFile: ca, StateDir: d.StateDir,
 		RuntimeDir: run, KlipperUser: me.Username, PrinterCfg: d.PrinterCfg, BridgeSocket: d.Bridge, API: api,
 		MoonrakerConf: mrConf, Extra: o.ExtraTOML, CheckInterval: o.CheckInterval})
+	if o.Instance != "" {
+		toml = fmt.Sprintf("instance = %q\n", o.Instance) + toml
+	}
 	d.ConfigFile = filepath.Join(dir, "lmntd.toml")
 	mustWrite(t, d.ConfigFile, toml, 0o644)
 	if o.Prepare != nil {
