@@ -321,8 +321,10 @@ func (s *Server) activate(c *conn, hello Hello) {
 	s.emit(Event{Kind: EventConnected, Hello: &h})
 }
 
+// deactivate ends c. The state shows it disconnected before c's pending
+// requests fail with ErrDisconnected: a caller told so must not read a
+// State that still shows the connection (and its last status) as live.
 func (s *Server) deactivate(c *conn, reason string) {
-	c.close()
 	s.mu.Lock()
 	wasActive := s.active == c
 	if wasActive {
@@ -332,6 +334,7 @@ func (s *Server) deactivate(c *conn, reason string) {
 		s.notifyLocked()
 	}
 	s.mu.Unlock()
+	c.close()
 	if wasActive {
 		s.log.Info("Klipper extra disconnected", "reason", reason, "pid", c.peer.PID)
 		s.emit(Event{Kind: EventDisconnected, Reason: reason})

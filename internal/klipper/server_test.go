@@ -244,7 +244,13 @@ func TestPrintFailsWhenKlipperGoesAway(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("Print did not return after the disconnect")
 	}
-	st := waitState(t, ts.srv, "disconnected", func(s klipper.State) bool { return !s.Connected })
+	// Told the connection is gone, the caller sees it gone: its last
+	// status must not pass for a live one (the job engine would judge the
+	// print's fate from it).
+	st := ts.srv.State()
+	if st.Connected {
+		t.Errorf("Print returned ErrDisconnected while State still shows the connection")
+	}
 	// The last status stays, marked by Connected=false, for reconciliation.
 	if !st.HaveStatus || st.Status.Klippy.State != "ready" || st.DisconnectedAt.IsZero() {
 		t.Errorf("state after the extra vanished = %+v", st)
