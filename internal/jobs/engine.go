@@ -742,21 +742,30 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, ErrHandOffUncertain)) {
+		// lmntd is stopping (the wait was cancelled, or the bridge closed
+		// with it), not Klipper refusing: the job stays handed off in the
+		// journal and the next start reconciles it with Klipper's status
+		// (shutdown closes the memfd).
+		e.log.Info("stopping while Klipper had not answered the hand-off; the next start asks Klipper what became of it", "job", r.ID)
+		return
+	}
 	e.status = e.o.Printer.Status()
-	a.session = e.status.Session
+	// The print went over the connection of before. monitorLocked counts
+	// a status of another connection, or none, as a lost connection: only
+	// a status of the new connection showing the print proves it survived.
+	a.session = before
 	switch {
 	case errors.Is(err, ErrHandOffUncertain):
+		// Klipper's status decides: a connection that stayed up (the
+		// answer was late) shows the print, or the start timeout ends it;
+		// its current status may predate the print packet, so it proves
+		// nothing lost. A dropped or replaced connection is a lost one.
 		e.log.Warn("hand-off interrupted; waiting for Klipper's status to tell whether it is printing", "job", r.ID, "err", err)
-		a.lostConn = true
 	case err != nil:
 		e.finishActiveLocked(Failed, "Klipper did not accept the print: "+err.Error(), false)
 		return
-	case a.session != before:
-		// Klipper accepted the print, then its connection was replaced
-		// (a restart): only a status of the new connection showing the
-		// print proves it survived.
-		a.lostConn = true
-	default:
+	case e.status.Session == before:
 		e.console("started " + name)
 	}
 	if a.cancelReason != "" {
