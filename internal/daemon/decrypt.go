@@ -44,6 +44,5 @@ func (p *decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, k
 	if err != nil {
 		return nil, err
 	}
-	// No SHA256: the bridge hashes the sealed memfd when it hands it over.
 	return &jobs.Prepared{File: res.File, Size: res.Size, Metadata: jobs.MetadataFromGcode(res.Metadata)}, nil
 }

@@ -729,7 +729,7 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 	e.hbTimer = e.clock.NewTimer(e.o.HeartbeatInterval)
 	e.startTimer = e.clock.NewTimer(e.o.StartTimeout)
 	delete(e.offers, r.ID)
-	req := PrintRequest{JobID: r.ID, Name: VirtualName(r.ID), Size: res.prepared.Size, SHA256: res.prepared.SHA256, Metadata: res.prepared.Metadata}
+	req := PrintRequest{JobID: r.ID, Name: VirtualName(r.ID), Size: res.prepared.Size, Metadata: res.prepared.Metadata}
 	name := displayName(r)
 	printName, title := r.PrintName, r.Name
 	e.mu.Unlock()

@@ -109,9 +109,9 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 		t.Errorf("result event = %+v", res.Result)
 	}
 
-	// The caller's SHA-256 is sent as given (the pipeline computed it).
+	// A caller's name is used as given.
 	f2 := sealedMemfd(t, content)
-	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-43", Name: "custom.name.gcode", SHA256: sha256Hex(content)}, f2); err != nil {
+	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-43", Name: "custom.name.gcode"}, f2); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.WaitFor(testCtx(t), func(klipper.Status) bool { return len(k.Prints()) == 2 }); err != nil {
