@@ -125,6 +125,7 @@ type Engine struct {
 	// journal could not be written (diskErr); flushTimer retries them
 	// (diskfull.go).
 	unsaved       map[string]bool
+	bedUnsaved    bool // e.bed is not on disk yet (diskfull.go)
 	diskErr       error
 	flushTimer    Timer
 	flushAttempts int
@@ -990,9 +991,7 @@ func (e *Engine) printEndedLocked() {
 	}
 	e.bed = bedState{Clear: false, At: e.clock.Now()}
 	e.broadcastLocked()
-	if err := saveBed(e.o.StateDir, e.bed); err != nil {
-		e.log.Error("could not persist the bed-clear state", "err", err)
-	}
+	_ = e.saveBedLocked() // unsaved: retried, and nothing starts meanwhile
 }
 
 // resolveRecoveryLocked decides what became of the jobs handed to Klipper
@@ -1170,12 +1169,15 @@ func (e *Engine) ConfirmBedClear() error {
 	return e.confirmBedLocked()
 }
 
+// confirmBedLocked takes the confirmation even when it cannot be written
+// yet: it is retried with the journal (diskfull.go), no job starts before
+// it is on disk, and a restart before then asks the owner again.
 func (e *Engine) confirmBedLocked() error {
 	e.bed = bedState{Clear: true, At: e.clock.Now()}
 	e.broadcastLocked()
 	e.kick()
-	if err := saveBed(e.o.StateDir, e.bed); err != nil {
-		return fmt.Errorf("jobs: persist bed-clear confirmation: %w", err)
+	if err := e.saveBedLocked(); err != nil {
+		return fmt.Errorf("jobs: bed-clear confirmation taken, not yet saved (retrying): %w", err)
 	}
 	return nil
 }
