@@ -889,6 +889,17 @@ func (e *Engine) monitorLocked(st PrinterStatus) {
 		return
 	}
 	r.Progress = st.Progress
+	if a.lostConn && (st.PrintState == "printing" || st.PrintState == "paused") {
+		// A status of this connection shows the print going on: it
+		// survived the lost connection. Progress and heartbeats resume.
+		a.lostConn = false
+		e.log.Info("Klipper is back and the print goes on", "job", a.id)
+		if r.State == Printing {
+			r.Message = progressMessage(st.Progress)
+		} else {
+			r.Message = "Paused"
+		}
+	}
 	switch st.PrintState {
 	case "printing":
 		a.started = true
