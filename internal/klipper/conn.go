@@ -292,6 +292,8 @@ func (s *Server) refuseVersion(c *conn, env Envelope) {
 
 // activate makes c the live connection, replacing an older one.
 func (s *Server) activate(c *conn, hello Hello) {
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
 	s.mu.Lock()
 	old := s.active
 	s.active = c
@@ -325,6 +327,8 @@ func (s *Server) activate(c *conn, hello Hello) {
 // requests fail with ErrDisconnected: a caller told so must not read a
 // State that still shows the connection (and its last status) as live.
 func (s *Server) deactivate(c *conn, reason string) {
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
 	s.mu.Lock()
 	wasActive := s.active == c
 	if wasActive {

@@ -167,6 +167,12 @@ type Server struct {
 	log      *slog.Logger
 	commands chan Command
 
+	// lifecycle serialises activate and deactivate with their events, so
+	// that OnEvent sees connected and disconnected in the order the state
+	// changed (a replaced connection's end could otherwise be told after
+	// its successor's start).
+	lifecycle sync.Mutex
+
 	mu      sync.Mutex
 	state   State
 	active  *conn
