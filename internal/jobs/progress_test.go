@@ -36,10 +36,18 @@ func TestPrintSurvivesAReconnect(t *testing.T) {
 	d.waitJob(t, id, "printing, progress known", func(j JobInfo) bool {
 		return j.State == Printing && j.Progress > 0 && !j.ProgressUnknown
 	})
-	first := d.eng.o.Printer.Status().Session
+	engineSession := func() (string, bool) {
+		d.eng.mu.Lock()
+		defer d.eng.mu.Unlock()
+		return d.eng.status.Session, d.eng.status.Connected
+	}
+	first, _ := engineSession()
 	k.Disconnect()
+	// The engine itself must have seen the new connection: until then its
+	// snapshot still shows the old one's view.
 	if !waitEngine(t, d.eng, func(s Snapshot) bool {
-		return d.eng.o.Printer.Status().Session != first && s.Active != nil && s.Active.ID == id &&
+		session, connected := engineSession()
+		return session != first && connected && s.Active != nil && s.Active.ID == id &&
 			!s.Active.ProgressUnknown && strings.HasPrefix(s.Active.Message, "Printing: ")
 	}) {
 		t.Fatalf("after the reconnect: %+v\nlog:\n%s", d.eng.Snapshot().Active, d.logs.String())
