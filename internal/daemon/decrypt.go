@@ -48,6 +48,5 @@ func (p *decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, k
 	}
 	p.d.previews.put(jobID, res.Metadata)
 	p.d.metrics.Decrypted(res.Size, time.Since(start))
-	// No SHA256: the bridge hashes the sealed memfd when it hands it over.
 	return &jobs.Prepared{File: res.File, Size: res.Size, Metadata: jobs.MetadataFromGcode(res.Metadata)}, nil
 }

@@ -259,6 +259,9 @@ type parallelCBC struct {
 	ct     []byte        // the chunk being decrypted
 	segs   chan int      // segment numbers, to the helpers
 	done   chan struct{} // one per segment a helper has finished
+	// helpers: running helper goroutines; close waits for them, so none
+	// outlives the stream (nor the kernel's key schedule it reads).
+	helpers sync.WaitGroup
 }
 
 // newParallelCBC starts workers-1 helpers (the caller's goroutine is the
@@ -271,6 +274,7 @@ func newParallelCBC(kernel cbcKernel, workers int, spawn func(func())) *parallel
 		segs:   make(chan int, workers),
 		done:   make(chan struct{}, workers),
 	}
+	p.helpers.Add(workers - 1)
 	for range workers - 1 {
 		spawn(p.helper)
 	}
@@ -278,13 +282,18 @@ func newParallelCBC(kernel cbcKernel, workers int, spawn func(func())) *parallel
 }
 
 func (p *parallelCBC) helper() {
+	defer p.helpers.Done()
 	for i := range p.segs {
 		p.kernel.decryptBlocks(i, &p.ivs[i], p.ct[p.bounds[i]:p.bounds[i+1]])
 		p.done <- struct{}{}
 	}
 }
 
-func (p *parallelCBC) close() { close(p.segs) }
+// close stops the helpers and waits until they have returned.
+func (p *parallelCBC) close() {
+	close(p.segs)
+	p.helpers.Wait()
+}
 
 // decrypt decrypts ct in place, chained to iv.
 func (p *parallelCBC) decrypt(iv *[16]byte, ct []byte) {

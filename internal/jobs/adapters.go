@@ -127,7 +127,7 @@ func (k KlipperPrinter) Subscribe() (<-chan struct{}, func()) { return k.Server.
 // Print hands the memfd to Klipper.
 func (k KlipperPrinter) Print(ctx context.Context, req PrintRequest, f *memfd.File) error {
 	m := req.Metadata
-	err := k.Server.Print(ctx, klipper.PrintRequest{JobID: req.JobID, Name: req.Name, Filename: req.Filename, Title: req.Title, SHA256: req.SHA256,
+	err := k.Server.Print(ctx, klipper.PrintRequest{JobID: req.JobID, Name: req.Name, Filename: req.Filename, Title: req.Title,
 		Metadata: klipper.Metadata{TotalLayer: m.TotalLayer, EstimatedTime: m.EstimatedTime.Seconds(),
 			Slicer: m.Slicer, FilamentUsedMM: m.FilamentUsedMM, FilamentType: m.FilamentType,
 			LayerHeight: m.LayerHeight, ObjectHeight: m.ObjectHeight}}, f)
@@ -255,6 +255,5 @@ func (p PipelineDecryptor) Prepare(ctx context.Context, jobID string, body io.Re
 	if err != nil {
 		return nil, err
 	}
-	// No SHA256: the bridge hashes the sealed memfd when it hands it over.
 	return &Prepared{File: res.File, Size: res.Size, Metadata: MetadataFromGcode(res.Metadata)}, nil
 }

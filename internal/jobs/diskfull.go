@@ -12,8 +12,9 @@ import (
 // nothing is lost and nothing is said twice:
 //   - a transition that must be durable before it is acted on (downloading,
 //     ready, printing) is undone in memory and the job waits in the queue;
-//   - any other change (a print's end, a delivered report) stays in memory,
-//     marked unsaved, and is written by a retry with backoff;
+//   - any other change (a print's end, a delivered report, the bed-clear
+//     state) stays in memory, marked unsaved, and is written by a retry
+//     with backoff;
 //   - the outbox sends no report of an unsaved record, so what the
 //     marketplace hears is always what a restart would find on disk;
 //   - no new job starts until the journal can be written again.
@@ -32,13 +33,30 @@ func (e *Engine) saveLocked(r *record) error {
 		return nil
 	}
 	e.unsaved[r.ID] = true
+	e.journalFailedLocked(err)
+	return err
+}
+
+// saveBedLocked writes the bed-clear state, or marks it unsaved and
+// schedules a retry. Until it is written no job starts: a restart would
+// find the state of before (after a print: "clear", the unsafe side).
+func (e *Engine) saveBedLocked() error {
+	err := saveBed(e.o.StateDir, e.bed)
+	e.bedUnsaved = err != nil
+	if err != nil {
+		e.journalFailedLocked(err)
+	}
+	return err
+}
+
+// journalFailedLocked notes a failed write and has the loop arm the retry.
+func (e *Engine) journalFailedLocked(err error) {
 	if e.diskErr == nil {
 		e.log.Error("cannot write the job journal; keeping job updates in memory until it can", "problem", journalProblem(err), "err", err)
 	}
 	e.diskErr = err
 	e.broadcastLocked()
 	e.kick() // the loop arms the retry (armFlushLocked)
-	return err
 }
 
 // armFlushLocked schedules the next retry while the journal is failing. It
@@ -74,6 +92,11 @@ func (e *Engine) flushLocked() {
 			return
 		}
 	}
+	if e.bedUnsaved {
+		if err := e.saveBedLocked(); err != nil {
+			return
+		}
+	}
 	if err := e.st.idx.flush(); err != nil {
 		e.diskErr = err
 		return
@@ -104,7 +127,11 @@ func (e *Engine) journalProblemLocked() string {
 	if e.diskErr == nil {
 		return ""
 	}
-	return fmt.Sprintf("%s: %d job update(s) waiting to be written", journalProblem(e.diskErr), len(e.unsaved))
+	bed := ""
+	if e.bedUnsaved {
+		bed = " and the bed-clear state"
+	}
+	return fmt.Sprintf("%s: %d job update(s)%s waiting to be written", journalProblem(e.diskErr), len(e.unsaved), bed)
 }
 
 // requeueUnjournaledLocked gives up the active job whose next transition

@@ -143,3 +143,94 @@ func TestFullStateDisk(t *testing.T) {
 		t.Fatalf("history after a restart %s", historyString(h))
 	}
 }
+
+// waitFlushArmed waits until the engine's loop has armed the journal retry,
+// so that advancing the clock fires it.
+func waitFlushArmed(t *testing.T, e *Engine) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		e.mu.Lock()
+		armed := e.flushTimer != nil
+		e.mu.Unlock()
+		if armed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the journal retry was not armed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// The bed-clear state is retried like the journal when it cannot be
+// written, and no job starts before it is on disk: a restart would
+// otherwise find the bed clear after a print.
+func TestBedStateWriteRetried(t *testing.T) {
+	w := newWorld(t)
+	w.startKlipper(0)
+	manual := func(o *Options) { o.AutoStart = false }
+	d := w.startDaemon(manual)
+	defer func() { d.stop() }()
+	// A directory where bed.json goes makes its atomic replacement fail.
+	bedFile := filepath.Join(w.stateDir, "bed.json")
+	block := func() {
+		if err := os.RemoveAll(bedFile); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(bedFile, "blocker"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unblock := func() {
+		if err := os.RemoveAll(bedFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retried := func() {
+		t.Helper()
+		waitFlushArmed(t, d.eng)
+		w.clock.Advance(flushRetryMax)
+		if !waitEngine(t, d.eng, func(s Snapshot) bool { return s.JournalProblem == "" }) {
+			t.Fatalf("the retry did not write the bed-clear state: %+v", d.eng.Snapshot())
+		}
+	}
+
+	// A print ends while bed.json cannot be written.
+	block()
+	a := w.createJob(fixtureGcode(t))
+	d.poll(t)
+	d.waitJob(t, a, "success", func(j JobInfo) bool { return j.State == Succeeded })
+	if !waitEngine(t, d.eng, func(s Snapshot) bool { return strings.Contains(s.JournalProblem, "bed-clear state") }) {
+		t.Fatalf("snapshot after a failed bed-clear write: %+v", d.eng.Snapshot())
+	}
+	unblock()
+	retried()
+	if data, err := os.ReadFile(bedFile); err != nil || !strings.Contains(string(data), `"clear":false`) {
+		t.Fatalf("bed.json after the retry: %q, %v", data, err)
+	}
+	d.stop()
+	d = w.startDaemon(manual)
+	if s := d.eng.Snapshot(); s.BedClear {
+		t.Fatalf("after a restart the bed counts as clear: %+v", s)
+	}
+
+	// A confirmation that cannot be written yet is taken, but no job
+	// starts before it is on disk.
+	block()
+	if err := d.eng.ConfirmBedClear(); err == nil || !strings.Contains(err.Error(), "retrying") {
+		t.Fatalf("ConfirmBedClear on an unwritable state directory: %v", err)
+	}
+	b := w.createJob(fixtureGcode(t))
+	d.poll(t)
+	if !waitEngine(t, d.eng, func(s Snapshot) bool {
+		return s.BedClear && len(s.Queue) == 1 && strings.Contains(s.Waiting, "journal to be writable")
+	}) {
+		t.Fatalf("snapshot with an unsaved confirmation: %+v", d.eng.Snapshot())
+	}
+	unblock()
+	retried()
+	if j := d.waitJob(t, b, "success", func(j JobInfo) bool { return j.State.Terminal() }); j.State != Succeeded {
+		t.Fatalf("job after the confirmation was written: %s %q", j.State, j.Message)
+	}
+}

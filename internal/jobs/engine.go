@@ -130,6 +130,7 @@ type Engine struct {
 	// journal could not be written (diskErr); flushTimer retries them
 	// (diskfull.go).
 	unsaved       map[string]bool
+	bedUnsaved    bool // e.bed is not on disk yet (diskfull.go)
 	diskErr       error
 	flushTimer    Timer
 	flushAttempts int
@@ -754,7 +755,7 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 	e.hbTimer = e.clock.NewTimer(e.o.HeartbeatInterval)
 	e.startTimer = e.clock.NewTimer(e.o.StartTimeout)
 	delete(e.offers, r.ID)
-	req := PrintRequest{JobID: r.ID, Name: VirtualName(r.ID), Size: res.prepared.Size, SHA256: res.prepared.SHA256, Metadata: res.prepared.Metadata}
+	req := PrintRequest{JobID: r.ID, Name: VirtualName(r.ID), Size: res.prepared.Size, Metadata: res.prepared.Metadata}
 	name := displayName(r)
 	printName, title := r.PrintName, r.Name
 	e.mu.Unlock()
@@ -767,21 +768,30 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, ErrHandOffUncertain)) {
+		// lmntd is stopping (the wait was cancelled, or the bridge closed
+		// with it), not Klipper refusing: the job stays handed off in the
+		// journal and the next start reconciles it with Klipper's status
+		// (shutdown closes the memfd).
+		e.log.Info("stopping while Klipper had not answered the hand-off; the next start asks Klipper what became of it", "job", r.ID)
+		return
+	}
 	e.status = e.o.Printer.Status()
-	a.session = e.status.Session
+	// The print went over the connection of before. monitorLocked counts
+	// a status of another connection, or none, as a lost connection: only
+	// a status of the new connection showing the print proves it survived.
+	a.session = before
 	switch {
 	case errors.Is(err, ErrHandOffUncertain):
+		// Klipper's status decides: a connection that stayed up (the
+		// answer was late) shows the print, or the start timeout ends it;
+		// its current status may predate the print packet, so it proves
+		// nothing lost. A dropped or replaced connection is a lost one.
 		e.log.Warn("hand-off interrupted; waiting for Klipper's status to tell whether it is printing", "job", r.ID, "err", err)
-		a.lostConn = true
 	case err != nil:
 		e.finishActiveLocked(Failed, "Klipper did not accept the print: "+err.Error(), false)
 		return
-	case a.session != before:
-		// Klipper accepted the print, then its connection was replaced
-		// (a restart): only a status of the new connection showing the
-		// print proves it survived.
-		a.lostConn = true
-	default:
+	case e.status.Session == before:
 		e.console("started " + name)
 	}
 	if a.cancelReason != "" {
@@ -904,6 +914,17 @@ func (e *Engine) monitorLocked(st PrinterStatus) {
 		return
 	}
 	r.Progress = st.Progress
+	if a.lostConn && (st.PrintState == "printing" || st.PrintState == "paused") {
+		// A status of this connection shows the print going on: it
+		// survived the lost connection. Progress and heartbeats resume.
+		a.lostConn = false
+		e.log.Info("Klipper is back and the print goes on", "job", a.id)
+		if r.State == Printing {
+			r.Message = progressMessage(st.Progress)
+		} else {
+			r.Message = "Paused"
+		}
+	}
 	switch st.PrintState {
 	case "printing":
 		a.started = true
@@ -1006,9 +1027,7 @@ func (e *Engine) printEndedLocked() {
 	}
 	e.bed = bedState{Clear: false, At: e.clock.Now()}
 	e.broadcastLocked()
-	if err := saveBed(e.o.StateDir, e.bed); err != nil {
-		e.log.Error("could not persist the bed-clear state", "err", err)
-	}
+	_ = e.saveBedLocked() // unsaved: retried, and nothing starts meanwhile
 }
 
 // resolveRecoveryLocked decides what became of the jobs handed to Klipper
@@ -1197,12 +1216,15 @@ func (e *Engine) ConfirmBedClear() error {
 // ErrPrintRunning refuses a bed-clear confirmation during a print.
 var ErrPrintRunning = errors.New("a print is running: confirm the bed is clear after it has finished and you removed it")
 
+// confirmBedLocked takes the confirmation even when it cannot be written
+// yet: it is retried with the journal (diskfull.go), no job starts before
+// it is on disk, and a restart before then asks the owner again.
 func (e *Engine) confirmBedLocked() error {
 	e.bed = bedState{Clear: true, At: e.clock.Now()}
 	e.broadcastLocked()
 	e.kick()
-	if err := saveBed(e.o.StateDir, e.bed); err != nil {
-		return fmt.Errorf("jobs: persist bed-clear confirmation: %w", err)
+	if err := e.saveBedLocked(); err != nil {
+		return fmt.Errorf("jobs: bed-clear confirmation taken, not yet saved (retrying): %w", err)
 	}
 	return nil
 }

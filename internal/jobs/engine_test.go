@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+	"github.com/lmnt-marketplace/lmntd/internal/memfd"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
@@ -527,5 +530,104 @@ func TestRejectedReportIsRecordedAndTheRestFlow(t *testing.T) {
 	r, ok := journaled(t, w.stateDir, id)
 	if !ok || len(r.Rejected) != 1 || r.Rejected[0].Report.Message != "Queued" || !strings.Contains(r.Rejected[0].Answer, "422") {
 		t.Fatalf("rejected report not recorded with the answer: %+v", r.Rejected)
+	}
+}
+
+// lateAnswerPrinter forwards the print to Klipper, which starts it, and
+// then holds the answer back until the hand-off's context ends, like a
+// Klipper that has not answered yet.
+type lateAnswerPrinter struct {
+	Printer
+	forwarded chan string
+}
+
+func (p lateAnswerPrinter) Print(ctx context.Context, req PrintRequest, f *memfd.File) error {
+	if err := p.Printer.Print(context.Background(), req, f); err != nil {
+		return err
+	}
+	p.forwarded <- req.JobID
+	<-ctx.Done()
+	return fmt.Errorf("klipper: waiting for the answer to print: %w", ctx.Err())
+}
+
+// Stopping lmntd while it waits for Klipper's answer to a hand-off is no
+// refusal: the job stays handed off and the next start reconciles it with
+// Klipper's status (here: the print completed meanwhile).
+func TestStopDuringHandOffLeavesTheJobForRecovery(t *testing.T) {
+	w := newWorld(t)
+	k := w.startKlipper(0)
+	forwarded := make(chan string, 1)
+	d := w.startDaemon(func(o *Options) { o.Printer = lateAnswerPrinter{Printer: o.Printer, forwarded: forwarded} })
+	id := w.createJob(fixtureGcode(t))
+	d.poll(t)
+	select {
+	case got := <-forwarded:
+		if got != id {
+			t.Fatalf("handed over %s, want %s", got, id)
+		}
+	case <-time.After(testTimeout):
+		t.Fatalf("the job was not handed to Klipper\nlog:\n%s", d.logs.String())
+	}
+	d.stop()
+	if r, ok := journaled(t, w.stateDir, id); !ok || r.State != Printing {
+		t.Fatalf("after a stop during the hand-off the journal shows %+v (found %v), want printing", r, ok)
+	}
+
+	d = w.startDaemon()
+	if j := d.waitJob(t, id, "reconciled", func(j JobInfo) bool { return j.State.Terminal() }); j.State != Succeeded {
+		t.Fatalf("after the restart the job is %s %q", j.State, j.Message)
+	}
+	if h := w.waitHistory(id, "terminal", hasTerminal); terminalCount(h) != 1 {
+		t.Errorf("%d terminal reports: %s", terminalCount(h), historyString(h))
+	}
+	if n := len(k.Prints()); n != 1 {
+		t.Errorf("Klipper printed %d times, want once", n)
+	}
+}
+
+// lateStatusPrinter hands the print to Klipper, which starts it, but
+// reports the answer as missed (the hand-off timed out) and, once, the
+// status of before the hand-off: what a slow status report looks like.
+type lateStatusPrinter struct {
+	Printer
+	mu    sync.Mutex
+	stale *PrinterStatus
+}
+
+func (p *lateStatusPrinter) Print(ctx context.Context, req PrintRequest, f *memfd.File) error {
+	before := p.Printer.Status()
+	if err := p.Printer.Print(ctx, req, f); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.stale = &before
+	p.mu.Unlock()
+	return fmt.Errorf("%w: %w", ErrHandOffUncertain, context.DeadlineExceeded)
+}
+
+func (p *lateStatusPrinter) Status() PrinterStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.stale; st != nil {
+		p.stale = nil
+		return *st
+	}
+	return p.Printer.Status()
+}
+
+// A hand-off whose answer was missed on a connection that stays up is no
+// lost connection: a status that predates the print proves nothing, the
+// next ones show it (issue: "the print is gone" for a running print).
+func TestMissedHandOffAnswerOnALiveConnection(t *testing.T) {
+	w := newWorld(t)
+	k := w.startKlipper(0)
+	d := w.startDaemon(func(o *Options) { o.Printer = &lateStatusPrinter{Printer: o.Printer} })
+	id := w.createJob(fixtureGcode(t))
+	d.poll(t)
+	if j := d.waitJob(t, id, "the end", func(j JobInfo) bool { return j.State.Terminal() }); j.State != Succeeded {
+		t.Fatalf("job %s %q", j.State, j.Message)
+	}
+	if n := len(k.Prints()); n != 1 {
+		t.Errorf("Klipper printed %d times, want once", n)
 	}
 }

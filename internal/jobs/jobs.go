@@ -163,7 +163,6 @@ type Metadata struct {
 type Prepared struct {
 	File     *memfd.File
 	Size     int64
-	SHA256   string // hex
 	Metadata Metadata
 }
 
@@ -199,7 +198,6 @@ type PrintRequest struct {
 	Filename string // the metadata stub's print_stats name, "" for none
 	Title    string
 	Size     int64
-	SHA256   string
 	Metadata Metadata
 }
 

@@ -292,6 +292,8 @@ func (s *Server) refuseVersion(c *conn, env Envelope) {
 
 // activate makes c the live connection, replacing an older one.
 func (s *Server) activate(c *conn, hello Hello) {
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
 	s.mu.Lock()
 	old := s.active
 	s.active = c
@@ -321,8 +323,12 @@ func (s *Server) activate(c *conn, hello Hello) {
 	s.emit(Event{Kind: EventConnected, Hello: &h})
 }
 
+// deactivate ends c. The state shows it disconnected before c's pending
+// requests fail with ErrDisconnected: a caller told so must not read a
+// State that still shows the connection (and its last status) as live.
 func (s *Server) deactivate(c *conn, reason string) {
-	c.close()
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
 	s.mu.Lock()
 	wasActive := s.active == c
 	if wasActive {
@@ -332,6 +338,7 @@ func (s *Server) deactivate(c *conn, reason string) {
 		s.notifyLocked()
 	}
 	s.mu.Unlock()
+	c.close()
 	if wasActive {
 		s.log.Info("Klipper extra disconnected", "reason", reason, "pid", c.peer.PID)
 		s.emit(Event{Kind: EventDisconnected, Reason: reason})

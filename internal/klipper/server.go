@@ -167,6 +167,12 @@ type Server struct {
 	log      *slog.Logger
 	commands chan Command
 
+	// lifecycle serialises activate and deactivate with their events, so
+	// that OnEvent sees connected and disconnected in the order the state
+	// changed (a replaced connection's end could otherwise be told after
+	// its successor's start).
+	lifecycle sync.Mutex
+
 	mu      sync.Mutex
 	state   State
 	active  *conn
@@ -386,9 +392,6 @@ type PrintRequest struct {
 	Filename string
 	Title    string
 	Metadata Metadata
-	// SHA256 is the hex digest of the memfd's content when the caller
-	// already has it (the decrypt pipeline does); empty ⇒ computed here.
-	SHA256 string
 }
 
 // Print hands the sealed memfd f to Klipper to print and waits for the
@@ -412,7 +415,7 @@ func (s *Server) Print(ctx context.Context, req PrintRequest, f *memfd.File) err
 			return fmt.Errorf("klipper: print: %w", err)
 		}
 	}
-	pkt, err := describeFile(f, name, req.Metadata, req.SHA256)
+	pkt, err := describeFile(f, name, req.Metadata)
 	if err != nil {
 		return fmt.Errorf("klipper: print %s: %w", req.JobID, err)
 	}
@@ -457,8 +460,9 @@ func printerBusy(st State) bool {
 }
 
 // describeFile checks f's seals and builds the file description for the
-// print/file packet.
-func describeFile(f *memfd.File, name string, meta Metadata, sha string) (FilePacket, error) {
+// print/file packet, with the SHA-256 of the sealed content: the seals
+// guarantee it is what Klipper will read.
+func describeFile(f *memfd.File, name string, meta Metadata) (FilePacket, error) {
 	if f == nil {
 		return FilePacket{}, errors.New("no memfd")
 	}
@@ -473,10 +477,9 @@ func describeFile(f *memfd.File, name string, meta Metadata, sha string) (FilePa
 	if err != nil {
 		return FilePacket{}, err
 	}
-	if sha == "" {
-		if sha, err = hashFD(f.Fd(), size); err != nil {
-			return FilePacket{}, err
-		}
+	sha, err := hashFD(f.Fd(), size)
+	if err != nil {
+		return FilePacket{}, err
 	}
 	return FilePacket{Name: name, Size: size, SHA256: sha, Metadata: meta}, nil
 }
@@ -490,7 +493,7 @@ func (s *Server) Stage(name string, f *memfd.File, meta Metadata) error {
 	if err := ValidateName(name); err != nil {
 		return fmt.Errorf("klipper: stage: %w", err)
 	}
-	pkt, err := describeFile(f, name, meta, "")
+	pkt, err := describeFile(f, name, meta)
 	if err != nil {
 		return fmt.Errorf("klipper: stage %s: %w", name, err)
 	}

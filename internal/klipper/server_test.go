@@ -109,9 +109,9 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 		t.Errorf("result event = %+v", res.Result)
 	}
 
-	// The caller's SHA-256 is sent as given (the pipeline computed it).
+	// A caller's name is used as given.
 	f2 := sealedMemfd(t, content)
-	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-43", Name: "custom.name.gcode", SHA256: sha256Hex(content)}, f2); err != nil {
+	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-43", Name: "custom.name.gcode"}, f2); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.WaitFor(testCtx(t), func(klipper.Status) bool { return len(k.Prints()) == 2 }); err != nil {
@@ -244,7 +244,13 @@ func TestPrintFailsWhenKlipperGoesAway(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("Print did not return after the disconnect")
 	}
-	st := waitState(t, ts.srv, "disconnected", func(s klipper.State) bool { return !s.Connected })
+	// Told the connection is gone, the caller sees it gone: its last
+	// status must not pass for a live one (the job engine would judge the
+	// print's fate from it).
+	st := ts.srv.State()
+	if st.Connected {
+		t.Errorf("Print returned ErrDisconnected while State still shows the connection")
+	}
 	// The last status stays, marked by Connected=false, for reconciliation.
 	if !st.HaveStatus || st.Status.Klippy.State != "ready" || st.DisconnectedAt.IsZero() {
 		t.Errorf("state after the extra vanished = %+v", st)

@@ -227,10 +227,7 @@ func TestRecoveryEndsPollBackoff(t *testing.T) {
 	p := c.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Rand: steadyRand()})
 	runPoller(t, p)
 	eventually(t, 5*time.Second, "the failed poll", func() bool { return len(api.pollTimes()) == 1 })
-	time.Sleep(50 * time.Millisecond) // in its 5 s backoff now
-	if _, down := c.Unreachable(); !down {
-		t.Fatal("a 502 did not mark the marketplace unreachable")
-	}
+	eventually(t, 5*time.Second, "the 502 marking the marketplace unreachable", func() bool { _, down := c.Unreachable(); return down })
 	sent := time.Now()
 	if res := c.PostJobStatus(ctxT(t), "job-1", marketplace.StatusReport{Status: "printing"}); res.Outcome != marketplace.Accepted {
 		t.Fatalf("status post: %v", res.Err)

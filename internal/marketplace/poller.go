@@ -222,10 +222,10 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 		pending   bool      // a trigger waits for the bucket or the floor
 		triggered bool      // this poll spends a token
 	)
+	recovered := p.c.Recovered()
 	for {
 		// Wait for next, a trigger, a change of push health or the
 		// marketplace coming back.
-		recovered := p.c.Recovered()
 		for {
 			now = clock.Now()
 			at := next
@@ -278,6 +278,10 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 		}
 		pending, triggered = false, false
 		lastStart = now
+		// Taken before the poll: when the poll fails and another call
+		// gets through before the wait begins, that recovery still ends
+		// the backoff.
+		recovered = p.c.Recovered()
 		jobs, err := p.PollOnce(ctx)
 		now = clock.Now()
 		switch {

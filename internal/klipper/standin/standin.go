@@ -666,6 +666,21 @@ func (k *Standin) Shutdown(message string) {
 	k.changedLocked()
 }
 
+// Disconnect drops the bridge connection the way a broken socket does:
+// the print goes on and the stand-in reconnects at once, like the extra.
+func (k *Standin) Disconnect() {
+	k.mu.Lock()
+	c := k.conn
+	k.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	select {
+	case k.restart <- struct{}{}:
+	default:
+	}
+}
+
 // FirmwareRestart does what FIRMWARE_RESTART does to the bridge: Klipper
 // drops its socket and a fresh Klipper (standby, ready) reconnects. A
 // running print is lost.

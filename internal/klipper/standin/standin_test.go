@@ -102,7 +102,12 @@ func TestPrintsEveryFixture(t *testing.T) {
 		if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: jobID}, sealed(t, content)); err != nil {
 			t.Fatalf("%s: %v", fx.Name, err)
 		}
-		if _, err := k.WaitFor(ctxFor(t), func(klipper.Status) bool { return len(k.Prints()) == i+1 }); err != nil {
+		// Only a bound: the 30 MB fixture, read line by line, takes about
+		// a second alone but over 20 s under -race on a loaded machine.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		_, err := k.WaitFor(ctx, func(klipper.Status) bool { return len(k.Prints()) == i+1 })
+		cancel()
+		if err != nil {
 			t.Fatalf("%s: %v", fx.Name, err)
 		}
 		st := k.Status()
