@@ -52,7 +52,7 @@ var Commands = []Command{
 // usageText renders lmnt --help within 80 columns.
 func usageText(globalFlags string) string {
 	var b strings.Builder
-	b.WriteString("lmnt controls lmntd, the LMNT Marketplace printer agent.\n\n")
+	b.WriteString("lmnt — the command line of lmntd, the LMNT Marketplace printer agent.\n\n")
 	b.WriteString("Usage: lmnt [--instance NAME | --socket PATH] COMMAND [flags]\n\nCommands:\n")
 	for _, c := range Commands {
 		head := c.Name

@@ -98,6 +98,10 @@ func TestLmntPageHasEveryCommandAndFlag(t *testing.T) {
 			t.Errorf("command %s not found in lmnt --help", want)
 		}
 	}
+	// whatis (and lintian's bad-whatis-entry) needs "name \- what" in NAME.
+	if !strings.Contains(page, ".SH NAME\nlmnt \\- ") {
+		t.Errorf("lmnt.1's NAME section is not a whatis entry:\n%.300s", page)
+	}
 	for _, sub := range []string{"show", "import\\-legacy", "reseal"} {
 		if !strings.Contains(page, `.SS "\fBlmnt\fR \fBkeys\fR \fB`+sub+`\fR`) {
 			t.Errorf("lmnt.1 has no section for keys %s", sub)

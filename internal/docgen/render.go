@@ -80,6 +80,10 @@ func nameLine(name string, intro []string) string {
 	if _, what, ok := strings.Cut(first, " — "); ok {
 		return roff(name) + ` \- ` + roff(strings.TrimSuffix(what, "."))
 	}
+	// "lmnt does this." still gives whatis its "name \- what" line.
+	if what, ok := strings.CutPrefix(first, name+" "); ok {
+		return roff(name) + ` \- ` + roff(strings.TrimSuffix(what, "."))
+	}
 	return roff(name)
 }
 
