@@ -221,7 +221,9 @@ state_files | diff "$out/state-v1.txt" - || fail "the upgrade changed the sealed
 [ "$(sha256sum /etc/lmntd/lmntd.toml /etc/lmntd/lmntd.toml.d/50-setup.toml /etc/systemd/system/lmntd.service.d/klipper.conf /etc/lmntd/setup.json)" = "$conf_sum" ] ||
     fail "the upgrade changed the configuration"
 lmnt status | tee "$out/status-v2.txt"
-lmnt jobs | grep -q "$job" || fail "the job history is gone after the upgrade"
+lmnt jobs >"$out/jobs-v2.txt" 2>&1 || true
+grep -q "$job" "$out/jobs-v2.txt" ||
+    fail "the job history is gone after the upgrade: $(cat "$out/jobs-v2.txt"; ls -la /var/lib/lmntd/jobs)"
 systemctl is-active lmntd.socket lmntd-klipper.socket
 
 step "remove, reinstall, enable the LAN socket: postinst unmasks what postrm masked"
