@@ -82,7 +82,9 @@ func (j *e2eJob) close() {
 // clientOptions are the printer's marketplace settings; the token file is
 // in stateDir, the CA certificate on fd 3.
 func clientOptions(baseURL, pushURL, stateDir string) marketplace.Options {
-	return marketplace.Options{BaseURL: baseURL, PushBaseURL: pushURL, ExtraCAFile: caPath, StateDir: stateDir}
+	// Development: the simulator's storage host is another loopback port,
+	// which downloads may reach only in development mode (as in make demo).
+	return marketplace.Options{BaseURL: baseURL, PushBaseURL: pushURL, ExtraCAFile: caPath, StateDir: stateDir, Development: true}
 }
 
 func queueJob(src source) (*e2eJob, error) {
