@@ -114,6 +114,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		*socket = instanceSocket(*runDir, *instance)
 	}
+	// A reader that stops early (lmnt jobs | grep -q, | head) must not kill
+	// lmnt with SIGPIPE mid-output: under `set -o pipefail` that turns a
+	// match into a failure. Writes then just fail, and lmnt ends normally.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e := &env{ctx: ctx, c: newClient(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr,
