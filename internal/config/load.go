@@ -589,16 +589,15 @@ func convert(f *field, raw any, textual bool) (any, string) {
 			}
 		}
 	case kindPrefixes:
-		items, ok := listItems(raw, textual)
+		items, problem, ok := stringItems(raw, textual)
 		if !ok {
 			break
 		}
+		if problem != "" {
+			return nil, problem
+		}
 		out := make([]string, 0, len(items))
-		for _, it := range items {
-			s, ok := it.(string)
-			if !ok {
-				return nil, fmt.Sprintf("list element %s is not a string", describeRaw(it))
-			}
+		for _, s := range items {
 			p, err := parsePrefix(s)
 			if err != nil {
 				return nil, fmt.Sprintf("%q is not an IP address or CIDR", s)
@@ -647,21 +646,37 @@ func convert(f *field, raw any, textual bool) (any, string) {
 		}
 		return out, ""
 	case kindStrings:
-		items, ok := listItems(raw, textual)
+		items, problem, ok := stringItems(raw, textual)
 		if !ok {
 			break
 		}
-		out := make([]string, 0, len(items))
-		for _, it := range items {
-			s, ok := it.(string)
-			if !ok {
-				return nil, fmt.Sprintf("list element %s is not a string", describeRaw(it))
-			}
-			out = append(out, strings.TrimSpace(s))
+		if problem != "" {
+			return nil, problem
 		}
-		return out, ""
+		for i := range items {
+			items[i] = strings.TrimSpace(items[i])
+		}
+		return items, ""
 	}
 	return nil, "got " + describe()
+}
+
+// stringItems is a list of strings (see listItems); problem names an
+// element that is not a string.
+func stringItems(raw any, textual bool) (items []string, problem string, ok bool) {
+	list, ok := listItems(raw, textual)
+	if !ok {
+		return nil, "", false
+	}
+	items = make([]string, 0, len(list))
+	for _, it := range list {
+		s, isString := it.(string)
+		if !isString {
+			return nil, fmt.Sprintf("list element %s is not a string", describeRaw(it)), true
+		}
+		items = append(items, s)
+	}
+	return items, "", true
 }
 
 // listItems returns a TOML array's elements, or splits textual values at
