@@ -56,12 +56,15 @@ func (d *daemon) probeProfile(ctx context.Context) {
 		p, why, err := d.probeOnce(ctx, cfg)
 		if err == nil {
 			dec := profileState{Profile: string(p), Reason: "auto: " + why}
-			d.profile.Store(&dec)
-			if c, err := d.newClient(cfg); err != nil {
+			if c, err := d.newClientFor(cfg, string(p)); err != nil {
 				d.log.Error("marketplace client", "err", err)
 			} else {
 				d.mkt.Store(c)
 			}
+			// The client is built first, so the profile's new reason
+			// (status) and its settling (doctor, the marketplace loops,
+			// which build clients from the stored profile) come together.
+			d.profile.Store(&dec)
 			close(d.profileReady)
 			d.log.Info("marketplace: api profile", "profile", dec.Profile, "why", dec.Reason)
 			return
