@@ -39,6 +39,7 @@ func TestFarmInstances(t *testing.T) {
 	}
 	copyFile(t, filepath.Join(shared, "fixtures", "prusaslicer_cube20_pla_0.20mm.gcode"), filepath.Join(root, "systest/cube.gcode"), 0o644)
 	copyFile(t, filepath.Join(repoRoot, "test/system/container/farm.sh"), filepath.Join(root, "systest/systest.sh"), 0o755)
+	copyFile(t, filepath.Join(repoRoot, "packaging/deb/postinst"), filepath.Join(root, "systest/postinst"), 0o755)
 	units := filepath.Join(root, "etc/systemd/system")
 	writeFile(t, filepath.Join(units, "systest.service"), systestUnit, 0o644)
 	for link, target := range map[string]string{

@@ -121,6 +121,25 @@ done
 [ "$key_printer_1" != "$key_printer_2" ] || fail "both instances use key $key_printer_1"
 ls -l /var/lib/lmntd/instances/*/
 
+step "a package upgrade (postinst configure OLD) restarts every idle daemon, the farm's too"
+units="lmntd.service lmntd@printer_1.service lmntd@printer_2.service"
+before=$(for u in $units; do systemctl show -p InvocationID --value "$u"; done)
+# As dpkg runs it (deb-systemd-helper insists on dpkg's environment).
+DPKG_MAINTSCRIPT_PACKAGE=lmntd DPKG_MAINTSCRIPT_NAME=postinst /systest/postinst configure 0.0.1 | tee "$out/postinst.txt"
+for n in printer_1 printer_2; do
+    grep -q "lmntd@$n.service restarts as soon as no job is running" "$out/postinst.txt" || fail "postinst did not ask lmntd@$n to restart when idle"
+done
+i=1
+for u in $units; do
+    old=$(echo "$before" | sed -n "${i}p")
+    wait_for 60 "$u restarted" sh -c "systemctl is-active $u && [ \"\$(systemctl show -p InvocationID --value $u)\" != $old ]"
+    i=$((i + 1))
+done
+for n in printer_1 printer_2; do
+    eval "id=\$id_$n"
+    wait_for 30 "$n paired as $id after the restart" sh -c "timeout 10 /usr/bin/lmnt --instance $n status --json | grep -q '$id'"
+done
+
 step "lmnt status shows the default instance and both farm instances"
 lmnt status | tee "$out/status-all.txt"
 [ "$(grep -c '^instance ' "$out/status-all.txt")" = 3 ] || fail "lmnt status does not show three instances"
