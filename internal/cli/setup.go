@@ -9,9 +9,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/setup"
 )
 
@@ -101,9 +103,16 @@ func (d daemonActivator) Activate(ctx context.Context, instance string) error {
 }
 
 // Stop stops a farm instance's lmntd and its sockets before setup --remove
-// takes its files away.
+// takes its files away, and deletes the socket files systemd leaves behind
+// (RemoveOnStop=no), so `lmnt status` no longer lists the instance.
 func (d daemonActivator) Stop(ctx context.Context, instance string) error {
-	return systemctl(ctx, "stop", "lmntd@"+instance+".service", "lmntd@"+instance+".socket", "lmntd-klipper@"+instance+".socket")
+	if config.CheckInstanceName(instance) != nil {
+		return fmt.Errorf("not a farm instance: %q", instance)
+	}
+	if err := systemctl(ctx, "stop", "lmntd@"+instance+".service", "lmntd@"+instance+".socket", "lmntd-klipper@"+instance+".socket"); err != nil {
+		return err
+	}
+	return os.RemoveAll(filepath.Dir(instanceSocket(d.e.runDir, instance)))
 }
 
 func systemctl(ctx context.Context, args ...string) error {
