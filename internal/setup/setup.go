@@ -21,7 +21,8 @@
 //   - with ImportLegacy, hands the old plugin's key and token to lmntd.
 //
 // Everything it changed is recorded in /etc/lmntd/setup.json, so Remove
-// undoes exactly that. All host paths are resolved under Options.Root, so
+// undoes exactly that. On a print farm, a further Klipper instance gets its
+// own lmntd@NAME, with its own files and manifest (see target.go). All host paths are resolved under Options.Root, so
 // tests run on fixture trees.
 package setup
 
