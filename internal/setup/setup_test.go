@@ -565,6 +565,11 @@ func TestKIAUHFarm(t *testing.T) {
 	}
 	single := h.snapshot()
 
+	if rep, out := run(t, h, Options{Instance: "printer_2", DryRun: true}); rep.LmntdInstance != "printer_2" || !strings.Contains(out, "lmntd@printer_2.socket") {
+		t.Errorf("a dry run for printer_2 went to %q or did not show the sockets it would enable", rep.LmntdInstance)
+	}
+	assertSameTree(t, single, h.snapshot())
+
 	rep, _ := run(t, h, Options{Instance: "klipper-printer_2"})
 	if rep.LmntdInstance != "printer_2" {
 		t.Fatalf("the second instance went to %q, want lmntd@printer_2", rep.LmntdInstance)
