@@ -22,8 +22,8 @@
 //
 // Everything it changed is recorded in /etc/lmntd/setup.json, so Remove
 // undoes exactly that. On a print farm, a further Klipper instance gets its
-// own lmntd@NAME, with its own files and manifest (see target.go). All host paths are resolved under Options.Root, so
-// tests run on fixture trees.
+// own lmntd@NAME, with its own files and manifest (see target.go). All host
+// paths are resolved under Options.Root, so tests run on fixture trees.
 package setup
 
 import (
