@@ -26,7 +26,7 @@ func Remove(ctx context.Context, opts Options) (*Report, error) {
 		fmt.Fprintf(r.out, "lmnt setup --remove: nothing to undo (%s not found: lmnt setup has not changed this system)\n", t.manifest)
 		return r.report, nil
 	}
-	r.t, r.m = t, m
+	r.t, r.m, r.removing = t, m, true
 	r.report.LmntdInstance = t.name
 	mode := ""
 	if r.opts.DryRun {

@@ -194,6 +194,8 @@ type runner struct {
 	report *Report
 	m      *manifest
 	t      target // the lmntd being wired
+	// removing is set by Remove (finish then reports a stopped instance).
+	removing bool
 }
 
 func newRunner(ctx context.Context, opts Options) *runner {
@@ -332,7 +334,11 @@ func (r *runner) finish(instance, klipperAdvice string) {
 		if err := r.opts.Activator.Activate(r.ctx, r.t.name); err != nil {
 			r.step("activate", Warning, "reloading systemd or lmntd failed: "+err.Error()+"; run: "+r.activateAdvice(), "")
 		} else {
-			r.step("activate", Changed, "systemd reloaded; lmntd restarts with the new settings once no job is running", "")
+			detail := "systemd reloaded; lmntd restarts with the new settings once no job is running"
+			if r.removing && r.t.name != "" {
+				detail = "systemd reloaded; " + r.t.unit() + " is stopped and its sockets disabled"
+			}
+			r.step("activate", Changed, detail, "")
 		}
 	}
 	if r.report.RestartKlipper {

@@ -39,7 +39,9 @@ func TestFarmInstances(t *testing.T) {
 	}
 	copyFile(t, filepath.Join(shared, "fixtures", "prusaslicer_cube20_pla_0.20mm.gcode"), filepath.Join(root, "systest/cube.gcode"), 0o644)
 	copyFile(t, filepath.Join(repoRoot, "test/system/container/farm.sh"), filepath.Join(root, "systest/systest.sh"), 0o755)
-	copyFile(t, filepath.Join(repoRoot, "packaging/deb/postinst"), filepath.Join(root, "systest/postinst"), 0o755)
+	for _, script := range []string{"postinst", "prerm", "postrm"} {
+		copyFile(t, filepath.Join(repoRoot, "packaging/deb", script), filepath.Join(root, "systest", script), 0o755)
+	}
 	for _, extra := range []string{"encrypted_file_bridge.py", "secure_print.py"} {
 		copyFile(t, filepath.Join(repoRoot, "packaging/klipper", extra), filepath.Join(root, "usr/share/lmntd/klipper", extra), 0o644)
 	}

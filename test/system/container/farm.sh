@@ -211,4 +211,20 @@ journalctl -u klipper --no-pager -o cat | grep -q "$jd" || fail "the default ins
 for n in printer_1 printer_2; do
     journalctl -u "klipper-$n" --no-pager -o cat | grep -q "$jd" && fail "$n's Klipper saw the default instance's job"
 done
+step "package removal: prerm remove takes every instance out of Klipper and stops it; purge deletes the rest"
+DPKG_MAINTSCRIPT_PACKAGE=lmntd DPKG_MAINTSCRIPT_NAME=prerm /systest/prerm remove | tee "$out/prerm.txt"
+for u in lmntd.service lmntd.socket lmntd-klipper.socket lmntd@printer_1.service lmntd@printer_1.socket lmntd-klipper@printer_1.socket; do
+    systemctl is-active --quiet "$u" && fail "$u is still active after prerm remove"
+done
+for d in printer_data printer_1_data; do
+    grep -q encrypted_file_bridge "/home/pi/$d/config/printer.cfg" && fail "prerm remove left the lmntd block in $d's printer.cfg"
+done
+[ -e /etc/lmntd/setup.json ] || [ -e /etc/lmntd/instances/printer_1.setup.json ] && fail "prerm remove left a setup manifest"
+[ -e /home/pi/klipper/klippy/extras/encrypted_file_bridge.py ] && fail "prerm remove left the extras linked"
+[ -e /run/lmntd/printer_1 ] && fail "prerm remove left /run/lmntd/printer_1"
+DPKG_MAINTSCRIPT_PACKAGE=lmntd DPKG_MAINTSCRIPT_NAME=postrm /systest/postrm purge
+for f in /etc/lmntd /var/lib/lmntd; do
+    [ -e "$f" ] && fail "purge left $f"
+done
+ls /etc/systemd/system/*.wants/ | grep -q 'lmntd' && fail "purge left an enablement link of lmntd"
 step "all farm checks passed"
