@@ -141,8 +141,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *instance != "" && (name == "setup" || name == "demo") {
-		// lmnt setup wires the default lmntd (its own --instance picks the
-		// Klipper instance); wiring a further lmntd@NAME is not built yet.
+		// lmnt setup's own --instance picks the Klipper instance, which
+		// decides whether the default lmntd or a further lmntd@NAME serves it.
 		fmt.Fprintf(stderr, "lmnt: %s does not take the global --instance (see lmnt %s --help)\n", name, name)
 		return 2
 	}

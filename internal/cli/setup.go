@@ -9,9 +9,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/setup"
 )
 
@@ -21,13 +23,13 @@ import (
 func (e *env) setup(args []string) (int, error) {
 	fs := e.flags("setup", "setup [--instance NAME] [--config FILE --klipper-user USER --extras DIR] [--import-legacy] [--dry-run] [--remove]")
 	var o setup.Options
-	fs.StringVar(&o.Instance, "instance", "", "the Klipper instance to wire when there are several (klipper-printer_1, or printer_1)")
+	fs.StringVar(&o.Instance, "instance", "", "the Klipper instance to wire when there are several (klipper-printer_1, or printer_1); one the default lmntd does not serve gets its own lmntd@NAME")
 	fs.StringVar(&o.ConfigFile, "config", "", "Klipper's printer.cfg, for installs setup does not find by itself")
 	fs.StringVar(&o.KlipperUser, "klipper-user", "", "the user Klipper runs as (default: the User= of its unit)")
 	fs.StringVar(&o.ExtrasDir, "extras", "", "Klipper's klippy/extras directory (default: next to the klippy.py its unit runs)")
 	fs.BoolVar(&o.ImportLegacy, "import-legacy", false, "hand the old LMNT plugin's key and token to lmntd, keeping this printer's pairing")
 	fs.BoolVarP(&o.DryRun, "dry-run", "n", false, "show what would change, with diffs, and change nothing")
-	remove := fs.Bool("remove", false, "undo everything an earlier lmnt setup did")
+	remove := fs.Bool("remove", false, "undo everything an earlier lmnt setup did (with --instance: for that Klipper instance only)")
 	fs.StringVar(&o.Root, "root", "/", "the system to work on (an image being built, mounted elsewhere)")
 	allow := fs.String("allow-network", "", `let browsers on this network use the status page: a CIDR, or "local" for the printer's own (asked when on a terminal)`)
 	if err := parse(fs, args, 0); err != nil {
@@ -39,8 +41,8 @@ func (e *env) setup(args []string) (int, error) {
 			return 2, err
 		}
 	}
-	if *remove && (o.ImportLegacy || o.Instance != "" || o.ConfigFile != "") {
-		return 2, errors.New("--remove undoes what was recorded; it takes no other flags but --dry-run and --root")
+	if *remove && (o.ImportLegacy || o.ConfigFile != "") {
+		return 2, errors.New("--remove undoes what was recorded; it takes no other flags but --instance, --dry-run and --root")
 	}
 	if os.Geteuid() != 0 && !o.DryRun {
 		return 2, errors.New("setup changes system files: run it with sudo (or try --dry-run)")
@@ -72,21 +74,50 @@ func (d daemonImporter) ImportLegacy(ctx context.Context, dir string) (setup.Leg
 	return setup.LegacyResult{KeyID: res.KeyID, TokenImported: res.TokenImported, PrinterID: res.PrinterID}, nil
 }
 
-// daemonActivator reloads systemd, then has a running lmntd restart once no
-// job is running, so the new drop-in and lmntd.toml apply without ever
-// interrupting a print. A stopped lmntd picks them up when it starts.
+// daemonActivator reloads systemd, starts a farm instance's enabled
+// sockets, then has a running lmntd restart once no job is running, so the
+// new drop-in and config apply without ever interrupting a print. A
+// stopped lmntd picks them up when it starts.
 type daemonActivator struct{ e *env }
 
-func (d daemonActivator) Activate(ctx context.Context) error {
-	if out, err := exec.CommandContext(ctx, "systemctl", "daemon-reload").CombinedOutput(); err != nil {
-		return fmt.Errorf("systemctl daemon-reload: %v: %s", err, strings.TrimSpace(string(out)))
+func (d daemonActivator) Activate(ctx context.Context, instance string) error {
+	if err := systemctl(ctx, "daemon-reload"); err != nil {
+		return err
 	}
-	if exec.CommandContext(ctx, "systemctl", "--quiet", "is-active", setup.ServiceUnit).Run() != nil {
+	unit := setup.ServiceUnit
+	if instance != "" {
+		unit = "lmntd@" + instance + ".service"
+		sockets := []string{"lmntd@" + instance + ".socket", "lmntd-klipper@" + instance + ".socket"}
+		if exec.CommandContext(ctx, "systemctl", append([]string{"--quiet", "is-enabled"}, sockets...)...).Run() == nil {
+			if err := systemctl(ctx, append([]string{"start"}, sockets...)...); err != nil {
+				return err
+			}
+		}
+	}
+	if exec.CommandContext(ctx, "systemctl", "--quiet", "is-active", unit).Run() != nil {
 		return nil
 	}
+	c := newClient(instanceSocket(d.e.runDir, instance), d.e.c.timeout)
 	var res api.RestartResult
-	if err := d.e.c.post(ctx, "/lmnt/v1/restart", map[string]bool{"when_idle": true}, &res); err != nil {
+	return c.post(ctx, "/lmnt/v1/restart", map[string]bool{"when_idle": true}, &res)
+}
+
+// Stop stops a farm instance's lmntd and its sockets before setup --remove
+// takes its files away, and deletes the socket files systemd leaves behind
+// (RemoveOnStop=no), so `lmnt status` no longer lists the instance.
+func (d daemonActivator) Stop(ctx context.Context, instance string) error {
+	if config.CheckInstanceName(instance) != nil {
+		return fmt.Errorf("not a farm instance: %q", instance)
+	}
+	if err := systemctl(ctx, "stop", "lmntd@"+instance+".service", "lmntd@"+instance+".socket", "lmntd-klipper@"+instance+".socket"); err != nil {
 		return err
+	}
+	return os.RemoveAll(filepath.Dir(instanceSocket(d.e.runDir, instance)))
+}
+
+func systemctl(ctx context.Context, args ...string) error {
+	if out, err := exec.CommandContext(ctx, "systemctl", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("systemctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

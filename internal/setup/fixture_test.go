@@ -70,6 +70,13 @@ biqu:!::
 		h.write("usr/share/lmntd/klipper/"+e, 0o644, 0, 0, "# the lmntd extra "+e+"\n")
 	}
 	h.write("etc/lmntd/lmntd.toml", 0o644, 0, 0, shippedConfig(t))
+	for _, u := range []string{"lmntd@.socket", "lmntd-klipper@.socket"} {
+		unit, err := os.ReadFile(filepath.Join("..", "..", "systemd", u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.write("lib/systemd/system/"+u, 0o644, 0, 0, string(unit))
+	}
 	return h
 }
 

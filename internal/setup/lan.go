@@ -19,7 +19,7 @@ func (r *runner) allowNetwork(Instance) error {
 	if !r.opts.AllowNetwork.IsValid() {
 		return nil
 	}
-	own, err := os.ReadFile(r.at(ConfigFile))
+	own, err := os.ReadFile(r.at(r.t.ownerConfig))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("setup: %w", err)
 	}
@@ -31,7 +31,7 @@ func (r *runner) allowNetwork(Instance) error {
 	// An lmntd.toml that does not parse is the loader's to report; setup
 	// then just adds its drop-in.
 	if gotoml.Unmarshal(own, &owner) == nil && owner.API.TrustedClients != nil {
-		r.step("status page", Unchanged, "api.trusted_clients is already set in "+ConfigFile+"; left as it is", "")
+		r.step("status page", Unchanged, "api.trusted_clients is already set in "+r.t.ownerConfig+"; left as it is", "")
 		return nil
 	}
 	network := r.opts.AllowNetwork.Masked().String()
@@ -41,7 +41,7 @@ func (r *runner) allowNetwork(Instance) error {
 [api]
 trusted_clients = [%q]
 `, network)
-	if err := r.writeOwnFile("status page", NetworkDropIn, content, func() { r.m.NetworkDropIn = NetworkDropIn }); err != nil {
+	if err := r.writeOwnFile("status page", r.t.networkDropIn, content, func() { r.m.NetworkDropIn = r.t.networkDropIn }); err != nil {
 		return err
 	}
 	r.step("status page", Changed, "browsers on "+network+" may use the status page (api.trusted_clients)", "")

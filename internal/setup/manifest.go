@@ -33,6 +33,8 @@ type manifest struct {
 	TOMLFile   string     `json:"toml_file,omitempty"`
 	TOML       []tomlEdit `json:"toml,omitempty"`
 	StubFolder string     `json:"stub_folder,omitempty"` // the metadata stub folder setup created
+	// Enabled are the sockets.target.wants links of a farm instance's sockets.
+	Enabled []linkRecord `json:"enabled,omitempty"`
 }
 
 // linkRecord is one extra linked into klippy/extras.

@@ -28,7 +28,9 @@ type cfgPlan struct {
 
 // planPrinterCfg checks the whole include tree of printer.cfg (hostPath is
 // the file under Root) for the sections lmntd needs.
-func planPrinterCfg(hostPath string) (cfgPlan, error) {
+// bridgeSocket is the socket of the lmntd being wired: a farm instance's
+// [encrypted_file_bridge] names it with socket_path.
+func planPrinterCfg(hostPath, bridgeSocket string) (cfgPlan, error) {
 	var p cfgPlan
 	cfg := klippercfg.Parse(hostPath)
 	if len(cfg.Files) == 0 {
@@ -38,7 +40,11 @@ func planPrinterCfg(hostPath string) (cfgPlan, error) {
 		return p, fmt.Errorf("setup: %s could not be read", hostPath)
 	}
 	if _, ok := cfg.Section(klippercfg.SectionBridge); !ok {
-		p.sections = append(p.sections, "["+klippercfg.SectionBridge+"]")
+		bridge := "[" + klippercfg.SectionBridge + "]"
+		if bridgeSocket != klippercfg.DefaultBridgeSocket {
+			bridge += "\nsocket_path: " + bridgeSocket
+		}
+		p.sections = append(p.sections, bridge)
 	}
 	if _, ok := cfg.Section(klippercfg.SectionSecurePrint); !ok {
 		p.sections = append(p.sections, "["+klippercfg.SectionSecurePrint+"]")
@@ -49,7 +55,7 @@ func planPrinterCfg(hostPath string) (cfgPlan, error) {
 	// Whatever remains wrong after the additions (a foreign SDCARD_PRINT_FILE
 	// macro, no [virtual_sdcard], a socket_path elsewhere) is reported, not
 	// rewritten: those are the owner's decisions.
-	report := klippercfg.Check(cfg, klippercfg.CheckOptions{BridgeSocket: klippercfg.DefaultBridgeSocket})
+	report := klippercfg.Check(cfg, klippercfg.CheckOptions{BridgeSocket: bridgeSocket})
 	for _, f := range report.Findings {
 		if f.Severity < klippercfg.SeverityWarning {
 			continue

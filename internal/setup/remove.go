@@ -18,15 +18,16 @@ import (
 // deletes them).
 func Remove(ctx context.Context, opts Options) (*Report, error) {
 	r := newRunner(ctx, opts)
-	m, err := loadManifest(r.at(ManifestFile))
+	t, m, err := r.removalTarget()
 	if err != nil {
 		return r.report, err
 	}
 	if m == nil {
-		fmt.Fprintf(r.out, "lmnt setup --remove: nothing to undo (%s not found: lmnt setup has not changed this system)\n", ManifestFile)
+		fmt.Fprintf(r.out, "lmnt setup --remove: nothing to undo (%s not found: lmnt setup has not changed this system)\n", t.manifest)
 		return r.report, nil
 	}
-	r.m = m
+	r.t, r.m, r.removing = t, m, true
+	r.report.LmntdInstance = t.name
 	mode := ""
 	if r.opts.DryRun {
 		mode = " (dry run: nothing is changed)"
@@ -35,14 +36,27 @@ func Remove(ctx context.Context, opts Options) (*Report, error) {
 	fmt.Fprintf(r.out, "lmnt setup --remove: undoing the setup of Klipper instance %s (user %s, %s)%s\n",
 		m.Instance, m.KlipperUser, m.ConfigFile, mode)
 
-	for _, fn := range []func() error{r.undoConfigDropIn, r.undoNetworkDropIn, r.undoTOML, r.undoASVC, r.undoPrinterCfg, r.undoDropIn, r.undoACLs, r.undoStubFolder, r.undoGroup, r.undoLinks} {
+	if t.name != "" && r.live() && r.opts.Activator != nil && !r.opts.DryRun {
+		if err := r.opts.Activator.Stop(r.ctx, t.name); err != nil {
+			r.step("stop", Warning, "stopping "+t.unit()+" failed: "+err.Error(), "")
+		} else {
+			r.step("stop", Changed, "stopped "+t.unit()+" and its sockets", "")
+		}
+	}
+	if err := r.handOverShared(); err != nil {
+		return r.report, err
+	}
+	for _, fn := range []func() error{r.undoEnable, r.undoConfigDropIn, r.undoNetworkDropIn, r.undoTOML, r.undoASVC, r.undoPrinterCfg, r.undoDropIn, r.undoACLs, r.undoStubFolder, r.undoGroup, r.undoLinks} {
 		if err := fn(); err != nil {
 			return r.report, err
 		}
 	}
 	if !r.opts.DryRun {
-		if err := os.Remove(r.at(ManifestFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(r.at(t.manifest)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return r.report, fmt.Errorf("setup: %w", err)
+		}
+		if t.name != "" {
+			removeIfEmpty(filepath.Dir(r.at(t.manifest)))
 		}
 	}
 	if len(m.Backups) > 0 {
@@ -113,7 +127,7 @@ func (r *runner) undoASVC() error {
 	return r.editFile("moonraker", r.m.ASVC, func(text string) (string, []string) {
 		lines := strings.SplitAfter(text, "\n")
 		for i, l := range lines {
-			if strings.TrimSpace(l) == asvcService {
+			if strings.TrimSpace(l) == r.t.asvcService {
 				return strings.Join(append(lines[:i:i], lines[i+1:]...), ""), nil
 			}
 		}
@@ -179,11 +193,8 @@ func (r *runner) removeOwnFile(step, host string) error {
 		if err := os.Remove(r.at(host)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("setup: %w", err)
 		}
-		dir := filepath.Dir(r.at(host))
-		if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
-			if err := os.Remove(dir); err != nil {
-				return fmt.Errorf("setup: %w", err)
-			}
+		if err := removeIfEmpty(filepath.Dir(r.at(host))); err != nil {
+			return err
 		}
 	}
 	r.step(step, Changed, "deleted "+host, "")
@@ -257,6 +268,16 @@ func (r *runner) undoLinks() error {
 			}
 		}
 		r.step("extras", Changed, "put back "+path.Base(l.Path)+" that setup had moved aside", "")
+	}
+	return nil
+}
+
+// removeIfEmpty deletes dir when nothing is left in it.
+func removeIfEmpty(dir string) error {
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
+		if err := os.Remove(dir); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
 	}
 	return nil
 }

@@ -21,8 +21,9 @@
 //   - with ImportLegacy, hands the old plugin's key and token to lmntd.
 //
 // Everything it changed is recorded in /etc/lmntd/setup.json, so Remove
-// undoes exactly that. All host paths are resolved under Options.Root, so
-// tests run on fixture trees.
+// undoes exactly that. On a print farm, a further Klipper instance gets its
+// own lmntd@NAME, with its own files and manifest (see target.go). All host
+// paths are resolved under Options.Root, so tests run on fixture trees.
 package setup
 
 import (
@@ -41,6 +42,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/identity"
 )
 
@@ -103,9 +105,13 @@ type LegacyResult struct {
 }
 
 // Activator makes systemd and lmntd pick up changed units and settings:
-// daemon-reload, then a restart of lmntd once no job is running.
+// daemon-reload, the sockets of a farm instance started when enabled, then
+// a restart of the running lmntd once no job is running. instance is the
+// lmntd instance ("" for lmntd.service). Stop stops a farm instance's
+// lmntd@instance.service and sockets before --remove takes them out.
 type Activator interface {
-	Activate(ctx context.Context) error
+	Activate(ctx context.Context, instance string) error
+	Stop(ctx context.Context, instance string) error
 }
 
 // Options configure Run and Remove.
@@ -166,7 +172,9 @@ type Step struct {
 // Report is what Run or Remove did.
 type Report struct {
 	Instance Instance
-	Steps    []Step
+	// LmntdInstance is the lmntd@ instance wired ("" for lmntd.service).
+	LmntdInstance string
+	Steps         []Step
 	// RestartKlipper is set when Klipper must restart for a change to apply
 	// (new group, new extras, printer.cfg).
 	RestartKlipper bool
@@ -185,10 +193,13 @@ type runner struct {
 	log    *slog.Logger
 	report *Report
 	m      *manifest
+	t      target // the lmntd being wired
+	// removing is set by Remove (finish then reports a stopped instance).
+	removing bool
 }
 
 func newRunner(ctx context.Context, opts Options) *runner {
-	r := &runner{ctx: ctx, opts: opts, root: filepath.Clean(opts.Root), out: opts.Out, log: opts.Logger, report: &Report{}}
+	r := &runner{ctx: ctx, opts: opts, root: filepath.Clean(opts.Root), out: opts.Out, log: opts.Logger, report: &Report{}, t: defaultTarget()}
 	if opts.Root == "" {
 		r.root = "/"
 	}
@@ -235,7 +246,7 @@ func (r *runner) saveManifest() error {
 	if r.opts.DryRun {
 		return nil
 	}
-	return r.m.save(r.at(ManifestFile))
+	return r.m.save(r.at(r.t.manifest))
 }
 
 // Run wires lmntd into the chosen Klipper instance. It is idempotent: a
@@ -252,13 +263,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		mode = " (dry run: nothing is changed)"
 	}
 	fmt.Fprintf(r.out, "lmnt setup: Klipper instance %s%s\n", in, mode)
-
-	m, err := loadManifest(r.at(ManifestFile))
+	t, m, err := r.chooseTarget(in)
 	if err != nil {
 		return r.report, err
 	}
-	if m != nil && m.Instance != in.Name {
-		return r.report, fmt.Errorf("%w (set up for %q, %s)", ErrOtherInstance, m.Instance, m.ConfigFile)
+	r.t = t
+	r.report.LmntdInstance = t.name
+	if t.name != "" {
+		fmt.Fprintf(r.out, "lmnt setup: the default lmntd serves another Klipper instance; this one gets its own: %s\n", t.unit())
 	}
 	if m == nil {
 		m = &manifest{Version: manifestVersion}
@@ -286,6 +298,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		r.setDaemonConfig,
 		r.allowNetwork,
 		func(in Instance) error { return r.importLegacy(in, svc) },
+		r.enableSockets,
 	} {
 		if err := fn(in); err != nil {
 			return r.report, err
@@ -316,18 +329,30 @@ func (r *runner) finish(instance, klipperAdvice string) {
 	case !r.live():
 		r.step("activate", Skipped, "not the running system (--root); systemd and lmntd not reloaded", "")
 	case r.opts.Activator == nil:
-		r.step("activate", Skipped, "run: sudo systemctl daemon-reload && sudo lmnt restart --when-idle", "")
+		r.step("activate", Skipped, "run: "+r.activateAdvice(), "")
 	default:
-		if err := r.opts.Activator.Activate(r.ctx); err != nil {
-			r.step("activate", Warning, "reloading systemd or lmntd failed: "+err.Error()+
-				"; run: sudo systemctl daemon-reload && sudo lmnt restart --when-idle", "")
+		if err := r.opts.Activator.Activate(r.ctx, r.t.name); err != nil {
+			r.step("activate", Warning, "reloading systemd or lmntd failed: "+err.Error()+"; run: "+r.activateAdvice(), "")
 		} else {
-			r.step("activate", Changed, "systemd reloaded; lmntd restarts with the new settings once no job is running", "")
+			detail := "systemd reloaded; lmntd restarts with the new settings once no job is running"
+			if r.removing && r.t.name != "" {
+				detail = "systemd reloaded; " + r.t.unit() + " is stopped and its sockets disabled"
+			}
+			r.step("activate", Changed, detail, "")
 		}
 	}
 	if r.report.RestartKlipper {
 		fmt.Fprintln(r.out, "lmnt setup: next: "+klipperAdvice)
 	}
+}
+
+// activateAdvice is what to run when setup could not activate its changes.
+func (r *runner) activateAdvice() string {
+	if r.t.name == "" {
+		return "sudo systemctl daemon-reload && sudo lmnt restart --when-idle"
+	}
+	return "sudo systemctl daemon-reload && sudo systemctl start " + strings.Join(r.t.socketUnits(), " ") +
+		" && sudo lmnt --instance " + r.t.name + " restart --when-idle"
 }
 
 // resolveInstance picks the Klipper instance to wire.
@@ -542,7 +567,7 @@ func (r *runner) writeDropIn(in Instance) error {
 [Service]
 BindReadOnlyPaths=-%s
 %s`, in.Name, dir, stubs)
-	return r.writeOwnFile("unit", DropInFile, content, func() { r.m.DropIn = DropInFile })
+	return r.writeOwnFile("unit", r.t.dropIn, content, func() { r.m.DropIn = r.t.dropIn })
 }
 
 // writeOwnFile writes a root-owned file setup creates and owns.
@@ -575,7 +600,7 @@ func (r *runner) writeOwnFile(step, host, content string, record func()) error {
 // patchPrinterCfg adds what lmntd needs to printer.cfg.
 func (r *runner) patchPrinterCfg(in Instance) error {
 	file := r.at(in.ConfigFile)
-	plan, err := planPrinterCfg(file)
+	plan, err := planPrinterCfg(file, r.t.bridgeSocket)
 	if err != nil {
 		return err
 	}
@@ -635,8 +660,8 @@ func (r *runner) addToASVC(in Instance) error {
 		return fmt.Errorf("setup: %w", err)
 	}
 	for _, l := range strings.Split(string(old), "\n") {
-		if strings.TrimSpace(l) == asvcService {
-			r.step("moonraker", Unchanged, asvcService+" is in "+asvc, "")
+		if strings.TrimSpace(l) == r.t.asvcService {
+			r.step("moonraker", Unchanged, r.t.asvcService+" is in "+asvc, "")
 			return nil
 		}
 	}
@@ -644,7 +669,7 @@ func (r *runner) addToASVC(in Instance) error {
 	if text != "" && !strings.HasSuffix(text, "\n") {
 		text += "\n"
 	}
-	text += asvcService + "\n"
+	text += r.t.asvcService + "\n"
 	diff := unifiedDiff(asvc, string(old), text)
 	if !r.opts.DryRun {
 		if err := writeFileLike(r.at(asvc), []byte(text), r.at(asvc)); err != nil {
@@ -655,7 +680,7 @@ func (r *runner) addToASVC(in Instance) error {
 			return err
 		}
 	}
-	r.step("moonraker", Changed, "added "+asvcService+" to "+asvc+" (Moonraker reads it when it restarts)", diff)
+	r.step("moonraker", Changed, "added "+r.t.asvcService+" to "+asvc+" (Moonraker reads it when it restarts)", diff)
 	return nil
 }
 
@@ -669,14 +694,23 @@ func (r *runner) setDaemonConfig(in Instance) error {
 	if folder := stubFolder(in); folder != "" {
 		gcodes = "gcodes_dir = " + strconv.Quote(path.Dir(folder)) + "\n"
 	}
+	klipper := fmt.Sprintf("[klipper]\nuser = %s\nconfig_file = %s\n%s", strconv.Quote(in.User), strconv.Quote(in.ConfigFile), gcodes)
 	content := fmt.Sprintf(`# Written by `+"`lmnt setup`"+` for Klipper instance %s; `+"`lmnt setup --remove`"+` deletes it.
 # lmntd reads this after %s, so these settings win over the same keys
 # there; put your own settings in %s or in another drop-in here.
-[klipper]
-user = %s
-config_file = %s
-%s`, in.Name, ConfigFile, ConfigFile, strconv.Quote(in.User), strconv.Quote(in.ConfigFile), gcodes)
-	return r.writeOwnFile("config", ConfigDropIn, content, func() { r.m.ConfigDropIn = ConfigDropIn })
+%s`, in.Name, ConfigFile, ConfigFile, klipper)
+	if r.t.name != "" {
+		// A farm instance's config file is setup's: lmntd@NAME reads it
+		// and then its .d drop-ins, where the owner's own settings go.
+		content = fmt.Sprintf(`# Written by `+"`lmnt setup --instance %s`"+` for Klipper instance %s; `+"`lmnt setup --instance %s --remove`"+` deletes it.
+# Put your own settings for lmntd@%s in a drop-in, %s/*.toml:
+# setup rewrites this file.
+instance = %s
+
+%sbridge_socket = %s
+`, r.t.name, in.Name, r.t.name, r.t.name, config.DropInDir(r.t.configFile), strconv.Quote(r.t.name), klipper, strconv.Quote(r.t.bridgeSocket))
+	}
+	return r.writeOwnFile("config", r.t.configFile, content, func() { r.m.ConfigDropIn = r.t.configFile })
 }
 
 // legacyFiles are the old plugin's files an import reads.
@@ -703,6 +737,11 @@ func (r *runner) importLegacy(in Instance, svc account) error {
 	case !r.opts.ImportLegacy:
 		r.step("legacy", Skipped, "the old plugin's key is in "+dir+"; run again with --import-legacy to keep this printer's pairing", "")
 		return nil
+	}
+	if r.t.name != "" {
+		// The import goes through the default lmntd's API and staging
+		// directory; a farm instance pairs afresh (lmnt --instance NAME pair).
+		return fmt.Errorf("setup: --import-legacy moves the old plugin's pairing to the default lmntd only, not to %s", r.t.unit())
 	}
 	imp, err := identity.ImportLegacyKey(identity.LegacyOptions{Dir: r.at(dir), HostRoot: r.root, Logger: r.log})
 	if err != nil {

@@ -281,8 +281,8 @@ func TestDryRunChangesNothingAndShowsDiffs(t *testing.T) {
 	}
 }
 
-// TestKIAUHTwoInstances: one lmntd serves one Klipper; setup refuses to
-// guess, then wires exactly the chosen instance.
+// TestKIAUHTwoInstances: setup refuses to guess, then wires exactly the
+// chosen instance to the default lmntd.
 func TestKIAUHTwoInstances(t *testing.T) {
 	h := kiauhTwo(t)
 	var out bytes.Buffer
@@ -315,11 +315,6 @@ func TestKIAUHTwoInstances(t *testing.T) {
 		// Same home: printer_1's config is reachable through the home's
 		// search ACL and its own 0755/0644 modes, which setup leaves alone.
 		t.Log("printer_1's config not readable (fine)")
-	}
-	// Setting up the other instance on top is refused.
-	_, err = Run(context.Background(), Options{Root: h.root, Instance: "printer_1", Out: &out})
-	if !errors.Is(err, ErrOtherInstance) {
-		t.Fatalf("Run for a second instance: %v, want ErrOtherInstance", err)
 	}
 	remove(t, h, Options{})
 	if strings.Contains(h.read("home/biqu/printer_2_data/config/printer.cfg"), "lmntd") {
@@ -553,5 +548,120 @@ func TestACLRespectsAnExistingMask(t *testing.T) {
 	}
 	if after := getfacl(t, dir); after != before {
 		t.Errorf("ACL after revoke\n%s\nwant\n%s", after, before)
+	}
+}
+
+// TestKIAUHFarm: a KIAUH host with two Klipper instances. printer_1 goes to
+// the default lmntd; printer_2 then gets its own lmntd@printer_2 (config,
+// drop-in, socket_path, enabled sockets, manifest). Removing printer_2
+// leaves printer_1 exactly as it was; removing the default instance first
+// keeps what printer_2 still needs (extras, group, home ACL), and removing
+// both leaves the host as it was found.
+func TestKIAUHFarm(t *testing.T) {
+	h := kiauhTwo(t)
+	pristine := h.snapshot()
+	if rep, _ := run(t, h, Options{Instance: "printer_1"}); rep.LmntdInstance != "" {
+		t.Fatalf("the first instance went to lmntd@%s, want the default lmntd", rep.LmntdInstance)
+	}
+	single := h.snapshot()
+
+	if rep, out := run(t, h, Options{Instance: "printer_2", DryRun: true}); rep.LmntdInstance != "printer_2" || !strings.Contains(out, "lmntd@printer_2.socket") {
+		t.Errorf("a dry run for printer_2 went to %q or did not show the sockets it would enable", rep.LmntdInstance)
+	}
+	assertSameTree(t, single, h.snapshot())
+
+	rep, _ := run(t, h, Options{Instance: "klipper-printer_2"})
+	if rep.LmntdInstance != "printer_2" {
+		t.Fatalf("the second instance went to %q, want lmntd@printer_2", rep.LmntdInstance)
+	}
+	cfg := h.read("etc/lmntd/instances/printer_2.toml")
+	for _, want := range []string{"\ninstance = \"printer_2\"\n", "\nuser = \"biqu\"\n",
+		"\nconfig_file = \"/home/biqu/printer_2_data/config/printer.cfg\"\n",
+		"\ngcodes_dir = \"/home/biqu/printer_2_data/gcodes\"\n", "\nbridge_socket = \"/run/lmntd/printer_2/klipper.sock\"\n"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("printer_2.toml lacks %q:\n%s", want, cfg)
+		}
+	}
+	dropIn := h.read("etc/systemd/system/lmntd@printer_2.service.d/klipper.conf")
+	for _, want := range []string{"\nBindReadOnlyPaths=-/home/biqu/printer_2_data/config\n", "\nBindPaths=-/home/biqu/printer_2_data/gcodes/.lmnt\n"} {
+		if !strings.Contains(dropIn, want) {
+			t.Errorf("lmntd@printer_2's drop-in lacks %q:\n%s", want, dropIn)
+		}
+	}
+	if !strings.Contains(h.read("home/biqu/printer_2_data/config/printer.cfg"), "[encrypted_file_bridge]\nsocket_path: /run/lmntd/printer_2/klipper.sock\n") {
+		t.Errorf("printer_2's printer.cfg does not point the bridge at lmntd@printer_2:\n%s", h.read("home/biqu/printer_2_data/config/printer.cfg"))
+	}
+	for _, u := range []string{"lmntd@printer_2.socket", "lmntd-klipper@printer_2.socket"} {
+		target, err := os.Readlink(h.path("etc/systemd/system/sockets.target.wants/" + u))
+		if want := "/lib/systemd/system/" + strings.Replace(u, "@printer_2.", "@.", 1); err != nil || target != want {
+			t.Errorf("%s enabled as %q (%v), want a link to %s", u, target, err, want)
+		}
+	}
+	if !strings.Contains(h.read("home/biqu/printer_2_data/moonraker.asvc"), "\nlmntd@printer_2\n") {
+		t.Error("moonraker.asvc of printer_2 does not list lmntd@printer_2")
+	}
+	if ok, msg := h.canRead(uidLmntd, "home/biqu/printer_2_data/config/printer.cfg"); !ok {
+		t.Errorf("lmntd cannot read printer_2's config: %s", msg)
+	}
+	for _, f := range []string{DropInFile, ConfigDropIn, ManifestFile, "home/biqu/printer_1_data/config/printer.cfg"} {
+		if h.snapshot()[strings.TrimPrefix(f, "/")] != single[strings.TrimPrefix(f, "/")] {
+			t.Errorf("wiring printer_2 changed the default instance's %s", f)
+		}
+	}
+	if rep, _ := run(t, h, Options{Instance: "printer_2"}); rep.Changed() || rep.LmntdInstance != "printer_2" {
+		t.Errorf("a second run for printer_2 changed something or went elsewhere (%q)", rep.LmntdInstance)
+	}
+
+	// Removing printer_2 leaves the host as it was with printer_1 alone
+	// (but for printer_2's printer.cfg backup, which is the owner's).
+	remove(t, h, Options{Instance: "printer_2"})
+	assertSameTree(t, withoutBackups(single), withoutBackups(h.snapshot()))
+
+	// Again, then the default instance goes first: printer_2 keeps working.
+	run(t, h, Options{Instance: "printer_2"})
+	remove(t, h, Options{})
+	for _, e := range Extras {
+		if _, err := os.Readlink(h.path("home/biqu/klipper/klippy/extras/" + e)); err != nil {
+			t.Errorf("removing the default instance took %s from printer_2: %v", e, err)
+		}
+	}
+	if !strings.Contains(h.read("etc/group"), fmt.Sprintf("lmnt:x:%d:lmntd,biqu\n", gidLmnt)) {
+		t.Errorf("removing the default instance took biqu out of group lmnt:\n%s", h.read("etc/group"))
+	}
+	if ok, msg := h.canRead(uidLmntd, "home/biqu/printer_2_data/config/printer.cfg"); !ok {
+		t.Errorf("after removing the default instance lmntd cannot read printer_2's config: %s", msg)
+	}
+	if strings.Contains(h.read("home/biqu/printer_1_data/config/printer.cfg"), blockBegin) {
+		t.Error("printer_1's printer.cfg still has the lmntd block")
+	}
+	remove(t, h, Options{Instance: "printer_2"})
+	assertSameTree(t, withoutBackups(pristine), withoutBackups(h.snapshot()))
+}
+
+// withoutBackups leaves out the owner's backups setup made and the lock
+// and backup files of /etc/group's editing (.pwd.lock, group-, gshadow-).
+func withoutBackups(tree map[string]entry) map[string]entry {
+	out := map[string]entry{}
+	for k, v := range tree {
+		if !strings.Contains(k, ".lmntd-") && k != "etc/.pwd.lock" && k != "etc/group-" && k != "etc/gshadow-" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func assertSameTree(t *testing.T, want, got map[string]entry) {
+	t.Helper()
+	for k, w := range want {
+		if g, ok := got[k]; !ok {
+			t.Errorf("%s is gone", k)
+		} else if g != w {
+			t.Errorf("%s differs: %+v, want %+v", k, g, w)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("%s is left over", k)
+		}
 	}
 }

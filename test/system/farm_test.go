@@ -39,6 +39,12 @@ func TestFarmInstances(t *testing.T) {
 	}
 	copyFile(t, filepath.Join(shared, "fixtures", "prusaslicer_cube20_pla_0.20mm.gcode"), filepath.Join(root, "systest/cube.gcode"), 0o644)
 	copyFile(t, filepath.Join(repoRoot, "test/system/container/farm.sh"), filepath.Join(root, "systest/systest.sh"), 0o755)
+	for _, script := range []string{"postinst", "prerm", "postrm"} {
+		copyFile(t, filepath.Join(repoRoot, "packaging/deb", script), filepath.Join(root, "systest", script), 0o755)
+	}
+	for _, extra := range []string{"encrypted_file_bridge.py", "secure_print.py"} {
+		copyFile(t, filepath.Join(repoRoot, "packaging/klipper", extra), filepath.Join(root, "usr/share/lmntd/klipper", extra), 0o644)
+	}
 	units := filepath.Join(root, "etc/systemd/system")
 	writeFile(t, filepath.Join(units, "systest.service"), systestUnit, 0o644)
 	for link, target := range map[string]string{
