@@ -34,6 +34,24 @@ def memfds():
     return out
 
 
+class _HoldMovesPast(list):
+    """virtual_sdcard's list of file positions that holds the moves (a full
+    toolhead queue) once the print has passed a position."""
+
+    def __init__(self, vsd, position):
+        list.__init__(self)
+        self.vsd, self.position = vsd, position
+
+    def append(self, position):
+        list.append(self, position)
+        if position > self.position:
+            self.vsd.hold_moves = True
+
+    def release(self):
+        self.position = float("inf")
+        self.vsd.hold_moves = False
+
+
 class ShutdownLeavesNoPlaintext(RigTestCase):
     def klippy_log(self):
         # Every record as klippy.log would hold it, tracebacks included.
@@ -48,6 +66,10 @@ class ShutdownLeavesNoPlaintext(RigTestCase):
             sections = {k: sections[k] for k in (
                 "encrypted_file_bridge", "secure_print", "virtual_sdcard")}
         self.make_printer(model, sections)
+        # The toolhead "fills up" past 60 kB, so however much one reactor
+        # pass runs (a loaded machine runs more), the print is still under
+        # way when it is shut down.
+        self.vsd.positions = _HoldMovesPast(self.vsd, 60000)
         self.daemon.wait("connected", self.pump)
         self.daemon.send(cmd="print", file=fixture(CUBE), job_id="s1")
         self.assertTrue(self.daemon.wait("result", self.pump)["ok"])
@@ -59,8 +81,12 @@ class ShutdownLeavesNoPlaintext(RigTestCase):
     def shutdown_midway(self, model, extras_first=False):
         self.print_until_midway(model, extras_first)
         self.printer.shutdown("MCU 'mcu' shutdown: Timer too close")
+        self.vsd.positions.release()  # what follows a shutdown runs freely
         for _ in range(5):  # master logs from a reactor callback
             self.printer.reactor.run_once(0)
+        # The held work timer wakes a moment later and meets the guard.
+        self.run_until(lambda: self.print_state()["state"] != "printing",
+                       "virtual_sdcard to stop after the shutdown")
         log = self.klippy_log()
         self.assertIn("virtual_sdcard shutdown read", log,
                       "the fake did not attempt the dump")
@@ -83,6 +109,7 @@ class ShutdownLeavesNoPlaintext(RigTestCase):
     def test_m112_on_master_while_executor_reads(self):
         self.print_until_midway("master-2026")
         self.printer.shutdown("Shutdown due to M112 command")
+        self.vsd.positions.release()
         for _ in range(5):
             self.printer.reactor.run_once(0)
         self.assertEqual([l for l in job_lines(fixture(CUBE))
