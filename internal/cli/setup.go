@@ -23,7 +23,7 @@ import (
 func (e *env) setup(args []string) (int, error) {
 	fs := e.flags("setup", "setup [--instance NAME] [--config FILE --klipper-user USER --extras DIR] [--import-legacy] [--dry-run] [--remove]")
 	var o setup.Options
-	fs.StringVar(&o.Instance, "instance", "", "the Klipper instance to wire when there are several (klipper-printer_1, or printer_1); one the default lmntd does not serve gets its own lmntd@NAME")
+	fs.StringVar(&o.Instance, "instance", "", "only this Klipper instance (klipper-printer_1, or printer_1); without it every instance found is wired, one the default lmntd does not serve getting its own lmntd@NAME")
 	fs.StringVar(&o.ConfigFile, "config", "", "Klipper's printer.cfg, for installs setup does not find by itself")
 	fs.StringVar(&o.KlipperUser, "klipper-user", "", "the user Klipper runs as (default: the User= of its unit)")
 	fs.StringVar(&o.ExtrasDir, "extras", "", "Klipper's klippy/extras directory (default: next to the klippy.py its unit runs)")
@@ -54,7 +54,7 @@ func (e *env) setup(args []string) (int, error) {
 	if *remove {
 		_, err = setup.Remove(e.ctx, o)
 	} else {
-		_, err = setup.Run(e.ctx, o)
+		_, err = setup.RunEvery(e.ctx, o)
 	}
 	if err != nil {
 		return 1, err

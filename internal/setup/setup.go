@@ -249,6 +249,42 @@ func (r *runner) saveManifest() error {
 	return r.m.save(r.at(r.t.manifest))
 }
 
+// RunEvery is `lmnt setup` without --instance: with one Klipper instance it
+// is Run; with several (a farm host) it wires every one, each a printer of
+// its own (the first the default lmntd, the others lmntd@NAME), in the
+// order Detect finds them. It stops at the first instance that fails.
+func RunEvery(ctx context.Context, opts Options) ([]*Report, error) {
+	if opts.Instance != "" || opts.ConfigFile != "" {
+		rep, err := Run(ctx, opts)
+		return []*Report{rep}, err
+	}
+	root := opts.Root
+	if root == "" {
+		root = "/"
+	}
+	found, _, err := Detect(root)
+	if err != nil || len(found) < 2 {
+		rep, err := Run(ctx, opts)
+		return []*Report{rep}, err
+	}
+	if opts.ImportLegacy {
+		// The old plugin's key is one printer's: the owner says which.
+		_, err := Run(ctx, opts)
+		return nil, err
+	}
+	var reps []*Report
+	for _, in := range found {
+		one := opts
+		one.Instance = in.Name
+		rep, err := Run(ctx, one)
+		reps = append(reps, rep)
+		if err != nil {
+			return reps, fmt.Errorf("setup: Klipper instance %s: %w", in.Name, err)
+		}
+	}
+	return reps, nil
+}
+
 // Run wires lmntd into the chosen Klipper instance. It is idempotent: a
 // second run reports every step "ok".
 func Run(ctx context.Context, opts Options) (*Report, error) {

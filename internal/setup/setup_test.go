@@ -557,6 +557,32 @@ func TestACLRespectsAnExistingMask(t *testing.T) {
 // leaves printer_1 exactly as it was; removing the default instance first
 // keeps what printer_2 still needs (extras, group, home ACL), and removing
 // both leaves the host as it was found.
+// TestSetupWiresEveryInstance: lmnt setup without --instance on a farm host
+// wires every Klipper instance, each a printer of its own; a second run
+// changes nothing.
+func TestSetupWiresEveryInstance(t *testing.T) {
+	h := kiauhTwo(t)
+	var out bytes.Buffer
+	reps, err := RunEvery(context.Background(), Options{Root: h.root, Out: &out, Now: fixedNow})
+	t.Logf("lmnt setup output:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("RunEvery: %v", err)
+	}
+	if len(reps) != 2 || reps[0].LmntdInstance != "" || reps[1].LmntdInstance != "printer_2" {
+		t.Fatalf("wired %d instances (%+v), want printer_1 on the default lmntd and printer_2 on lmntd@printer_2", len(reps), reps)
+	}
+	for _, p := range []string{"etc/lmntd/instances/printer_2.toml", "etc/systemd/system/lmntd@printer_2.service.d/klipper.conf"} {
+		if _, err := os.Stat(h.path(p)); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	wired := h.snapshot()
+	if _, err := RunEvery(context.Background(), Options{Root: h.root, Out: &out, Now: fixedNow}); err != nil {
+		t.Fatalf("second RunEvery: %v", err)
+	}
+	assertSameTree(t, wired, h.snapshot())
+}
+
 func TestKIAUHFarm(t *testing.T) {
 	h := kiauhTwo(t)
 	pristine := h.snapshot()
