@@ -239,19 +239,13 @@ func (r *runner) undoGroup() error {
 func (r *runner) undoLinks() error {
 	for i := len(r.m.Links) - 1; i >= 0; i-- {
 		l := r.m.Links[i]
-		cur, err := os.Readlink(r.at(l.Path))
+		removed, replaced, err := r.removeLink("extras", l)
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			r.step("extras", Skipped, l.Path+" no longer exists", "")
-		case err != nil || cur != l.Target:
-			r.step("extras", Warning, l.Path+" was replaced since setup; left as it is", "")
+		case err != nil:
+			return err
+		case replaced:
 			continue
-		default:
-			if !r.opts.DryRun {
-				if err := os.Remove(r.at(l.Path)); err != nil {
-					return fmt.Errorf("setup: %w", err)
-				}
-			}
+		case removed:
 			r.report.RestartKlipper = true
 			r.step("extras", Changed, "removed "+l.Path, "")
 		}
@@ -270,6 +264,26 @@ func (r *runner) undoLinks() error {
 		r.step("extras", Changed, "put back "+path.Base(l.Path)+" that setup had moved aside", "")
 	}
 	return nil
+}
+
+// removeLink deletes a symlink setup made, unless it is gone (skipped) or
+// points elsewhere now (replaced: the owner's change stands).
+func (r *runner) removeLink(step string, l linkRecord) (removed, replaced bool, err error) {
+	cur, err := os.Readlink(r.at(l.Path))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		r.step(step, Skipped, l.Path+" no longer exists", "")
+		return false, false, nil
+	case err != nil || cur != l.Target:
+		r.step(step, Warning, l.Path+" was replaced since setup; left as it is", "")
+		return false, true, nil
+	}
+	if !r.opts.DryRun {
+		if err := os.Remove(r.at(l.Path)); err != nil {
+			return false, false, fmt.Errorf("setup: %w", err)
+		}
+	}
+	return true, false, nil
 }
 
 // removeIfEmpty deletes dir when nothing is left in it.

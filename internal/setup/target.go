@@ -162,18 +162,11 @@ func (r *runner) enableSockets(Instance) error {
 func (r *runner) undoEnable() error {
 	for i := len(r.m.Enabled) - 1; i >= 0; i-- {
 		l := r.m.Enabled[i]
-		cur, err := os.Readlink(r.at(l.Path))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			r.step("enable", Skipped, l.Path+" no longer exists", "")
-		case err != nil || cur != l.Target:
-			r.step("enable", Warning, l.Path+" was replaced since setup; left as it is", "")
-		default:
-			if !r.opts.DryRun {
-				if err := os.Remove(r.at(l.Path)); err != nil {
-					return fmt.Errorf("setup: %w", err)
-				}
-			}
+		removed, _, err := r.removeLink("enable", l)
+		if err != nil {
+			return err
+		}
+		if removed {
 			r.step("enable", Changed, "disabled "+path.Base(l.Path), "")
 		}
 	}
