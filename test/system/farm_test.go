@@ -3,9 +3,7 @@
 package system
 
 import (
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -33,59 +31,20 @@ func TestFarmInstances(t *testing.T) {
 	}
 	copyFile(t, filepath.Join(repoRoot, "systemd/lmntd.sysusers"), filepath.Join(root, "usr/lib/sysusers.d/lmntd.conf"), 0o644)
 	copyFile(t, filepath.Join(repoRoot, "systemd/lmntd.tmpfiles"), filepath.Join(root, "usr/lib/tmpfiles.d/lmntd.conf"), 0o644)
-	shared := os.Getenv("LMNTD_SHARED")
-	if shared == "" {
-		shared = filepath.Join(repoRoot, "..", "shared")
-	}
-	copyFile(t, filepath.Join(shared, "fixtures", "prusaslicer_cube20_pla_0.20mm.gcode"), filepath.Join(root, "systest/cube.gcode"), 0o644)
-	copyFile(t, filepath.Join(repoRoot, "test/system/container/farm.sh"), filepath.Join(root, "systest/systest.sh"), 0o755)
+	prepareSystest(t, root, "farm.sh")
 	for _, script := range []string{"postinst", "prerm", "postrm"} {
 		copyFile(t, filepath.Join(repoRoot, "packaging/deb", script), filepath.Join(root, "systest", script), 0o755)
 	}
 	for _, extra := range []string{"encrypted_file_bridge.py", "secure_print.py"} {
 		copyFile(t, filepath.Join(repoRoot, "packaging/klipper", extra), filepath.Join(root, "usr/share/lmntd/klipper", extra), 0o644)
 	}
-	units := filepath.Join(root, "etc/systemd/system")
-	writeFile(t, filepath.Join(units, "systest.service"), systestUnit, 0o644)
-	for link, target := range map[string]string{
-		"multi-user.target.wants/systest.service": "/etc/systemd/system/systest.service",
-		"default.target":         "/lib/systemd/system/multi-user.target",
-		"console-getty.service":  "/dev/null",
-		"getty.target":           "/dev/null",
-		"systemd-logind.service": "/dev/null",
-	} {
-		p := filepath.Join(units, link)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(p)
-		if err := os.Symlink(target, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(root, "var/log/journal"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	doneRoot()
 
 	doneBoot := stage(t, "farm: nspawn boot, two instances pair, print, stay apart, one removed")
-	out, err := tryRun(t, cmdOpts{timeout: 5 * time.Minute, quiet: true}, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
-		"--private-network", "--console=pipe", "--system-call-filter=@memlock memfd_secret", "--directory="+root, "--boot")
+	failure := bootSystest(t, root, 5*time.Minute, "lmntd.service", "klipper.service", "lmntd@printer_1.service", "lmntd@printer_2.service",
+		"klipper-printer_1.service", "klipper-printer_2.service", "marketsim.service", "systest.service")
 	doneBoot()
-	if log, err := os.ReadFile(filepath.Join(root, "systest/out/log")); err == nil {
-		t.Logf("inside the container:\n%s", log)
-	} else {
-		t.Logf("no log from inside the container (%v); the console said:\n%s", err, out)
-	}
-	rc, rcErr := os.ReadFile(filepath.Join(root, "systest/out/rc"))
-	if err != nil || rcErr != nil || strings.TrimSpace(string(rc)) != "0" {
-		journal, _ := tryRun(t, cmdOpts{quiet: true}, "journalctl", "--directory="+filepath.Join(root, "var/log/journal"),
-			"--no-pager", "-o", "short-monotonic", "-u", "lmntd.service", "-u", "klipper.service", "-u", "lmntd@printer_1.service", "-u", "lmntd@printer_2.service",
-			"-u", "klipper-printer_1.service", "-u", "klipper-printer_2.service", "-u", "marketsim.service", "-u", "systest.service")
-		if len(journal) > 20000 {
-			journal = journal[len(journal)-20000:]
-		}
-		t.Logf("journal:\n%s", journal)
-		t.Fatalf("the farm test failed: nspawn %v, status %q (%v)", err, strings.TrimSpace(string(rc)), rcErr)
+	if failure != "" {
+		t.Fatalf("the farm test failed: %s", failure)
 	}
 }

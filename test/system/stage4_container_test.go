@@ -3,6 +3,7 @@
 package system
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,13 +44,34 @@ func TestDebianContainer(t *testing.T) {
 	copyFile(t, repo.keyring, filepath.Join(root, "usr/share/keyrings/lmntd-archive-keyring.gpg"), 0o644)
 	goBuild(t, "./cmd/lmnt-marketsim", filepath.Join(root, "usr/local/bin/lmnt-marketsim"), "systest")
 	goBuild(t, "./cmd/lmnt-klipper-standin", filepath.Join(root, "usr/local/bin/lmnt-klipper-standin"), "systest")
+	prepareSystest(t, root, "systest.sh")
+	writeFile(t, filepath.Join(root, "systest/env"), "V1="+repo.v1+"\nV2="+repo.v2+"\n", 0o644)
+	doneRoot()
+
+	doneBoot := stage(t, "nspawn boot + install, setup, print, upgrade, purge (inside)")
+	if failure := bootSystest(t, root, containerTimeout, "lmntd.service", "lmntd.socket", "klipper.service", "marketsim.service", "systest.service"); failure != "" {
+		if os.Getenv("LMNTD_SYSTEST_KEEP") != "" {
+			keep, _ := os.MkdirTemp("", "lmntd-systest-root-")
+			os.Rename(root, filepath.Join(keep, "root"))
+			t.Logf("container root kept in %s/root (LMNTD_SYSTEST_KEEP)", keep)
+		}
+		doneBoot()
+		t.Fatalf("the container test failed: %s", failure)
+	}
+	doneBoot()
+}
+
+// prepareSystest lays the test script (test/system/container/SCRIPT), the
+// cube fixture and a boot that runs only the script (systest.service, no
+// consoles or logind, a persistent journal) into root.
+func prepareSystest(t *testing.T, root, script string) {
+	t.Helper()
 	shared := os.Getenv("LMNTD_SHARED")
 	if shared == "" {
 		shared = filepath.Join(repoRoot, "..", "shared")
 	}
 	copyFile(t, filepath.Join(shared, "fixtures", "prusaslicer_cube20_pla_0.20mm.gcode"), filepath.Join(root, "systest/cube.gcode"), 0o644)
-	copyFile(t, filepath.Join(repoRoot, "test/system/container/systest.sh"), filepath.Join(root, "systest/systest.sh"), 0o755)
-	writeFile(t, filepath.Join(root, "systest/env"), "V1="+repo.v1+"\nV2="+repo.v2+"\n", 0o644)
+	copyFile(t, filepath.Join(repoRoot, "test/system/container", script), filepath.Join(root, "systest/systest.sh"), 0o755)
 	units := filepath.Join(root, "etc/systemd/system")
 	writeFile(t, filepath.Join(units, "systest.service"), systestUnit, 0o644)
 	for link, target := range map[string]string{
@@ -73,30 +95,32 @@ func TestDebianContainer(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, "var/log/journal"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	doneRoot()
+}
 
-	doneBoot := stage(t, "nspawn boot + install, setup, print, upgrade, purge (inside)")
-	out, err := tryRun(t, cmdOpts{timeout: containerTimeout, quiet: true}, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+// bootSystest boots root with systemd-nspawn until the script powers it
+// off, logs what the script wrote, and returns why it failed ("" when its
+// status was 0), after logging the journal of units.
+func bootSystest(t *testing.T, root string, timeout time.Duration, units ...string) string {
+	t.Helper()
+	out, err := tryRun(t, cmdOpts{timeout: timeout, quiet: true}, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
 		"--private-network", "--console=pipe", "--system-call-filter=@memlock memfd_secret", "--directory="+root, "--boot")
-	doneBoot()
 	if log, err := os.ReadFile(filepath.Join(root, "systest/out/log")); err == nil {
 		t.Logf("inside the container:\n%s", log)
 	} else {
 		t.Logf("no log from inside the container (%v); the console said:\n%s", err, out)
 	}
 	rc, rcErr := os.ReadFile(filepath.Join(root, "systest/out/rc"))
-	if err != nil || rcErr != nil || strings.TrimSpace(string(rc)) != "0" {
-		journal, _ := tryRun(t, cmdOpts{quiet: true}, "journalctl", "--directory="+filepath.Join(root, "var/log/journal"),
-			"--no-pager", "-o", "short-monotonic", "-u", "lmntd.service", "-u", "lmntd.socket", "-u", "klipper.service", "-u", "marketsim.service", "-u", "systest.service")
-		if len(journal) > 20000 {
-			journal = journal[len(journal)-20000:]
-		}
-		t.Logf("journal of lmntd, klipper and the simulator:\n%s", journal)
-		if os.Getenv("LMNTD_SYSTEST_KEEP") != "" {
-			keep, _ := os.MkdirTemp("", "lmntd-systest-root-")
-			os.Rename(root, filepath.Join(keep, "root"))
-			t.Logf("container root kept in %s/root (LMNTD_SYSTEST_KEEP)", keep)
-		}
-		t.Fatalf("the container test failed: nspawn %v, status %q (%v)", err, strings.TrimSpace(string(rc)), rcErr)
+	if err == nil && rcErr == nil && strings.TrimSpace(string(rc)) == "0" {
+		return ""
 	}
+	args := []string{"--directory=" + filepath.Join(root, "var/log/journal"), "--no-pager", "-o", "short-monotonic"}
+	for _, u := range units {
+		args = append(args, "-u", u)
+	}
+	journal, _ := tryRun(t, cmdOpts{quiet: true}, "journalctl", args...)
+	if len(journal) > 20000 {
+		journal = journal[len(journal)-20000:]
+	}
+	t.Logf("journal:\n%s", journal)
+	return fmt.Sprintf("nspawn %v, status %q (%v)", err, strings.TrimSpace(string(rc)), rcErr)
 }
