@@ -1,5 +1,7 @@
-// Package testutil holds helpers shared by tests: where the shared slicer
-// fixtures are, and how to read them.
+// Package testutil is the tests' shared toolkit: the shared slicer fixtures,
+// the crypto vectors, waiting on a condition (Eventually), sealed memfds,
+// files in a temporary tree and Prometheus scrapes. Tests use these rather
+// than hand-written copies.
 package testutil
 
 import (
