@@ -45,37 +45,6 @@ const (
 	DefaultAxisTolerance   = 0.05 // mm
 )
 
-// Job is what the slicer said about a decrypted file. Zero values mean
-// unknown.
-type Job struct {
-	// NozzleDiameter is the (first extruder's) nozzle the file was sliced
-	// for, in mm.
-	NozzleDiameter float64
-	// FilamentType is the (first extruder's) material, e.g. "PLA".
-	FilamentType string
-	// ObjectHeight is the height of the printed object in mm.
-	ObjectHeight float64
-	// MaxZ is the highest Z any move reaches, end-of-print lifts included.
-	MaxZ float64
-	// Extents is the bounding box of the print when the slicer states it.
-	Extents *gcode.Extents
-}
-
-// JobFromGcode takes what the gate learned about a file. nil is a job about
-// which nothing is known.
-func JobFromGcode(m *gcode.Metadata) Job {
-	if m == nil {
-		return Job{}
-	}
-	j := Job{NozzleDiameter: m.NozzleDiameter, FilamentType: m.FilamentType,
-		ObjectHeight: m.ObjectHeight, MaxZ: m.MaxZ}
-	if m.Extents != nil {
-		e := *m.Extents
-		j.Extents = &e
-	}
-	return j
-}
-
 // Options are the owner's side of the comparison.
 type Options struct {
 	// FilamentType is the filament loaded in the printer (config
@@ -152,9 +121,13 @@ func (e *IncompatibleError) Error() string {
 // Is makes errors.Is(err, ErrIncompatible) true.
 func (e *IncompatibleError) Is(target error) bool { return target == ErrIncompatible }
 
-// Check compares job with printer p (from printer.cfg) and the owner's
-// options.
-func Check(job Job, p klippercfg.Printer, opts Options) Result {
+// Check compares a decrypted job, as the G-code gate described it, with
+// printer p (from printer.cfg) and the owner's options. Zero values in job
+// are unknown; a nil job is one about which nothing is known.
+func Check(job *gcode.Metadata, p klippercfg.Printer, opts Options) Result {
+	if job == nil {
+		job = &gcode.Metadata{}
+	}
 	opts = opts.withDefaults()
 	var r Result
 	checkNozzle(&r, job, p, opts)
@@ -192,7 +165,7 @@ func Coverage(p klippercfg.Printer, opts Options) []Unchecked {
 
 const filamentNotConfigured = "no filament type configured (jobs.filament_type in lmntd.toml)"
 
-func checkNozzle(r *Result, job Job, p klippercfg.Printer, opts Options) {
+func checkNozzle(r *Result, job *gcode.Metadata, p klippercfg.Printer, opts Options) {
 	m := p.NozzleDiameter()
 	switch {
 	case !positive(job.NozzleDiameter):
@@ -210,7 +183,7 @@ func checkNozzle(r *Result, job Job, p klippercfg.Printer, opts Options) {
 // axis's travel. Only slicer-stated extents are used: the moves of a file
 // include purge lines and parking positions that the slicer's profile put
 // there for this very printer.
-func checkXY(r *Result, item Item, job Job, a klippercfg.Axis, opts Options, span func(*gcode.Extents) (float64, float64)) {
+func checkXY(r *Result, item Item, job *gcode.Metadata, a klippercfg.Axis, opts Options, span func(*gcode.Extents) (float64, float64)) {
 	if job.Extents == nil {
 		r.Unchecked = append(r.Unchecked, Unchecked{item, "the file does not state the print's extents"})
 		return
@@ -240,7 +213,7 @@ func checkXY(r *Result, item Item, job Job, a klippercfg.Axis, opts Options, spa
 // checkZ compares the object's height with Z's travel. Moves above the
 // object (end-of-print lifts) are only noted: Klipper refuses such a move
 // with "Move out of range" after the object is done, which costs nothing.
-func checkZ(r *Result, job Job, z klippercfg.Axis, opts Options) {
+func checkZ(r *Result, job *gcode.Metadata, z klippercfg.Axis, opts Options) {
 	height := job.ObjectHeight
 	if !positive(height) && job.Extents != nil {
 		height = job.Extents.MaxZ
@@ -265,7 +238,7 @@ func checkZ(r *Result, job Job, z klippercfg.Axis, opts Options) {
 	}
 }
 
-func checkFilament(r *Result, job Job, opts Options) {
+func checkFilament(r *Result, job *gcode.Metadata, opts Options) {
 	loaded, sliced := normFilament(opts.FilamentType), normFilament(job.FilamentType)
 	switch {
 	case loaded == "":

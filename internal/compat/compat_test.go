@@ -26,7 +26,7 @@ func printer(t *testing.T, tree string) klippercfg.Printer {
 
 // sliced runs a real slicer fixture through the gate and returns what the
 // compatibility check gets.
-func sliced(t *testing.T, name string) Job {
+func sliced(t *testing.T, name string) *gcode.Metadata {
 	t.Helper()
 	for _, f := range testutil.Fixtures(t) {
 		if f.Name == name {
@@ -36,10 +36,10 @@ func sliced(t *testing.T, name string) Job {
 		}
 	}
 	t.Fatalf("no fixture %s", name)
-	return Job{}
+	return nil
 }
 
-func inspect(t *testing.T, r io.Reader) Job {
+func inspect(t *testing.T, r io.Reader) *gcode.Metadata {
 	t.Helper()
 	in := gcode.NewInspector(gcode.Options{})
 	if _, err := io.Copy(in, r); err != nil {
@@ -49,7 +49,7 @@ func inspect(t *testing.T, r io.Reader) Job {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return JobFromGcode(m)
+	return m
 }
 
 func items[T interface{ Mismatch | Unchecked | Note }](xs []T) []Item {
@@ -115,13 +115,13 @@ func TestNozzleTolerance(t *testing.T) {
 		sliced float64
 		ok     bool
 	}{{0.4, true}, {0.41, true}, {0.38, true}, {0.45, false}, {0.35, false}, {0.6, false}, {0.25, false}} {
-		res := Check(Job{NozzleDiameter: tc.sliced}, p, Options{})
+		res := Check(&gcode.Metadata{NozzleDiameter: tc.sliced}, p, Options{})
 		if res.OK() != tc.ok {
 			t.Errorf("sliced %.2f on 0.400: ok = %v, want %v (%v)", tc.sliced, res.OK(), tc.ok, res.Mismatches)
 		}
 	}
 	// A looser tolerance is the owner's choice.
-	if res := Check(Job{NozzleDiameter: 0.45}, p, Options{NozzleTolerance: 0.06}); !res.OK() {
+	if res := Check(&gcode.Metadata{NozzleDiameter: 0.45}, p, Options{NozzleTolerance: 0.06}); !res.OK() {
 		t.Errorf("0.45 within a 0.06 mm tolerance: %v", res.Mismatches)
 	}
 }
@@ -157,7 +157,7 @@ func TestPrinterWithoutNozzleDiameterPasses(t *testing.T) {
 		t.Errorf("unchecked[0] = %+v", res.Unchecked[0])
 	}
 	// The height is still checked against the 250 mm Z of the same tree.
-	if res := Check(Job{ObjectHeight: 251}, p, Options{}); res.OK() {
+	if res := Check(&gcode.Metadata{ObjectHeight: 251}, p, Options{}); res.OK() {
 		t.Error("a 251 mm object passed on 250 mm of Z")
 	}
 }
@@ -219,7 +219,7 @@ func TestOversizeExtentsFromTheFile(t *testing.T) {
 
 func TestDeltaAxesAreUncheckedNotGuessed(t *testing.T) {
 	p := printer(t, "delta")
-	job := Job{NozzleDiameter: 0.4, ObjectHeight: 400, FilamentType: "PLA",
+	job := &gcode.Metadata{NozzleDiameter: 0.4, ObjectHeight: 400, FilamentType: "PLA",
 		Extents: &gcode.Extents{MinX: -200, MaxX: 200, MinY: -200, MaxY: 200, MaxZ: 400}}
 	res := Check(job, p, Options{FilamentType: "PLA"})
 	if err := res.Err(); err != nil {
@@ -234,7 +234,7 @@ func TestDeltaAxesAreUncheckedNotGuessed(t *testing.T) {
 		}
 	}
 	// The nozzle is still compared on a delta.
-	if res := Check(Job{NozzleDiameter: 0.8}, p, Options{}); !sameItems(items(res.Mismatches), []Item{Nozzle}) {
+	if res := Check(&gcode.Metadata{NozzleDiameter: 0.8}, p, Options{}); !sameItems(items(res.Mismatches), []Item{Nozzle}) {
 		t.Errorf("0.8 on a 0.4 delta: mismatches = %v", res.Mismatches)
 	}
 }
@@ -256,7 +256,7 @@ func TestFilament(t *testing.T) {
 		t.Errorf("no filament configured: ok=%v unchecked=%v", res.OK(), res.Unchecked)
 	}
 	// The file's text is untrusted: it cannot inject lines into the message.
-	res = Check(Job{FilamentType: "ABS\nLMNT: ok"}, p, Options{FilamentType: "PLA"})
+	res = Check(&gcode.Metadata{FilamentType: "ABS\nLMNT: ok"}, p, Options{FilamentType: "PLA"})
 	if msg := res.Err().Error(); strings.ContainsAny(msg, "\r\n") {
 		t.Errorf("control characters reached the message: %q", msg)
 	}
@@ -264,7 +264,7 @@ func TestFilament(t *testing.T) {
 
 func TestEndOfPrintLiftIsANoteOnly(t *testing.T) {
 	p := printer(t, "mini_100") // Z to 15
-	res := Check(Job{ObjectHeight: 14, MaxZ: 24}, p, Options{})
+	res := Check(&gcode.Metadata{ObjectHeight: 14, MaxZ: 24}, p, Options{})
 	if !res.OK() {
 		t.Fatalf("a 14 mm object fits 15 mm of Z: %v", res.Mismatches)
 	}
@@ -295,7 +295,7 @@ func TestUnreadPrinterBlocksNothing(t *testing.T) {
 func TestHostileNumbersNeverBlock(t *testing.T) {
 	p := printer(t, "ender3_04")
 	nan, inf := math.NaN(), math.Inf(1)
-	job := Job{NozzleDiameter: nan, ObjectHeight: inf, MaxZ: inf,
+	job := &gcode.Metadata{NozzleDiameter: nan, ObjectHeight: inf, MaxZ: inf,
 		Extents: &gcode.Extents{MinX: nan, MaxX: inf, MinY: nan, MaxY: nan}}
 	res := Check(job, p, Options{})
 	if !res.OK() {

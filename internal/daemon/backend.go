@@ -12,6 +12,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/api"
 	"github.com/lmnt-marketplace/lmntd/internal/identity"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/seal"
 	"github.com/lmnt-marketplace/lmntd/internal/version"
@@ -103,7 +104,7 @@ func (b backend) CheckJobs(ctx context.Context) (api.JobStatus, error) {
 	if err != nil {
 		return api.JobStatus{}, marketError("polling the print queue failed", err)
 	}
-	d.engine.Offer(jobs.OffersFromJobs(js))
+	d.engine.Offer(adapters.Offers(js))
 	st := b.Status(ctx)
 	return api.JobStatus{CurrentJob: st.Jobs.Active, QueueLength: len(st.Jobs.Queue), JobStarted: st.Jobs.Active != nil,
 		LastCheck: st.LastPoll, Waiting: st.Jobs.Waiting}, nil

@@ -27,7 +27,10 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
 	"github.com/lmnt-marketplace/lmntd/internal/config"
+	"github.com/lmnt-marketplace/lmntd/internal/gcode"
+	"github.com/lmnt-marketplace/lmntd/internal/identity"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 	"github.com/lmnt-marketplace/lmntd/internal/logging"
@@ -203,10 +206,24 @@ func (d *daemon) run(parent context.Context) (err error) {
 		DaemonVersion:  version.Version,
 	})
 	d.engine, err = jobs.New(jobs.Options{
-		StateDir:     cfg.Paths.StateDirectory,
-		Marketplace:  marketAdapter{d: d},
-		Decryptor:    &decryptor{d: d},
-		Printer:      jobs.KlipperPrinter{Server: d.bridge},
+		StateDir: cfg.Paths.StateDirectory,
+		Marketplace: adapters.Marketplace{
+			Client: d.mkt.Load,
+			Track:  d.progress.track,
+		},
+		// The printer's private key is used only under the keyring's
+		// read lock, so a key import cannot wipe it mid-use.
+		Decryptor: adapters.Decryptor{
+			WithKey: func(use func(priv *[32]byte) error) error {
+				return d.keys.with(func(k *identity.Key) error { return use(k.Private()) })
+			},
+			Logger: d.log,
+			Decrypted: func(jobID string, m *gcode.Metadata, size int64, took time.Duration) {
+				d.previews.put(jobID, m)
+				d.metrics.Decrypted(size, took)
+			},
+		},
+		Printer:      adapters.Klipper{Server: d.bridge},
 		Logger:       d.log.With(logging.ComponentKey, "jobs"),
 		AutoStart:    cfg.Jobs.AutoStart,
 		RequestPoll:  d.triggerPoll,
@@ -223,7 +240,7 @@ func (d *daemon) run(parent context.Context) (err error) {
 		HeartbeatInterval: d.scaled(30 * time.Second),
 		// Each decrypted job is compared with printer.cfg as last read
 		// and the filament the owner configured, before it reaches Klipper.
-		Check: jobs.PrinterCheck{
+		Check: adapters.PrinterFit{
 			Printer:      func() klippercfg.Printer { return d.configReport().Printer },
 			FilamentType: func() string { return d.cfg.Load().Jobs.FilamentType },
 			Logger:       d.log.With(logging.ComponentKey, "compat"),

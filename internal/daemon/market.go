@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 )
 
@@ -88,7 +88,7 @@ func (d *daemon) runLoops(parent context.Context, client *marketplace.Client) {
 	run(func() error {
 		return poller.Run(ctx, func(ctx context.Context, js []marketplace.Job) {
 			d.notePoll(nil)
-			d.engine.Offer(jobs.OffersFromJobs(js))
+			d.engine.Offer(adapters.Offers(js))
 		})
 	})
 	run(func() error {
@@ -151,32 +151,6 @@ func (d *daemon) notePoll(err error) {
 	}
 }
 
-// marketAdapter gives the engine the current marketplace client (it is
-// rebuilt when limits reload) and counts download progress.
-type marketAdapter struct{ d *daemon }
-
-func (m marketAdapter) client() jobs.MarketplaceClient {
-	return jobs.MarketplaceClient{Client: m.d.mkt.Load()}
-}
-
-func (m marketAdapter) Download(ctx context.Context, o jobs.Offer) (io.ReadCloser, error) {
-	c := m.d.mkt.Load()
-	dl, err := c.Download(ctx, marketplace.Job{ID: o.ID, PurchaseID: o.PurchaseID, DownloadURL: o.DownloadURL,
-		DEKPackage: o.Keys.DEKPackage, IVHex: o.Keys.IVHex})
-	if err != nil {
-		return nil, err
-	}
-	return m.d.progress.track(o.ID, dl, dl.Size), nil
-}
-
-func (m marketAdapter) PostStatus(ctx context.Context, jobID string, r jobs.Report) (jobs.Outcome, string, error) {
-	return m.client().PostStatus(ctx, jobID, r)
-}
-
-func (m marketAdapter) Job(ctx context.Context, jobID string) (jobs.Offer, error) {
-	return m.client().Job(ctx, jobID)
-}
-
 // transfers tracks the body being read for the job being prepared, for
 // status and the demo's progress lines.
 type transfers struct {
@@ -228,10 +202,6 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	c.tr.done.Add(int64(n))
 	return n, err
 }
-
-// Size is the announced length (-1 unknown): the engine reports download
-// progress from it (jobs.SizedBody).
-func (c *countingBody) Size() int64 { return c.tr.total }
 
 func (c *countingBody) Close() error {
 	c.once.Do(c.done)

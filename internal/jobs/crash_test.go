@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"bytes"
@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/gcode"
+	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
@@ -51,7 +54,7 @@ func runCrashChild(path string) int {
 	d, err := startDaemon(cfg.Daemon, SystemClock{}, func(o *Options) {
 		o.AutoStart = cfg.AutoStart
 		if cfg.BlockCheck {
-			o.Check = func(ctx context.Context, _ string, _ Metadata) error { <-ctx.Done(); return ctx.Err() }
+			o.Check = func(ctx context.Context, _ string, _ *gcode.Metadata) error { <-ctx.Done(); return ctx.Err() }
 		}
 	})
 	if err != nil {
@@ -61,7 +64,7 @@ func runCrashChild(path string) int {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if js, err := d.client.Poll(ctx); err == nil {
-			d.eng.Offer(OffersFromJobs(js))
+			d.eng.Offer(adapters.Offers(js))
 		}
 		cancel()
 		time.Sleep(50 * time.Millisecond)
@@ -69,13 +72,13 @@ func runCrashChild(path string) int {
 }
 
 // journaled reads the job's state from its journal record on disk.
-func journaled(t *testing.T, stateDir, id string) (record, bool) {
+func journaled(t *testing.T, stateDir, id string) (Record, bool) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(stateDir, "jobs", id+".json"))
 	if err != nil {
-		return record{}, false
+		return Record{}, false
 	}
-	var r record
+	var r Record
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatalf("journal record of %s: %v", id, err)
 	}
@@ -94,7 +97,7 @@ func TestKill9InEveryState(t *testing.T) {
 		// setup runs before the child starts.
 		setup func(w *world)
 		// reached tells when to kill the child.
-		reached func(w *world, id string, r record) bool
+		reached func(w *world, id string, r Record) bool
 		// whileDown runs after the kill, before the restart.
 		whileDown func(w *world)
 		// afterRestart drives the job to its end.
@@ -152,33 +155,33 @@ func TestKill9InEveryState(t *testing.T) {
 		}
 	}
 	bedNotClear := func(w *world) {
-		if err := saveBed(w.stateDir, bedState{Clear: false}); err != nil {
+		if err := SaveBed(w.stateDir, BedState{Clear: false}); err != nil {
 			w.t.Fatal(err)
 		}
 	}
 	cases := []tc{
 		{name: "accepted", child: childConfig{AutoStart: false},
 			setup: func(w *world) {
-				if err := saveBed(w.stateDir, bedState{Clear: false}); err != nil {
+				if err := SaveBed(w.stateDir, BedState{Clear: false}); err != nil {
 					w.t.Fatal(err)
 				}
 			},
-			reached: func(w *world, id string, r record) bool { return r.State == Accepted && len(r.Pending) == 0 },
+			reached: func(w *world, id string, r Record) bool { return r.State == Accepted && len(r.Pending) == 0 },
 			want:    Succeeded, prints: 1},
 		{name: "downloading", child: childConfig{AutoStart: true},
 			setup:     func(w *world) { w.sim.SetFault(marketsim.CallDownload, marketsim.Fault{Silent: true}) },
-			reached:   func(w *world, id string, r record) bool { return r.State == Downloading },
+			reached:   func(w *world, id string, r Record) bool { return r.State == Downloading },
 			whileDown: func(w *world) { w.sim.ClearFaults() },
 			want:      Succeeded, prints: 1},
 		{name: "ready", child: childConfig{AutoStart: true, BlockCheck: true},
-			reached: func(w *world, id string, r record) bool { return r.State == Ready },
+			reached: func(w *world, id string, r Record) bool { return r.State == Ready },
 			want:    Succeeded, prints: 1},
 		{name: "printing", speed: 1, child: childConfig{AutoStart: true},
-			reached:      func(w *world, id string, r record) bool { return r.State == Printing && klipperPrinting(w, id) },
+			reached:      func(w *world, id string, r Record) bool { return r.State == Printing && klipperPrinting(w, id) },
 			afterRestart: cancelInKlipper,
 			want:         Cancelled, prints: 1},
 		{name: "paused", speed: 1, child: childConfig{AutoStart: true},
-			reached: func(w *world, id string, r record) bool {
+			reached: func(w *world, id string, r Record) bool {
 				if r.State == Printing && klipperPrinting(w, id) {
 					_ = w.klipper.Pause()
 				}
@@ -193,30 +196,30 @@ func TestKill9InEveryState(t *testing.T) {
 			},
 			want: Cancelled, prints: 1},
 		{name: "print failed while down", speed: 1, child: childConfig{AutoStart: true},
-			reached:   func(w *world, id string, r record) bool { return r.State == Printing && klipperPrinting(w, id) },
+			reached:   func(w *world, id string, r Record) bool { return r.State == Printing && klipperPrinting(w, id) },
 			whileDown: func(w *world) { _ = w.klipper.InjectError("Heater extruder not heating at expected rate") },
 			want:      Failed, prints: 1},
 		{name: "succeeded, report pending", child: childConfig{AutoStart: true},
 			setup: func(w *world) { w.sim.SetFault(marketsim.CallJobStatus, marketsim.Fault{Drop: true}) },
-			reached: func(w *world, id string, r record) bool {
+			reached: func(w *world, id string, r Record) bool {
 				return r.State == Succeeded && len(r.Pending) > 0
 			},
 			whileDown: func(w *world) { w.sim.ClearFaults() },
 			want:      Succeeded, prints: 1},
 		// Issue 15 item 5: a damaged record must not make the job new.
 		{name: "printing, record truncated", speed: 1, child: childConfig{AutoStart: true},
-			reached:      func(w *world, id string, r record) bool { return r.State == Printing && klipperPrinting(w, id) },
+			reached:      func(w *world, id string, r Record) bool { return r.State == Printing && klipperPrinting(w, id) },
 			whileDown:    truncate,
 			afterRestart: cancelInKlipper,
 			want:         Cancelled, prints: 1},
 		{name: "accepted, record truncated", child: childConfig{AutoStart: false}, setup: bedNotClear,
-			reached:   func(w *world, id string, r record) bool { return r.State == Accepted && len(r.Pending) == 0 },
+			reached:   func(w *world, id string, r Record) bool { return r.State == Accepted && len(r.Pending) == 0 },
 			whileDown: truncate,
-			want:      Failed, wantMsg: damagedRecord, prints: 0},
+			want:      Failed, wantMsg: DamagedRecord, prints: 0},
 		{name: "accepted, record unreadable", child: childConfig{AutoStart: false}, setup: bedNotClear,
-			reached:   func(w *world, id string, r record) bool { return r.State == Accepted && len(r.Pending) == 0 },
+			reached:   func(w *world, id string, r Record) bool { return r.State == Accepted && len(r.Pending) == 0 },
 			whileDown: unreadable,
-			want:      Failed, wantMsg: damagedRecord, prints: 0},
+			want:      Failed, wantMsg: DamagedRecord, prints: 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

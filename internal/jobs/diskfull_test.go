@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"bytes"
@@ -14,7 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lmnt-marketplace/lmntd/internal/atomicfile"
+	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // fullDisk makes the journal directory a tiny tmpfs (root) and returns
@@ -33,10 +35,7 @@ func fullDisk(t *testing.T, w *world, eng func() *Engine) (fill, free func()) {
 	}
 	t.Logf("no tmpfs (%v): injecting ENOSPC into the journal writer", err)
 	set := func(write func(string, []byte) error) {
-		e := eng()
-		e.mu.Lock()
-		e.st.write = write
-		e.mu.Unlock()
+		eng().SetJournalWrite(write)
 	}
 	fill = func() {
 		set(func(string, []byte) error { return fmt.Errorf("write: %w", syscall.ENOSPC) })
@@ -116,7 +115,7 @@ func TestFullStateDisk(t *testing.T) {
 	}
 
 	free()
-	w.clock.Advance(flushRetryMax) // the journal's retry
+	w.clock.Advance(FlushRetryMax) // the journal's retry
 	d.waitJob(t, id, "reported", func(j JobInfo) bool { return j.PendingReports == 0 })
 	if s := d.eng.Snapshot(); s.JournalProblem != "" {
 		t.Fatalf("JournalProblem after space returned: %q", s.JournalProblem)
@@ -148,19 +147,7 @@ func TestFullStateDisk(t *testing.T) {
 // so that advancing the clock fires it.
 func waitFlushArmed(t *testing.T, e *Engine) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		e.mu.Lock()
-		armed := e.flushTimer != nil
-		e.mu.Unlock()
-		if armed {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the journal retry was not armed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, testTimeout, "the journal retry to be armed", e.FlushArmed)
 }
 
 // The bed-clear state is retried like the journal when it cannot be
@@ -190,7 +177,7 @@ func TestBedStateWriteRetried(t *testing.T) {
 	retried := func() {
 		t.Helper()
 		waitFlushArmed(t, d.eng)
-		w.clock.Advance(flushRetryMax)
+		w.clock.Advance(FlushRetryMax)
 		if !waitEngine(t, d.eng, func(s Snapshot) bool { return s.JournalProblem == "" }) {
 			t.Fatalf("the retry did not write the bed-clear state: %+v", d.eng.Snapshot())
 		}

@@ -30,7 +30,7 @@ type Options struct {
 	// part removal).
 	AutoStart bool
 	// Check, when set, vets each decrypted job before the hand-off.
-	Check CompatibilityCheck
+	Check FitCheck
 	// RequestPoll, when set, asks the marketplace poller for a poll now
 	// (after a restart, for jobs whose keys only a poll can bring back).
 	RequestPoll func()

@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/jobcrypt"
+	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
@@ -291,10 +293,10 @@ func TestBadJobsFailBeforeKlipper(t *testing.T) {
 		var offer Offer
 		for _, j := range js {
 			if j.ID == id {
-				offer = OfferFromJob(j)
+				offer = adapters.Offer(j)
 			}
 		}
-		body, err := MarketplaceClient{d.client}.Download(ctx, offer)
+		body, err := d.client.Download(ctx, offer.ID, offer.DownloadURL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -482,7 +484,7 @@ func TestQueueBedClearAndLocalJobs(t *testing.T) {
 	if s := d.eng.Snapshot(); s.BedClear || len(s.Queue) != 2 {
 		t.Fatalf("after a restart: %+v", s)
 	}
-	if !waitEngine(t, d.eng, func(Snapshot) bool { return d.eng.o.Printer.Status().Connected }) {
+	if !waitEngine(t, d.eng, func(Snapshot) bool { return d.eng.PrinterPort().Status().Connected }) {
 		t.Fatal("Klipper did not reconnect")
 	}
 	if err := k.SendReady(nil); err != nil { // the owner runs LMNT_READY…

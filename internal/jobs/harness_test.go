@@ -1,9 +1,10 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,16 +13,19 @@ import (
 	"testing"
 	"time"
 
+	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
-// The acceptance tests run the engine against the real marketplace
-// simulator (HTTPS on loopback), the real marketplace client, the real
-// decrypt pipeline, the real bridge server and the Go Klipper stand-in over
-// a real SOCK_SEQPACKET socket with SCM_RIGHTS.
+// The acceptance tests run the engine, through the daemon's own adapters
+// (package jobs/adapters), against the real marketplace simulator (HTTPS on
+// loopback), the real marketplace client, the real decrypt pipeline, the
+// real bridge server and the Go Klipper stand-in over a real SOCK_SEQPACKET
+// socket with SCM_RIGHTS.
 
 const testTimeout = 15 * time.Second
 
@@ -39,7 +43,7 @@ type world struct {
 	priv      *ecdh.PrivateKey
 	klipper   *standin.Standin
 	stopK     func()
-	clock     *fakeClock
+	clock     *FakeClock
 }
 
 func newWorld(t *testing.T) *world {
@@ -51,7 +55,7 @@ func newWorld(t *testing.T) *world {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	w := &world{t: t, dir: dir, stateDir: filepath.Join(dir, "state"), sock: filepath.Join(dir, "k.sock"),
-		caFile: filepath.Join(dir, "ca.pem"), keyFile: filepath.Join(dir, "printer.key"), clock: newFakeClock()}
+		caFile: filepath.Join(dir, "ca.pem"), keyFile: filepath.Join(dir, "printer.key"), clock: NewFakeClock()}
 	if err := os.MkdirAll(w.stateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -190,13 +194,9 @@ func startDaemon(cfg daemonConfig, clock Clock, opts ...daemonOption) (*daemon, 
 		cancel()
 		return nil, err
 	}
-	dec, err := newPipelineDecryptor(cfg.KeyFile)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	o := Options{StateDir: cfg.StateDir, Marketplace: MarketplaceClient{Client: client}, Decryptor: dec,
-		Printer: KlipperPrinter{Server: srv}, Clock: clock, Logger: log, AutoStart: true,
+	o := Options{StateDir: cfg.StateDir, Marketplace: adapters.Marketplace{Client: func() *marketplace.Client { return client }},
+		Decryptor: adapters.Decryptor{WithKey: withKeyFile(cfg.KeyFile), Logger: log},
+		Printer:   adapters.Klipper{Server: srv}, Clock: clock, Logger: log, AutoStart: true,
 		RetryMin: time.Second, RetryMax: time.Minute, RecoveryWait: 5 * time.Second}
 	for _, f := range opts {
 		f(&o)
@@ -214,6 +214,23 @@ func startDaemon(cfg daemonConfig, clock Clock, opts ...daemonOption) (*daemon, 
 	return &daemon{eng: eng, srv: srv, client: client, cancel: cancel, done: done, logs: logs}, nil
 }
 
+// withKeyFile is the decryptor's key source with the printer key read from
+// a test key file (the daemon unseals it from the TPM or its sealed key
+// file instead); the key is wiped once the DEK package is open.
+func withKeyFile(keyFile string) func(use func(priv *[32]byte) error) error {
+	return func(use func(priv *[32]byte) error) error {
+		b, err := os.ReadFile(keyFile)
+		if err != nil {
+			return err
+		}
+		defer clear(b)
+		if len(b) != 32 {
+			return fmt.Errorf("key file %s: %d bytes, want 32", keyFile, len(b))
+		}
+		return use((*[32]byte)(b))
+	}
+}
+
 func (d *daemon) stop() {
 	d.cancel()
 	<-d.done
@@ -228,7 +245,7 @@ func (d *daemon) poll(t testing.TB) {
 	if err != nil {
 		t.Fatalf("poll: %v", err)
 	}
-	d.eng.Offer(OffersFromJobs(js))
+	d.eng.Offer(adapters.Offers(js))
 }
 
 // waitJob waits until cond holds for the job's entry in the snapshot.

@@ -13,9 +13,9 @@
 // change and the report it causes are persisted by one atomic write.
 //
 // The engine talks to the rest of the daemon through small consumer-side
-// interfaces (Marketplace, Decryptor, Printer, Clock) with types of its own;
-// the daemon adapts the real marketplace client, pipeline and Klipper bridge
-// to them.
+// interfaces, its ports (Marketplace, Decryptor, Printer, FitCheck, Clock),
+// with types of its own; package jobs/adapters plugs the real marketplace
+// client, pipeline and Klipper bridge into them.
 package jobs
 
 import (
@@ -141,29 +141,14 @@ type LocalJob struct {
 	Release func()
 }
 
-// Metadata is what the engine (and the compatibility check) knows about a
-// decrypted file. Zero values mean unknown.
-type Metadata struct {
-	Slicer         string
-	EstimatedTime  time.Duration
-	TotalLayer     int
-	NozzleDiameter float64 // mm
-	FilamentType   string
-	FilamentUsedMM float64
-	LayerHeight    float64 // mm
-	ObjectHeight   float64 // mm
-	// MaxZ is the highest Z any move reaches (end-of-print lifts included).
-	MaxZ float64
-	// Extents is the print's bounding box when the slicer states one.
-	Extents *gcode.Extents
-}
-
 // Prepared is a decrypted, gated job in a sealed memfd: the only place the
 // plaintext exists. The engine closes File when the print ends or fails.
 type Prepared struct {
-	File     *memfd.File
-	Size     int64
-	Metadata Metadata
+	File *memfd.File
+	Size int64
+	// Metadata is what the G-code gate learned about the file (nil:
+	// nothing); zero values are unknown.
+	Metadata *gcode.Metadata
 }
 
 // PrinterStatus is the Klipper side as the bridge last saw it.
@@ -198,7 +183,7 @@ type PrintRequest struct {
 	Filename string // the metadata stub's print_stats name, "" for none
 	Title    string
 	Size     int64
-	Metadata Metadata
+	Metadata *gcode.Metadata
 }
 
 // Marketplace is what the engine needs from the marketplace client. The
@@ -241,10 +226,10 @@ type Printer interface {
 	Console(text string) error
 }
 
-// CompatibilityCheck vets a decrypted job against the printer before it
-// reaches Klipper (nozzle, bed size, filament). An error fails the job with
-// its message. It must not block for long.
-type CompatibilityCheck func(ctx context.Context, jobID string, m Metadata) error
+// FitCheck vets a decrypted job against the printer before it reaches
+// Klipper (nozzle, bed size, filament): does the job fit this printer? An
+// error fails the job with its message. It must not block for long.
+type FitCheck func(ctx context.Context, jobID string, m *gcode.Metadata) error
 
 // Errors returned by the engine's API.
 var (
@@ -286,15 +271,4 @@ func redact(msg string) string {
 		msg = strings.ToValidUTF8(msg[:maxLen], "") + "…"
 	}
 	return msg
-}
-
-// parseCreated reads the marketplace's created_at (RFC 3339, with or
-// without zone).
-func parseCreated(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("unrecognised time %q", s)
 }

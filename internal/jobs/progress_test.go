@@ -1,10 +1,11 @@
-package jobs
+package jobs_test
 
 import (
 	"strings"
 	"testing"
 	"time"
 
+	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
@@ -37,9 +38,8 @@ func TestPrintSurvivesAReconnect(t *testing.T) {
 		return j.State == Printing && j.Progress > 0 && !j.ProgressUnknown
 	})
 	engineSession := func() (string, bool) {
-		d.eng.mu.Lock()
-		defer d.eng.mu.Unlock()
-		return d.eng.status.Session, d.eng.status.Connected
+		st := d.eng.PrinterSeen()
+		return st.Session, st.Connected
 	}
 	first, _ := engineSession()
 	k.Disconnect()

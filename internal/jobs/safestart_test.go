@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
@@ -105,16 +107,16 @@ func TestBedClearAfterAPrintWaitsForLMNTReady(t *testing.T) {
 	second := w.createJob(plain)
 	secrets = append(secrets, secretsOf(t, d, second)...)
 	d.poll(t)
-	j := d.waitJob(t, second, "the bed wait", func(j JobInfo) bool { return j.Message == bedWaitReason })
+	j := d.waitJob(t, second, "the bed wait", func(j JobInfo) bool { return j.Message == BedWaitReason })
 	if j.State != Accepted {
 		t.Fatalf("second job %+v", j)
 	}
-	if s := d.eng.Snapshot(); s.BedClear || s.Active != nil || s.Waiting != bedWaitReason {
+	if s := d.eng.Snapshot(); s.BedClear || s.Active != nil || s.Waiting != BedWaitReason {
 		t.Fatalf("snapshot %+v", s)
 	}
 	waitConsole(t, k, "the bed-clear question", func(l string) bool { return l == waitLine })
 	w.waitHistory(second, "the wait reported", func(h []marketsim.StatusPost) bool {
-		return len(h) > 0 && h[len(h)-1].Message == bedWaitReason
+		return len(h) > 0 && h[len(h)-1].Message == BedWaitReason
 	})
 
 	// It survives a restart of the daemon (and is said once per wait and
@@ -125,7 +127,7 @@ func TestBedClearAfterAPrintWaitsForLMNTReady(t *testing.T) {
 	}
 	d = w.startDaemon(func(o *Options) { o.AutoStart = false })
 	d.poll(t)
-	if !waitEngine(t, d.eng, func(Snapshot) bool { return d.eng.o.Printer.Status().Connected }) {
+	if !waitEngine(t, d.eng, func(Snapshot) bool { return d.eng.PrinterPort().Status().Connected }) {
 		t.Fatal("Klipper did not reconnect")
 	}
 	if s := d.eng.Snapshot(); s.BedClear || s.Active != nil || len(s.Queue) != 1 {
@@ -150,15 +152,15 @@ func TestBedClearAfterAPrintWaitsForLMNTReady(t *testing.T) {
 	}
 	// Console lines travel to Klipper on their own: the job can be terminal
 	// before its last line has arrived.
-	finished := "LMNT: finished " + displayName(&record{ID: second}) + ": Print complete"
+	finished := "LMNT: finished " + DisplayName(&Record{ID: second}) + ": Print complete"
 	waitConsole(t, k, "the finished line", func(l string) bool { return l == finished })
 	lines := k.ConsoleLines()
 	if n := count(lines, waitLine); n != 2 { // once in each run of the daemon
 		t.Errorf("the wait was said %d times, want 2:\n%s", n, strings.Join(lines, "\n"))
 	}
 	for _, want := range []string{
-		"LMNT: job received: " + displayName(&record{ID: second}),
-		"LMNT: started " + displayName(&record{ID: second}),
+		"LMNT: job received: " + DisplayName(&Record{ID: second}),
+		"LMNT: started " + DisplayName(&Record{ID: second}),
 		finished,
 	} {
 		if count(lines, want) != 1 {
@@ -198,7 +200,7 @@ func TestOwnersPrintInKlipperOccupiesTheBed(t *testing.T) {
 	w := newWorld(t)
 	k := w.startKlipper(0)
 	d := w.startDaemon(func(o *Options) { o.AutoStart = false })
-	if !waitEngine(t, d.eng, func(s Snapshot) bool { return d.eng.o.Printer.Status().Connected && s.BedClear }) {
+	if !waitEngine(t, d.eng, func(s Snapshot) bool { return d.eng.PrinterPort().Status().Connected && s.BedClear }) {
 		t.Fatal("fresh install: bed not clear or Klipper not connected")
 	}
 	plain := fixtureGcode(t)
@@ -229,7 +231,7 @@ func TestOwnersPrintInKlipperOccupiesTheBed(t *testing.T) {
 	}
 	id := w.createJob(plain)
 	d.poll(t)
-	d.waitJob(t, id, "the bed wait", func(j JobInfo) bool { return j.Message == bedWaitReason })
+	d.waitJob(t, id, "the bed wait", func(j JobInfo) bool { return j.Message == BedWaitReason })
 	if err := k.SendReady(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -240,16 +242,16 @@ func TestOwnersPrintInKlipperOccupiesTheBed(t *testing.T) {
 
 func TestDisplayNameNeverLooksLikeAToken(t *testing.T) {
 	for _, tc := range []struct {
-		r    record
+		r    Record
 		want string
 	}{
-		{record{ID: "job-12-a1b2c3d4e5f6"}, "job-12-a1b2c3d4e5f6"},
-		{record{ID: "0e9e04df-153a-4202-b4a9-dd3e5c6b26d5"}, "0e9e04df…26d5"},
-		{record{ID: "Xy7aB9cD0eF1gH2iJ3kL"}, "Xy7aB9cD…J3kL"}, // a Firestore-style id
-		{record{ID: "local-0123456789abcdef", Name: "Benchy.gcode"}, "Benchy.gcode (local-01…cdef)"},
+		{Record{ID: "job-12-a1b2c3d4e5f6"}, "job-12-a1b2c3d4e5f6"},
+		{Record{ID: "0e9e04df-153a-4202-b4a9-dd3e5c6b26d5"}, "0e9e04df…26d5"},
+		{Record{ID: "Xy7aB9cD0eF1gH2iJ3kL"}, "Xy7aB9cD…J3kL"}, // a Firestore-style id
+		{Record{ID: "local-0123456789abcdef", Name: "Benchy.gcode"}, "Benchy.gcode (local-01…cdef)"},
 	} {
-		if got := displayName(&tc.r); got != tc.want {
-			t.Errorf("displayName(%q) = %q, want %q", tc.r.ID, got, tc.want)
+		if got := DisplayName(&tc.r); got != tc.want {
+			t.Errorf("DisplayName(%q) = %q, want %q", tc.r.ID, got, tc.want)
 		}
 	}
 }
@@ -291,7 +293,7 @@ func TestCompatibilityCheckBeforeHandOff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &logBuffer{}
 			d := w.startDaemon(func(o *Options) {
-				o.Check = PrinterCheck{Printer: printerFrom(t, tc.tree), FilamentType: func() string { return tc.filament },
+				o.Check = adapters.PrinterFit{Printer: printerFrom(t, tc.tree), FilamentType: func() string { return tc.filament },
 					Logger: slogTo(logs)}.Check
 			})
 			defer d.stop()
@@ -305,7 +307,7 @@ func TestCompatibilityCheckBeforeHandOff(t *testing.T) {
 					t.Errorf("message %q, want exactly %q", j.Message, tc.reason)
 				}
 				waitConsole(t, k, "the failure", func(l string) bool {
-					return strings.HasPrefix(l, "LMNT: failed "+displayName(&record{ID: id})+": Not compatible with this printer: ")
+					return strings.HasPrefix(l, "LMNT: failed "+DisplayName(&Record{ID: id})+": Not compatible with this printer: ")
 				})
 			} else if j := d.waitJob(t, id, "success", func(j JobInfo) bool { return j.State.Terminal() }); j.State != Succeeded {
 				t.Fatalf("job %+v", j)
@@ -319,21 +321,15 @@ func TestCompatibilityCheckBeforeHandOff(t *testing.T) {
 }
 
 // gatedMarket holds a download at half its length until released, so the
-// test can watch the progress reports while it runs.
+// test can watch the progress reports while it runs. It gates the body
+// through the marketplace adapter's Track hook, where the daemon counts it.
 type gatedMarket struct {
-	MarketplaceClient
 	halfway chan struct{}
 	release chan struct{}
 }
 
-func (g gatedMarket) Download(ctx context.Context, o Offer) (io.ReadCloser, error) {
-	body, err := g.MarketplaceClient.Download(ctx, o)
-	if err != nil {
-		return nil, err
-	}
-	sd := body.(SizedDownload)
-	sd.ReadCloser = &gatedBody{ReadCloser: sd.ReadCloser, at: sd.Length / 2, g: g}
-	return sd, nil
+func (g gatedMarket) track(_ string, body io.ReadCloser, size int64) io.ReadCloser {
+	return &gatedBody{ReadCloser: body, at: size / 2, g: g}
 }
 
 type gatedBody struct {
@@ -361,8 +357,9 @@ func TestDownloadProgressOnTheConsoleAndToTheMarketplace(t *testing.T) {
 	k := w.startKlipper(0)
 	g := gatedMarket{halfway: make(chan struct{}), release: make(chan struct{})}
 	d := w.startDaemon(func(o *Options) {
-		g.MarketplaceClient = o.Marketplace.(MarketplaceClient)
-		o.Marketplace = g
+		m := o.Marketplace.(adapters.Marketplace)
+		m.Track = g.track
+		o.Marketplace = m
 	})
 	id := w.createJob(fixtureNamed(t, "prusaslicer_cube20_pla_0.20mm"))
 	secrets := secretsOf(t, d, id)
@@ -400,7 +397,7 @@ func TestDownloadProgressOnTheConsoleAndToTheMarketplace(t *testing.T) {
 		}
 		n++
 		pct, _ := strconv.Atoi(m[2])
-		if m[1] != displayName(&record{ID: id}) || pct/10 <= lastTenth || pct >= 100 {
+		if m[1] != DisplayName(&Record{ID: id}) || pct/10 <= lastTenth || pct >= 100 {
 			t.Errorf("progress line %q after tenth %d", l, lastTenth)
 		}
 		lastTenth = pct / 10

@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"bytes"
@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 )
 
 // memfdBody is an upload as the API stores it: a memfd, closed by Release
@@ -194,7 +197,7 @@ func TestVerificationOracleClosed(t *testing.T) {
 	if _, err := d.eng.SubmitLocal(garbage(8)); !errors.Is(err, ErrTooManyFailures) {
 		t.Fatalf("probe after a restart: %v", err)
 	}
-	w.clock.Advance(localFailureWindow)
+	w.clock.Advance(LocalFailureWindow)
 	// An hour on, local jobs are taken again; plaintext ones still print.
 	id, err := d.eng.SubmitLocal(LocalJob{Name: "plain", Open: func(context.Context) (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(plain)), nil
@@ -222,7 +225,7 @@ func TestMarketplaceJobWithoutDEKRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	var offers []Offer
-	for _, o := range OffersFromJobs(js) {
+	for _, o := range adapters.Offers(js) {
 		o.Keys = KeyMaterial{}
 		offers = append(offers, o)
 	}

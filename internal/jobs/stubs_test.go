@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/gcode"
+	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/mdstub"
@@ -29,7 +31,7 @@ func withStubs(dir mdstub.Dir, check func()) daemonOption {
 	return func(o *Options) {
 		o.Stubs = dir
 		o.StubGrace = 20 * time.Millisecond
-		o.Check = func(ctx context.Context, id string, m Metadata) error {
+		o.Check = func(ctx context.Context, id string, m *gcode.Metadata) error {
 			check()
 			return nil
 		}
@@ -143,7 +145,7 @@ func TestStubNeverBeforeTheGate(t *testing.T) {
 	w.startKlipper(0)
 	d := w.startDaemon(func(o *Options) {
 		o.Stubs = dir
-		o.Check = func(ctx context.Context, id string, m Metadata) error {
+		o.Check = func(ctx context.Context, id string, m *gcode.Metadata) error {
 			return errors.New("nozzle 0.6 mm, job sliced for 0.4 mm")
 		}
 	})

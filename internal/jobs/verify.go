@@ -38,8 +38,8 @@ func isVerificationFailure(msg string) bool { return strings.HasPrefix(msg, Veri
 
 // prepareFailure turns a Decryptor error into the job's message. Only
 // failures that say nothing about the plaintext keep their text: the body
-// could not be read (network, cancel), the memfd could not be made, the
-// printer key is unavailable. Anything else, including errors of a kind
+// could not be read (network, cancel), the memfd could not be made.
+// Anything else, including errors of a kind
 // this function does not know, is a verification failure.
 func (e *Engine) prepareFailure(id string, err error) string {
 	var pe *pipeline.Error
@@ -49,8 +49,6 @@ func (e *Engine) prepareFailure(id string, err error) string {
 	case errors.As(err, &pe) && pe.Stage == pipeline.StageMemfd:
 		e.log.Debug("memfd failure", "job", id, "err", err)
 		return "Not enough memory to hold the decrypted file"
-	case errors.Is(err, ErrNoPrinterKey):
-		return err.Error()
 	}
 	msg, ref := verificationMessage()
 	e.log.Debug("job failed verification", "job", id, "ref", ref, "err", err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 )
 
 // ProtocolVersion is the bridge protocol version this package speaks
@@ -114,8 +116,10 @@ type Status struct {
 	ReadyConfirmed bool          `json:"ready_confirmed"`
 }
 
-// Metadata travels with a print so the extra can set print_stats info
-// (TOTAL_LAYER) and show what it prints. Every field is optional.
+// Metadata is the wire encoding of what travels with a print so the extra
+// can set print_stats info (TOTAL_LAYER) and show what it prints: the part
+// of a gcode.Metadata the extra uses (packetMetadata). Every field is
+// optional.
 type Metadata struct {
 	TotalLayer     int     `json:"total_layer,omitempty"`
 	EstimatedTime  float64 `json:"estimated_time,omitempty"` // seconds
@@ -124,6 +128,16 @@ type Metadata struct {
 	FilamentType   string  `json:"filament_type,omitempty"`
 	LayerHeight    float64 `json:"layer_height,omitempty"`
 	ObjectHeight   float64 `json:"object_height,omitempty"`
+}
+
+// packetMetadata encodes m for the print packet (nil: nothing known).
+func packetMetadata(m *gcode.Metadata) Metadata {
+	if m == nil {
+		return Metadata{}
+	}
+	return Metadata{TotalLayer: m.LayerCount, EstimatedTime: m.EstimatedTime, Slicer: m.SlicerName,
+		FilamentUsedMM: m.FilamentUsedMM, FilamentType: m.FilamentType, LayerHeight: m.LayerHeight,
+		ObjectHeight: m.ObjectHeight}
 }
 
 // Command is an lmnt G-code command the owner ran in Klipper (LMNT_READY).

@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/internal/testhook"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
 	"github.com/lmnt-marketplace/lmntd/internal/version"
@@ -391,7 +392,9 @@ type PrintRequest struct {
 	// job's metadata stub (ValidateFilename).
 	Filename string
 	Title    string
-	Metadata Metadata
+	// Metadata is what the G-code gate learned about the file; nil for
+	// nothing. The print packet carries the part the extra uses.
+	Metadata *gcode.Metadata
 }
 
 // Print hands the sealed memfd f to Klipper to print and waits for the
@@ -415,7 +418,7 @@ func (s *Server) Print(ctx context.Context, req PrintRequest, f *memfd.File) err
 			return fmt.Errorf("klipper: print: %w", err)
 		}
 	}
-	pkt, err := describeFile(f, name, req.Metadata)
+	pkt, err := describeFile(f, name, packetMetadata(req.Metadata))
 	if err != nil {
 		return fmt.Errorf("klipper: print %s: %w", req.JobID, err)
 	}

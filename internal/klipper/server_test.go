@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	gcodemeta "github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
@@ -77,7 +78,7 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 
 	content := gcode(3000)
 	f := sealedMemfd(t, content)
-	meta := klipper.Metadata{TotalLayer: 60, Slicer: "PrusaSlicer 2.5.0", EstimatedTime: 1415}
+	meta := &gcodemeta.Metadata{LayerCount: 60, SlicerName: "PrusaSlicer 2.5.0", EstimatedTime: 1415, NozzleDiameter: 0.4}
 	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-42", Metadata: meta}, f); err != nil {
 		t.Fatalf("Print: %v", err)
 	}
@@ -101,7 +102,7 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 	}
 	p := prints[0]
 	if p.SHA256 != sha256Hex(content) || p.DeclaredSHA256 != p.SHA256 || p.BytesRead != int64(len(content)) ||
-		p.JobID != "job-42" || p.Metadata != meta {
+		p.JobID != "job-42" || p.Metadata != (klipper.Metadata{TotalLayer: 60, Slicer: "PrusaSlicer 2.5.0", EstimatedTime: 1415}) {
 		t.Errorf("print record = %+v", p)
 	}
 	res := ts.events.waitFor(t, "result", func(e klipper.Event) bool { return e.Kind == klipper.EventResult })
@@ -185,7 +186,7 @@ func TestPauseResumeAndDisconnectMidPrint(t *testing.T) {
 	k := startStandin(t, ts.socket, standin.Config{Speed: 2000})
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 	content := gcode(2000) // ~ 60 KB: 30 s at 2 kB/s, far longer than the test
-	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "long", Metadata: klipper.Metadata{TotalLayer: 40}}, sealedMemfd(t, content)); err != nil {
+	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "long", Metadata: &gcodemeta.Metadata{LayerCount: 40}}, sealedMemfd(t, content)); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, ts.srv, "progressing", func(s klipper.State) bool { return s.Status.VirtualSDCard.FilePosition > 0 })

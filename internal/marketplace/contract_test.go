@@ -192,7 +192,7 @@ func TestPollDownloadDecryptStatusBothProfiles(t *testing.T) {
 				if j.DEKPackage == "" || j.IVHex == "" || j.PurchaseID == "" || j.Status != "ready_to_print" {
 					t.Fatalf("%s job lacks fields: %+v", kind, j.LogValue())
 				}
-				d, err := e.client.Download(ctx, j)
+				d, err := e.client.Download(ctx, j.ID, j.DownloadURL)
 				if err != nil {
 					t.Fatalf("%s download: %v", kind, err)
 				}
@@ -278,7 +278,7 @@ func TestStorageProxyHostsConfigurable(t *testing.T) {
 	if err != nil || len(jobs) != 1 {
 		t.Fatal(err)
 	}
-	d, err := e.client.Download(ctxT(t), jobs[0])
+	d, err := e.client.Download(ctxT(t), jobs[0].ID, jobs[0].DownloadURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestJobAndTokenRedactedInLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := e.client.Download(ctxT(t), jobs[0])
+	d, err := e.client.Download(ctxT(t), jobs[0].ID, jobs[0].DownloadURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,26 +49,25 @@ func DefaultStorageProxyHosts() []string {
 // a marketplace-supplied URL must not reach into the printer's own network.
 var ErrForbiddenTarget = errors.New("marketplace: download target refused")
 
-// downloadTarget decides where the ciphertext of job is fetched from: the
-// marketplace proxy for storage-proxy hosts (and when the job has no URL
-// but a gcode_file_url on such a host), the job's URL otherwise.
-func (c *Client) downloadTarget(ctx context.Context, job Job) (*url.URL, bool, error) {
-	raw := job.DownloadURL
+// downloadTarget decides where the ciphertext of job jobID is fetched
+// from: the marketplace proxy for storage-proxy hosts (and when the job has
+// no URL but a gcode_file_url on such a host), its download URL otherwise.
+func (c *Client) downloadTarget(ctx context.Context, jobID, raw string) (*url.URL, bool, error) {
 	if raw == "" {
 		var err error
-		if raw, err = c.JobFileURL(ctx, job.ID); err != nil {
+		if raw, err = c.JobFileURL(ctx, jobID); err != nil {
 			return nil, false, fmt.Errorf("%w (and get-print-job failed: %v)", ErrNoDownloadURL, withoutBody(err))
 		}
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return nil, false, fmt.Errorf("%w: job %s download URL is not absolute", ErrBadResponse, job.ID)
+		return nil, false, fmt.Errorf("%w: job %s download URL is not absolute", ErrBadResponse, jobID)
 	}
 	if c.isStorageProxyHost(u) {
-		return c.proxyURL(job.ID), true, nil
+		return c.proxyURL(jobID), true, nil
 	}
 	if err := c.checkDownloadURL(u); err != nil {
-		return nil, false, fmt.Errorf("marketplace: job %s download URL: %w", job.ID, err)
+		return nil, false, fmt.Errorf("marketplace: job %s download URL: %w", jobID, err)
 	}
 	return u, false, nil
 }
@@ -249,8 +248,8 @@ func withoutBody(err error) error {
 // MaxDownloadBytes, DownloadTimeout (total) and DownloadIdleTimeout
 // (between bytes); a body shorter than announced or cut off fails with
 // ErrTruncated. Close releases everything.
-func (c *Client) downloadOnce(ctx context.Context, job Job) (*Download, error) {
-	target, viaProxy, err := c.downloadTarget(ctx, job)
+func (c *Client) downloadOnce(ctx context.Context, jobID, downloadURL string) (*Download, error) {
+	target, viaProxy, err := c.downloadTarget(ctx, jobID, downloadURL)
 	if err != nil {
 		return nil, err
 	}
@@ -269,9 +268,9 @@ func (c *Client) downloadOnce(ctx context.Context, job Job) (*Download, error) {
 	resp, req, err := c.fetch(dctx, hc, target)
 	if err == nil && !viaProxy && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
 		c.log.Info("marketplace: direct download refused, retrying through the download proxy",
-			"job", job.ID, "host", target.Host, "status", resp.StatusCode)
+			"job", jobID, "host", target.Host, "status", resp.StatusCode)
 		drainClose(resp)
-		target, viaProxy = c.proxyURL(job.ID), true
+		target, viaProxy = c.proxyURL(jobID), true
 		idle.arm()
 		resp, req, err = c.fetch(dctx, hc, target)
 	}
@@ -299,18 +298,18 @@ func (c *Client) downloadOnce(ctx context.Context, job Job) (*Download, error) {
 		return fail(he)
 	}
 	if resp.ContentLength > c.opts.MaxDownloadBytes {
-		return fail(fmt.Errorf("%w: job %s announces %d bytes, cap %d", ErrTooLarge, job.ID, resp.ContentLength, c.opts.MaxDownloadBytes))
+		return fail(fmt.Errorf("%w: job %s announces %d bytes, cap %d", ErrTooLarge, jobID, resp.ContentLength, c.opts.MaxDownloadBytes))
 	}
 	if resp.ContentLength < 0 && resp.ProtoMajor == 1 && !slices.Contains(resp.TransferEncoding, "chunked") {
-		return fail(fmt.Errorf("%w (job %s)", ErrUnframedBody, job.ID))
+		return fail(fmt.Errorf("%w (job %s)", ErrUnframedBody, jobID))
 	}
 	idle.disarm()
-	c.log.Info("marketplace: download started", "job", job.ID, "url", redactURL(target), "via_proxy", viaProxy, "size", resp.ContentLength)
+	c.log.Info("marketplace: download started", "job", jobID, "url", redactURL(target), "via_proxy", viaProxy, "size", resp.ContentLength)
 	body := &guardedBody{
 		body: resp.Body, want: resp.ContentLength, limit: c.opts.MaxDownloadBytes,
-		idle: idle, cancel: cancel, ctx: dctx, jobID: job.ID, closeIdle: closeIdle,
+		idle: idle, cancel: cancel, ctx: dctx, jobID: jobID, closeIdle: closeIdle,
 	}
-	return &Download{ReadCloser: withMinRate(body, c.opts.DownloadMinRate, c.opts.DownloadIdleTimeout, cancel, job.ID),
+	return &Download{ReadCloser: withMinRate(body, c.opts.DownloadMinRate, c.opts.DownloadIdleTimeout, cancel, jobID),
 		Size: body.want, ViaProxy: viaProxy}, nil
 }
 

@@ -286,7 +286,7 @@ func TestDownloadFaults(t *testing.T) {
 		byID[j.ID] = j
 	}
 	read := func(j marketplace.Job) ([]byte, error) {
-		d, err := e.client.Download(ctxT(t), j)
+		d, err := e.client.Download(ctxT(t), j.ID, j.DownloadURL)
 		if err != nil {
 			return nil, err
 		}
@@ -330,7 +330,7 @@ func TestDownloadFaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Download(ctxT(t), byID[storageJob]); !errors.Is(err, marketplace.ErrTooLarge) {
+		if _, err := c.Download(ctxT(t), byID[storageJob].ID, byID[storageJob].DownloadURL); !errors.Is(err, marketplace.ErrTooLarge) {
 			t.Fatalf("%v", err)
 		}
 	})

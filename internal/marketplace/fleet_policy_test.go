@@ -398,7 +398,7 @@ func TestDownloadWaitsOutRetryAfter(t *testing.T) {
 	})
 	clock := &scaledClock{scale: 10000}
 	c, _ := pairedClient(t, api, func(o *marketplace.Options) { o.Clock = clock })
-	d, err := c.Download(ctxT(t), marketplace.Job{ID: "job-1", DownloadURL: api.srv.URL + "/files/job-1"})
+	d, err := c.Download(ctxT(t), "job-1", api.srv.URL+"/files/job-1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func TestDownloadMinRate(t *testing.T) {
 		}
 		e.sim.SetFault(c.call, marketsim.Fault{TrickleEvery: 50 * time.Millisecond, Count: 1})
 		start := time.Now()
-		d, err := e.client.Download(ctxT(t), job)
+		d, err := e.client.Download(ctxT(t), job.ID, job.DownloadURL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +53,7 @@ func TestDownloadMinRate(t *testing.T) {
 			t.Fatalf("%s: the trickle held the download for %v", c.call, el)
 		}
 		// The same job at full speed is unaffected.
-		d, err = e.client.Download(ctxT(t), job)
+		d, err = e.client.Download(ctxT(t), job.ID, job.DownloadURL)
 		if err != nil {
 			t.Fatal(err)
 		}

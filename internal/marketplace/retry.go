@@ -127,16 +127,17 @@ func (c *Client) Unreachable() (since time.Time, down bool) {
 // (503) at most this long in all, then gives up with the last answer.
 const maxDownloadBusyWait = 10 * time.Minute
 
-// Download starts fetching the job's ciphertext and returns the body as a
+// Download starts fetching the ciphertext of job jobID from its
+// downloadURL (Job.DownloadURL; "" asks the marketplace for it) and returns the body as a
 // stream (see downloadOnce). A 429 or 503 answer is retried after the
 // server's Retry-After (capped, with jitter) or a backoff from 5 s, for at
 // most maxDownloadBusyWait in all: a busy marketplace delays a job, it
 // does not fail it.
-func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
+func (c *Client) Download(ctx context.Context, jobID, downloadURL string) (*Download, error) {
 	bo := backoff{min: 5 * time.Second, max: 2 * time.Minute}
 	var waited time.Duration
 	for {
-		d, err := c.downloadOnce(ctx, job)
+		d, err := c.downloadOnce(ctx, jobID, downloadURL)
 		code := statusCode(err)
 		if code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
 			return d, err
@@ -146,7 +147,7 @@ func (c *Client) Download(ctx context.Context, job Job) (*Download, error) {
 			return nil, err
 		}
 		waited += wait
-		c.log.Info("marketplace: download refused for now, retrying", "job", job.ID, "in", wait, "err", err)
+		c.log.Info("marketplace: download refused for now, retrying", "job", jobID, "in", wait, "err", err)
 		if err := sleep(ctx, c.clock, wait); err != nil {
 			return nil, err
 		}

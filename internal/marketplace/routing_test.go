@@ -34,7 +34,7 @@ func fetchJob(t *testing.T, e *env) (marketplace.Job, *marketplace.Download, []b
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("poll: %v %v", jobs, err)
 	}
-	d, err := e.client.Download(ctxT(t), jobs[0])
+	d, err := e.client.Download(ctxT(t), jobs[0].ID, jobs[0].DownloadURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestDownloadSSRF(t *testing.T) {
 		"redirect-to-loopback": marketplace.ErrForbiddenTarget,
 	}
 	for _, j := range jobs {
-		d, err := c.Download(ctxT(t), j)
+		d, err := c.Download(ctxT(t), j.ID, j.DownloadURL)
 		if err == nil {
 			d.Close()
 			t.Errorf("%s: download allowed", j.ID)

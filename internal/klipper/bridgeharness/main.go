@@ -48,6 +48,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/internal/testhook"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
@@ -225,7 +226,7 @@ func (h *harness) run(c command) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
 			defer cancel()
-			err := h.srv.Print(ctx, klipper.PrintRequest{JobID: c.JobID, Name: c.Name, Filename: c.Filename, Title: c.Title, Metadata: c.Metadata}, f)
+			err := h.srv.Print(ctx, klipper.PrintRequest{JobID: c.JobID, Name: c.Name, Filename: c.Filename, Title: c.Title, Metadata: fromWire(c.Metadata)}, f)
 			// A refusal by the extra already arrived as a result event.
 			if err != nil && !errors.Is(err, klipper.ErrRejected) {
 				h.out.error("print %s: %v", c.JobID, err)
@@ -297,4 +298,12 @@ func memfdFromFile(path string, seal bool) (*memfd.File, error) {
 		}
 	}
 	return f, nil
+}
+
+// fromWire is the gate's metadata that the print packet encodes as m: the
+// test scripts state the metadata as it travels.
+func fromWire(m klipper.Metadata) *gcode.Metadata {
+	return &gcode.Metadata{LayerCount: m.TotalLayer, EstimatedTime: m.EstimatedTime, SlicerName: m.Slicer,
+		FilamentUsedMM: m.FilamentUsedMM, FilamentType: m.FilamentType, LayerHeight: m.LayerHeight,
+		ObjectHeight: m.ObjectHeight}
 }

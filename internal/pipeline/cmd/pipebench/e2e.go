@@ -243,7 +243,7 @@ func fetchChild(args []string) error {
 		if err != nil {
 			return err
 		}
-		body, err := client.Download(ctx, job)
+		body, err := client.Download(ctx, job.ID, job.DownloadURL)
 		if err != nil {
 			return err
 		}
