@@ -17,6 +17,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // crashChildEnv names the file with a child daemon's configuration. When it
@@ -245,22 +246,23 @@ func TestKill9InEveryState(t *testing.T) {
 			}
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
-			deadline := time.After(testTimeout)
-		wait:
-			for {
-				if r, ok := journaled(t, w.stateDir, id); ok && c.reached(w, id, r) {
-					break
+			reachedState := false
+			defer func() {
+				if !reachedState {
+					r, _ := journaled(t, w.stateDir, id)
+					t.Logf("journal %+v\nchild output:\n%s", r, out.String())
 				}
+			}()
+			testutil.Eventually(t, testTimeout, "the child to reach the state", func() bool {
 				select {
 				case err := <-exited:
 					t.Fatalf("child exited early: %v\n%s", err, out.String())
-				case <-deadline:
-					r, _ := journaled(t, w.stateDir, id)
-					t.Fatalf("child never reached the state; journal %+v\n%s", r, out.String())
-				case <-time.After(5 * time.Millisecond):
-					continue wait
+				default:
 				}
-			}
+				r, ok := journaled(t, w.stateDir, id)
+				return ok && c.reached(w, id, r)
+			})
+			reachedState = true
 			if err := cmd.Process.Kill(); err != nil {
 				t.Fatal(err)
 			}

@@ -399,6 +399,19 @@ func (e *Engine) transition(r *record, to State, msg string, rep *Report) error 
 	return nil
 }
 
+// progressLocked shows a job's progress in its message and, for a remote
+// job, reports it to the marketplace as a report the next one supersedes
+// (heartbeats, download progress). Nothing is journaled as a transition.
+func (e *Engine) progressLocked(r *record, status, msg string) {
+	r.Message = msg
+	if !r.Local && e.o.Marketplace != nil {
+		e.queueReportLocked(r, Report{Status: status, Message: msg}, true)
+		_ = e.saveLocked(r) // unsaved: retried
+		e.kickOutbox()
+	}
+	e.broadcastLocked()
+}
+
 // step starts the next queued job when nothing is active and the printer
 // is ready for it.
 func (e *Engine) step(ctx context.Context) {

@@ -19,6 +19,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // The acceptance tests run the engine, through the daemon's own adapters
@@ -298,17 +299,12 @@ func waitEngine(t testing.TB, e *Engine, cond func(Snapshot) bool) bool {
 // satisfies cond. The simulator has no change signal, so this polls.
 func (w *world) waitHistory(id, what string, cond func([]marketsim.StatusPost) bool) []marketsim.StatusPost {
 	w.t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		h := w.sim.StatusHistory(id)
-		if cond(h) {
-			return h
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("job %s: timed out waiting for %s; history %s", id, what, historyString(h))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var h []marketsim.StatusPost
+	testutil.Eventually(w.t, testTimeout, "job "+id+": "+what, func() bool {
+		h = w.sim.StatusHistory(id)
+		return cond(h)
+	})
+	return h
 }
 
 func historyString(h []marketsim.StatusPost) string {

@@ -197,14 +197,7 @@ func (e *Engine) onHeartbeat() {
 	}
 	r := e.recs[a.id]
 	if r.State == Printing && !a.lostConn {
-		msg := progressMessage(r.Progress)
-		r.Message = msg
-		if !r.Local && e.o.Marketplace != nil {
-			e.queueReportLocked(r, Report{Status: StatusPrinting, Message: msg}, true)
-			_ = e.saveLocked(r) // unsaved: retried
-			e.kickOutbox()
-		}
-		e.broadcastLocked()
+		e.progressLocked(r, StatusPrinting, progressMessage(r.Progress))
 	}
 	e.hbTimer = e.clock.NewTimer(e.o.HeartbeatInterval)
 }

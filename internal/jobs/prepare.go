@@ -111,14 +111,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 	if a == nil || a.id != id || r == nil || r.State != Downloading {
 		return
 	}
-	msg := fmt.Sprintf("%s: %d%%", prepVerb(r), percent)
-	r.Message = msg
-	if !r.Local && e.o.Marketplace != nil {
-		e.queueReportLocked(r, Report{Status: StatusProcessing, Message: msg}, true)
-		_ = e.saveLocked(r) // unsaved: retried
-		e.kickOutbox()
-	}
-	e.broadcastLocked()
+	e.progressLocked(r, StatusProcessing, fmt.Sprintf("%s: %d%%", prepVerb(r), percent))
 	e.console(fmt.Sprintf("%s %s: %d%%", strings.ToLower(prepVerb(r)), displayName(r), percent))
 }
 

@@ -15,14 +15,19 @@ const (
 )
 
 // runLowPriority runs work on a dedicated OS thread whose CPU nice value and
-// I/O priority are lowered, and returns its result. Everything work does on
-// its own goroutine (network reads, TLS, AES, the gate) runs on that thread,
-// and the decrypt pipeline starts its other goroutines (its memfd writer,
-// jobcrypt's writer and decrypting helpers) with threadprio.Go, each on a
-// thread of its own at this same priority. The goroutine exits without
-// unlocking, so the runtime discards the thread instead of reusing it at the
-// lowered priority. Lowering priority is best effort: failures are logged
-// and the work still runs.
+// I/O priority are lowered, and returns its result. All of a job's work that
+// grows with its size runs at that priority: on work's own goroutine, the
+// body's network reads and TLS record decryption (the marketplace client
+// downloads over HTTP/1.1, whose body is read by the goroutine reading it;
+// TestDownloadBodyReadAtLowPriority measures it), and the decrypt
+// pipeline's other goroutines (its memfd writer, jobcrypt's writer and
+// decrypting helpers), which it starts with threadprio.Go, each on a thread
+// of its own at this same priority. What net/http does on goroutines of its
+// own, setting up the connection (dial, TLS handshake, request, response
+// head), is a fixed, small cost per job and runs at normal priority. The
+// goroutine exits without unlocking, so the runtime discards the thread
+// instead of reusing it at the lowered priority. Lowering priority is best
+// effort: failures are logged and the work still runs.
 func runLowPriority[T any](log *slog.Logger, work func() T) T {
 	done := make(chan T, 1)
 	go func() {

@@ -7,11 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
@@ -44,18 +44,15 @@ func fixtureNamed(t testing.TB, name string) []byte {
 // satisfies cond (the engine writes the console asynchronously).
 func waitConsole(t testing.TB, k *standin.Standin, what string, cond func(string) bool) string {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		for _, l := range k.ConsoleLines() {
-			if cond(l) {
-				return l
-			}
+	var line string
+	testutil.Eventually(t, testTimeout, "the console line of "+what, func() bool {
+		i := slices.IndexFunc(k.ConsoleLines(), cond)
+		if i >= 0 {
+			line = k.ConsoleLines()[i]
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("console: timed out waiting for %s; lines:\n%s", what, strings.Join(k.ConsoleLines(), "\n"))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return i >= 0
+	})
+	return line
 }
 
 func count(lines []string, want string) int {

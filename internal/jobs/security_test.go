@@ -8,12 +8,12 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // memfdBody is an upload as the API stores it: a memfd, closed by Release
@@ -174,20 +174,13 @@ func TestVerificationOracleClosed(t *testing.T) {
 		t.Fatalf("%d failed verification, %d refused; want 1 and 1", verified, refused)
 	}
 	// Klipper's console says no more than the API.
-	deadline := time.Now().Add(testTimeout)
-	for {
+	testutil.Eventually(t, testTimeout, "five verification failures on the console", func() bool {
 		lines := strings.Join(w.klipper.ConsoleLines(), "\n")
 		if strings.Contains(lines, "Fernet") || strings.Contains(lines, "gAAAAA") || strings.Contains(lines, "offset") {
 			t.Fatalf("the console was told the detail:\n%s", lines)
 		}
-		if strings.Count(lines, VerificationFailed) >= 5 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("console lines:\n%s", lines)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return strings.Count(lines, VerificationFailed) >= 5
+	})
 	if _, err := d.eng.SubmitLocal(garbage(7)); !errors.Is(err, ErrTooManyFailures) {
 		t.Fatalf("sixth probe within the hour: %v", err)
 	}

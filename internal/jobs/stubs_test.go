@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/mdstub"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // stubWorld gives the daemon a gcodes directory with the stub folder.
@@ -53,13 +53,7 @@ func stubFiles(t *testing.T, dir mdstub.Dir) []string {
 
 func waitNoStubs(t *testing.T, dir mdstub.Dir, what string) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for len(stubFiles(t, dir)) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: stubs left: %v", what, stubFiles(t, dir))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, testTimeout, what+": no stubs left", func() bool { return len(stubFiles(t, dir)) == 0 })
 }
 
 // The stub is written only at the hand-off (after every gate), is what
@@ -170,13 +164,7 @@ func TestStaleStubsCleanedAtStart(t *testing.T) {
 	st := w.waitKlipper("stub in print_stats", func(st klipper.Status) bool { return mdstub.IsStub(st.PrintStats.Filename) })
 	live := st.PrintStats.Filename
 	// The hand-off is over once lmntd said "started" on the console.
-	deadline := time.Now().Add(testTimeout)
-	for !slices.ContainsFunc(k.ConsoleLines(), func(l string) bool { return strings.Contains(l, "started") }) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no 'started' console line: %v", k.ConsoleLines())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitConsole(t, k, "the start", func(l string) bool { return strings.Contains(l, "started") })
 	d.stop()
 	for _, n := range []string{"Old job.gcode", ".stub-42.tmp"} {
 		if err := os.WriteFile(filepath.Join(dir.Path(), n), []byte("x"), 0o644); err != nil {

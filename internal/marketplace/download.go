@@ -178,9 +178,10 @@ func (c *Client) downloadRedirect(req *http.Request, via []*http.Request) error 
 	return nil
 }
 
-// downloadTransport is the client's transport with a dialer that checks
-// the address a name resolves to, so a DNS name pointing into a private
-// network is refused like a literal address (also after redirects).
+// downloadTransport is the client's transport, speaking HTTP/1.1 only, with
+// a dialer that checks the address a name resolves to, so a DNS name
+// pointing into a private network is refused like a literal address (also
+// after redirects).
 // Configured hosts, the environment's proxy and development mode are
 // exempt. A caller-supplied non-*http.Transport is used as is (tests).
 func (c *Client) downloadTransport(target *url.URL) http.RoundTripper {
@@ -189,6 +190,16 @@ func (c *Client) downloadTransport(target *url.URL) http.RoundTripper {
 		return c.transport
 	}
 	t = t.Clone()
+	// HTTP/1.1 only: its body is read from the socket, and the TLS
+	// records decrypted, by the goroutine that reads the body, which for a
+	// job is the engine's low-priority decrypt thread. HTTP/2 reads every
+	// stream on the connection's own goroutine, at normal priority, where
+	// that work would compete with Klipper.
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetHTTP1(true)
+	if t.TLSClientConfig != nil { // a clone: ALPN must not offer h2 either
+		t.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	}
 	var proxyAddr string
 	if t.Proxy != nil {
 		if pu, err := t.Proxy(&http.Request{URL: target}); err == nil && pu != nil {
