@@ -25,7 +25,7 @@ type Decryptor struct {
 	Logger  *slog.Logger
 	// Decrypted, when set, is told of each job decrypted: its metadata,
 	// size and how long the pipeline took (the daemon keeps the preview
-	// and counts metrics). m is the engine's too: read it, never change it.
+	// and counts metrics), with its thumbnails; it must not change m.
 	Decrypted func(jobID string, m *gcode.Metadata, size int64, took time.Duration)
 }
 
@@ -62,5 +62,13 @@ func (p Decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, ke
 	if p.Decrypted != nil {
 		p.Decrypted(jobID, res.Metadata, res.Size, time.Since(start))
 	}
-	return &jobs.Prepared{File: res.File, Size: res.Size, Metadata: res.Metadata}, nil
+	// The engine holds the metadata for the whole print; it needs no
+	// thumbnails (the stub is built from the file), so they are not kept.
+	var md *gcode.Metadata
+	if res.Metadata != nil {
+		m := *res.Metadata
+		m.Thumbnails = nil
+		md = &m
+	}
+	return &jobs.Prepared{File: res.File, Size: res.Size, Metadata: md}, nil
 }
