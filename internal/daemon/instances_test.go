@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
@@ -35,7 +35,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 	if id1 == id2 {
 		t.Fatalf("both instances paired as printer %s", id1)
 	}
-	var k1, k2 api.KeysInfo
+	var k1, k2 apitype.KeysInfo
 	d1.Call(http.MethodGet, "/lmnt/v1/keys", nil).JSON(t, &k1)
 	d2.Call(http.MethodGet, "/lmnt/v1/keys", nil).JSON(t, &k2)
 	if k1.PublicKey == "" || k1.PublicKey == k2.PublicKey || k1.KeyID == k2.KeyID {
@@ -114,7 +114,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 	if err := os.RemoveAll(d2.StateDir); err != nil {
 		t.Fatal(err)
 	}
-	var after api.KeysInfo
+	var after apitype.KeysInfo
 	d1.Call(http.MethodGet, "/lmnt/v1/keys", nil).JSON(t, &after)
 	if after.KeyID != k1.KeyID {
 		t.Fatalf("instance 1's key changed from %s to %s", k1.KeyID, after.KeyID)

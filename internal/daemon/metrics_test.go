@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
@@ -35,7 +35,7 @@ func TestMetricsDuringAJob(t *testing.T) {
 		ExtraTOML:    "[jobs]\nauto_start = true\n[metrics]\ntextfile = \"" + textfile + "\"\ntextfile_interval = \"5s\"\n"})
 	inst := map[string]string{"lmnt_instance": "printer_1"}
 	with := func(k, v string) map[string]string { return map[string]string{"lmnt_instance": "printer_1", k: v} }
-	var st api.Status
+	var st apitype.Status
 	d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
 	if st.Instance != "printer_1" {
 		t.Errorf("status names instance %q, want printer_1", st.Instance)
@@ -120,21 +120,21 @@ func TestMetricsDuringAJob(t *testing.T) {
 		v, _ := testutil.ParseMetrics(t, string(b)).Value("lmntd_jobs_finished_total", with("outcome", "succeeded"))
 		return v == 1
 	})
-	if c := textfileCheck(t, d); c.Result != api.CheckOK || !strings.Contains(c.Detail, textfile+" written") {
+	if c := textfileCheck(t, d); c.Result != apitype.CheckOK || !strings.Contains(c.Detail, textfile+" written") {
 		t.Errorf("doctor on the textfile: %+v", c)
 	}
 }
 
-func textfileCheck(t *testing.T, d *daemontest.Daemon) api.Check {
+func textfileCheck(t *testing.T, d *daemontest.Daemon) apitype.Check {
 	t.Helper()
-	var rep api.DoctorReport
+	var rep apitype.DoctorReport
 	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &rep)
 	for _, c := range rep.Checks {
 		if c.Name == "metrics textfile" {
 			return c
 		}
 	}
-	return api.Check{}
+	return apitype.Check{}
 }
 
 // A textfile lmntd cannot write is a doctor warning with the fix, logged
@@ -145,7 +145,7 @@ func TestMetricsTextfileUnwritable(t *testing.T) {
 		ExtraTOML: "[metrics]\ntextfile = \"" + bad + "\"\ntextfile_interval = \"5s\"\n"})
 	d.WaitFor("doctor to warn about the textfile", func() bool {
 		c := textfileCheck(t, d)
-		return c.Result == api.CheckWarn && strings.Contains(c.Detail, bad) && strings.Contains(c.Fix, "ReadWritePaths=")
+		return c.Result == apitype.CheckWarn && strings.Contains(c.Detail, bad) && strings.Contains(c.Fix, "ReadWritePaths=")
 	})
 	if n := strings.Count(d.Log.String(), "metrics: cannot write the textfile"); n != 1 {
 		t.Errorf("the failure was logged %d times, want once", n)

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
@@ -179,9 +179,9 @@ func TestAutoStartThroughTheDaemon(t *testing.T) {
 	}
 }
 
-func doctorCheck(t *testing.T, d *daemontest.Daemon, name string) api.Check {
+func doctorCheck(t *testing.T, d *daemontest.Daemon, name string) apitype.Check {
 	t.Helper()
-	var r api.DoctorReport
+	var r apitype.DoctorReport
 	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &r)
 	for _, c := range r.Checks {
 		if c.Name == name {
@@ -189,7 +189,7 @@ func doctorCheck(t *testing.T, d *daemontest.Daemon, name string) api.Check {
 		}
 	}
 	t.Fatalf("doctor has no %q check: %+v", name, r)
-	return api.Check{}
+	return apitype.Check{}
 }
 
 func TestCompatibilityCheckThroughTheDaemon(t *testing.T) {
@@ -201,7 +201,7 @@ func TestCompatibilityCheckThroughTheDaemon(t *testing.T) {
 	jc := doctorCheck(t, d, "job compatibility")
 	for _, want := range []string{"x: [printer] kinematics is not set", "z: [printer] kinematics is not set",
 		"filament_type: no filament type configured (jobs.filament_type in lmntd.toml)"} {
-		if jc.Result != api.CheckOK || !strings.Contains(jc.Detail, want) {
+		if jc.Result != apitype.CheckOK || !strings.Contains(jc.Detail, want) {
 			t.Errorf("doctor job compatibility %+v lacks %q", jc, want)
 		}
 	}

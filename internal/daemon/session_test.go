@@ -25,7 +25,7 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
@@ -150,7 +150,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	wantSum := hex.EncodeToString(sum[:])
 
 	// Before pairing.
-	var st api.Status
+	var st apitype.Status
 	rec.must(http.MethodGet, "/lmnt/v1/status", nil, 200).JSON(t, &st)
 	if !strings.HasPrefix(st.Summary, "not paired: run lmnt pair") || st.Key.State != "ok" {
 		t.Fatalf("fresh daemon: summary %q, key %q", st.Summary, st.Key.State)
@@ -167,7 +167,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 			path := []string{"/machine/lmnt_marketplace/pair/start", "/machine/lmnt_marketplace/start_pairing"}[i]
 			resp := d.Call(http.MethodPost, path, map[string]any{"printer_name": "Session printer", "manufacturer": "LMNT", "model": "Test"})
 			rec.note(path, resp)
-			var p api.Pairing
+			var p apitype.Pairing
 			if resp.Status == 200 && json.Unmarshal(resp.Body, &p) == nil {
 				codes[i] = p.PairingCode
 			}
@@ -180,7 +180,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if n := len(d.Sim.Pairings()); n != 1 {
 		t.Fatalf("the marketplace saw %d pairing sessions, want 1", n)
 	}
-	var p api.Pairing
+	var p apitype.Pairing
 	rec.must(http.MethodGet, "/machine/lmnt_marketplace/pair/status", nil, 200).JSON(t, &p)
 	if p.Status != "pending" || p.PairingCode != codes[0] {
 		t.Fatalf("pair/status before approval: %+v", p)
@@ -244,8 +244,8 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	}
 	dlURL, dek, iv := queueAsMarketplaceSends(t, d.Sim, newToken, job.ID)
 	var cj struct {
-		Status    string        `json:"status"`
-		JobStatus api.JobStatus `json:"job_status"`
+		Status    string            `json:"status"`
+		JobStatus apitype.JobStatus `json:"job_status"`
 	}
 	rec.must(http.MethodPost, "/machine/lmnt_marketplace/check_jobs", nil, 200).JSON(t, &cj)
 	if cj.Status != "success" || cj.JobStatus.LastCheck == nil {
@@ -276,7 +276,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 
 	// A local job with a DEK package sealed to this printer, as multipart.
 	rec.must(http.MethodPost, "/lmnt/v1/ready", nil, 200)
-	var keys api.KeysInfo
+	var keys apitype.KeysInfo
 	rec.must(http.MethodGet, "/lmnt/v1/keys", nil, 200).JSON(t, &keys)
 	localDEK, localIV, ct := dekEncrypt(t, keys.PublicKey, gcode)
 	var mp bytes.Buffer
@@ -310,13 +310,13 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if st.Summary != "paired as Session printer; Klipper ready; idle" || st.Health != "ok" {
 		t.Fatalf("status after the jobs: %q (%s)", st.Summary, st.Health)
 	}
-	var doc api.DoctorReport
+	var doc apitype.DoctorReport
 	rec.must(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil, 200).JSON(t, &doc)
-	if doc.Health != api.HealthOK {
+	if doc.Health != apitype.HealthOK {
 		t.Fatalf("doctor --offline: %+v", doc)
 	}
 	rec.must(http.MethodGet, "/lmnt/v1/doctor", nil, 200).JSON(t, &doc)
-	if doc.Health != api.HealthOK || checkResult(doc, "marketplace") != api.CheckOK {
+	if doc.Health != apitype.HealthOK || checkResult(doc, "marketplace") != apitype.CheckOK {
 		t.Fatalf("doctor: %+v", doc)
 	}
 	rec.must(http.MethodGet, "/lmnt/v1/doctor?offline=maybe", nil, 400)
@@ -346,7 +346,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	t.Logf("scanned %d answers for %d secrets", len(rec.all), len(secrets))
 }
 
-func checkResult(r api.DoctorReport, name string) string {
+func checkResult(r apitype.DoctorReport, name string) string {
 	for _, c := range r.Checks {
 		if c.Name == name {
 			return c.Result

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
@@ -100,12 +100,12 @@ func TestRealWorldVariety(t *testing.T) {
 	}
 
 	// lmnt status and doctor name the API profile.
-	var st api.Status
+	var st apitype.Status
 	d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
 	if st.Profile != "current" || st.ProfileReason == "" {
 		t.Errorf("status: profile %q (%q)", st.Profile, st.ProfileReason)
 	}
-	var rep api.DoctorReport
+	var rep apitype.DoctorReport
 	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &rep)
 	found := false
 	for _, c := range rep.Checks {

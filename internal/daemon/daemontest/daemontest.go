@@ -447,9 +447,9 @@ var (
 	builtDir string
 )
 
-// Build compiles the module's commands (./cmd/...) once per test process
+// Build compiles lmntd, lmnt and lmnt-demo once per test process
 // into a directory readable by everyone and returns it: tests that need
-// the real binaries (systemd activation, lmnt demo) run them from there.
+// the real binaries (systemd activation, lmnt-demo) run them from there.
 func Build(t testing.TB) string {
 	t.Helper()
 	buildMu.Lock()
@@ -468,10 +468,11 @@ func Build(t testing.TB) string {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(goBin, "build", "-o", dir+"/", "github.com/lmnt-marketplace/lmntd/cmd/lmntd", "github.com/lmnt-marketplace/lmntd/cmd/lmnt")
+	cmd := exec.Command(goBin, "build", "-o", dir+"/", "github.com/lmnt-marketplace/lmntd/cmd/lmntd", "github.com/lmnt-marketplace/lmntd/cmd/lmnt",
+		"github.com/lmnt-marketplace/lmntd/cmd/lmnt-demo")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		t.Fatalf("building lmntd and lmnt: %v\n%s", err, out)
+		t.Fatalf("building lmntd, lmnt and lmnt-demo: %v\n%s", err, out)
 	}
 	builtDir = dir
 	return dir

@@ -1,4 +1,4 @@
-package daemon
+package doctor
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 )
 
 func TestTPMAccessCheck(t *testing.T) {
@@ -15,19 +15,19 @@ func TestTPMAccessCheck(t *testing.T) {
 	if err := os.WriteFile(dev, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := tpmAccessCheck("auto", filepath.Join(dir, "missing")); ok {
+	if _, ok := TPMAccess("auto", filepath.Join(dir, "missing")); ok {
 		t.Error("a board without a TPM got a TPM check")
 	}
-	if _, ok := tpmAccessCheck("software", dev); ok {
+	if _, ok := TPMAccess("software", dev); ok {
 		t.Error("the software backend got a TPM check")
 	}
-	if c, ok := tpmAccessCheck("auto", dev); !ok || c.Result != api.CheckOK {
+	if c, ok := TPMAccess("auto", dev); !ok || c.Result != apitype.CheckOK {
 		t.Errorf("an openable device: %+v %v", c, ok)
 	}
 	// A device that exists but does not open (a directory stands in for
 	// a node without group tss: opening it for writing fails).
-	c, ok := tpmAccessCheck("tpm", dir)
-	if !ok || c.Result != api.CheckWarn || c.Required || !strings.Contains(c.Fix, "usermod -a -G tss lmntd") || !strings.Contains(c.Detail, "cannot open") {
+	c, ok := TPMAccess("tpm", dir)
+	if !ok || c.Result != apitype.CheckWarn || c.Required || !strings.Contains(c.Fix, "usermod -a -G tss lmntd") || !strings.Contains(c.Detail, "cannot open") {
 		t.Errorf("an unopenable device: %+v %v", c, ok)
 	}
 }
