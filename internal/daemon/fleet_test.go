@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -93,13 +94,8 @@ var apiCalls = []marketsim.Call{marketsim.CallRefresh, marketsim.CallPoll, marke
 func (f *fleet) waitAll(what string, within time.Duration, cond func(i int) bool) {
 	f.t.Helper()
 	deadline := time.Now().Add(within)
-	for i := range f.ds {
-		for !cond(i) {
-			if time.Now().After(deadline) {
-				f.t.Fatalf("printer %d: timed out waiting for %s\nlog:\n%s", i, what, f.ds[i].Log.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	for i, d := range f.ds {
+		d.WaitWithin(time.Until(deadline), fmt.Sprintf("printer %d: %s", i, what), func() bool { return cond(i) })
 	}
 }
 

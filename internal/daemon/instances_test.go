@@ -12,7 +12,6 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
@@ -56,7 +55,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 		d  *daemontest.Daemon
 		id string
 	}{{d1, j1.ID}, {d2, j2.ID}} {
-		if j := waitJobWithin(t, c.d, c.id, 30*time.Second); j.State != jobs.Succeeded {
+		if j := waitJobWithin(t, c.d, c.id, 30*time.Second); j.State != apitype.JobSucceeded {
 			t.Fatalf("job %s ended %s: %s", c.id, j.State, j.Message)
 		}
 		assertPrinted(t, c.d, c.id, hex.EncodeToString(sum[:]), len(gcode))
@@ -68,7 +67,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 				t.Fatalf("%s reached the other instance's Klipper", id)
 			}
 		}
-		var s jobs.Snapshot
+		var s apitype.Snapshot
 		d.Call(http.MethodGet, "/lmnt/v1/jobs", nil).JSON(t, &s)
 		for _, j := range append(s.Finished, s.Queue...) {
 			if j.ID == id {
@@ -97,7 +96,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 	if resp.Status != http.StatusOK || sp.JobID == "" {
 		t.Fatalf("start_print on printer 2: %d %s", resp.Status, resp.Body)
 	}
-	if j := waitJobWithin(t, d2, sp.JobID, 30*time.Second); j.State != jobs.Failed {
+	if j := waitJobWithin(t, d2, sp.JobID, 30*time.Second); j.State != apitype.JobFailed {
 		t.Fatalf("printer 1's job on printer 2 ended %s: %s", j.State, j.Message)
 	}
 	for _, p := range d2.Standin.Prints() {
@@ -123,7 +122,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j := waitJobWithin(t, d1, j3.ID, 30*time.Second); j.State != jobs.Succeeded {
+	if j := waitJobWithin(t, d1, j3.ID, 30*time.Second); j.State != apitype.JobSucceeded {
 		t.Fatalf("instance 1 after instance 2's removal: job ended %s: %s", j.State, j.Message)
 	}
 	assertPrinted(t, d1, j3.ID, hex.EncodeToString(sum[:]), len(gcode))

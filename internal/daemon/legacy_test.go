@@ -19,7 +19,6 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 )
 
 // TestImportLegacyKeyAndToken: lmnt keys import-legacy takes over the old
@@ -107,7 +106,7 @@ func TestImportLegacyKeyAndToken(t *testing.T) {
 		JobID string `json:"job_id"`
 	}
 	resp.JSON(t, &sp)
-	if j := waitJob(t, d, sp.JobID); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, sp.JobID); j.State != apitype.JobSucceeded {
 		t.Fatalf("job sealed to the imported key: %s %s", j.State, j.Message)
 	}
 	sum := sha256.Sum256(gcode)

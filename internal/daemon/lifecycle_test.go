@@ -12,7 +12,6 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/seal"
 )
@@ -29,9 +28,9 @@ func TestRestartWhenIdleWaitsForThePrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.WaitFor("the print to start", func() bool {
-		var s jobs.Snapshot
+		var s apitype.Snapshot
 		d.Call("GET", "/lmnt/v1/jobs", nil).JSON(t, &s)
-		return s.Active != nil && s.Active.State == jobs.Printing
+		return s.Active != nil && s.Active.State == apitype.JobPrinting
 	})
 	var res apitype.RestartResult
 	r := d.Call("POST", "/lmnt/v1/restart", map[string]bool{"when_idle": true})

@@ -10,7 +10,6 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
@@ -95,7 +94,7 @@ func TestMetricsDuringAJob(t *testing.T) {
 			value(during, "lmntd_decrypt_duration_seconds", inst), value(during, "lmntd_job_start_duration_seconds", inst))
 	}
 
-	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != jobs.Succeeded {
+	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != apitype.JobSucceeded {
 		t.Fatalf("job ended %s: %s", j.State, j.Message)
 	}
 	after := scrape()

@@ -11,7 +11,6 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
@@ -70,7 +69,7 @@ check_interval: 0
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != jobs.Succeeded {
+	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != apitype.JobSucceeded {
 		t.Fatalf("job ended %s: %s", j.State, j.Message)
 	}
 }
@@ -129,7 +128,7 @@ marketplace_url: {{SIM}}   # the marketplace of mid-2025
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != jobs.Succeeded {
+	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != apitype.JobSucceeded {
 		t.Fatalf("job ended %s: %s", j.State, j.Message)
 	}
 	d.WaitFor("the legacy job-status path", func() bool {

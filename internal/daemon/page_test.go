@@ -25,6 +25,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/democube"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // browser is Debian's headless Chromium driven over CDP, recording what
@@ -112,23 +113,24 @@ func (b *browser) text() string {
 // waitText waits until the page shows every one of want.
 func (b *browser) waitText(want ...string) string {
 	b.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		s := b.text()
-		missing := ""
+	var s string
+	missing := ""
+	defer func() {
+		if b.t.Failed() && missing != "" {
+			b.t.Logf("the page does not show %q; it shows:\n%s", missing, s)
+		}
+	}()
+	testutil.Eventually(b.t, 20*time.Second, fmt.Sprintf("the page to show %q", want), func() bool {
+		s = b.text()
+		missing = ""
 		for _, w := range want {
 			if !strings.Contains(s, w) {
 				missing = w
 			}
 		}
-		if missing == "" {
-			return s
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("the page does not show %q; it shows:\n%s", missing, s)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return missing == ""
+	})
+	return s
 }
 
 // consoleErrors returns and clears the console's errors so far; allowed

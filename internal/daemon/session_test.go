@@ -27,7 +27,6 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
@@ -116,11 +115,19 @@ func storedToken(t *testing.T, stateDir string) string {
 	return f.Token
 }
 
-func waitJob(t *testing.T, d *daemontest.Daemon, id string) jobs.JobInfo {
+// waitJob waits (10 s at most) until job id has finished and returns it.
+func waitJob(t *testing.T, d *daemontest.Daemon, id string) apitype.JobInfo {
 	t.Helper()
-	var found jobs.JobInfo
-	d.WaitFor("job "+id+" to finish", func() bool {
-		var s jobs.Snapshot
+	return waitJobWithin(t, d, id, 10*time.Second)
+}
+
+// waitJobWithin is waitJob with another deadline (jobs that print one
+// after the other need longer).
+func waitJobWithin(t *testing.T, d *daemontest.Daemon, id string, within time.Duration) apitype.JobInfo {
+	t.Helper()
+	var found apitype.JobInfo
+	d.WaitWithin(within, "job "+id+" to finish", func() bool {
+		var s apitype.Snapshot
 		d.Call(http.MethodGet, "/lmnt/v1/jobs", nil).JSON(t, &s)
 		for _, j := range s.Finished {
 			if j.ID == id {
@@ -251,7 +258,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if cj.Status != "success" || cj.JobStatus.LastCheck == nil {
 		t.Fatalf("check_jobs: %+v", cj)
 	}
-	if j := waitJob(t, d, job.ID); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, job.ID); j.State != apitype.JobSucceeded {
 		t.Fatalf("marketplace job ended %s: %s\n%s", j.State, j.Message, d.Log.String())
 	}
 	assertPrinted(t, d, job.ID, wantSum, len(gcode))
@@ -269,7 +276,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if resp.Status != 200 || sp.JobID == "" {
 		t.Fatalf("start_print (Fernet): %d %s", resp.Status, resp.Body)
 	}
-	if j := waitJob(t, d, sp.JobID); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, sp.JobID); j.State != apitype.JobSucceeded {
 		t.Fatalf("local Fernet job ended %s: %s", j.State, j.Message)
 	}
 	assertPrinted(t, d, sp.JobID, wantSum, len(gcode))
@@ -293,13 +300,13 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if resp.Status != 200 {
 		t.Fatalf("start_print (DEK): %d %s", resp.Status, resp.Body)
 	}
-	if j := waitJob(t, d, sp.JobID); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, sp.JobID); j.State != apitype.JobSucceeded {
 		t.Fatalf("local DEK job ended %s: %s", j.State, j.Message)
 	}
 	assertPrinted(t, d, sp.JobID, wantSum, len(gcode))
 
 	// The rest of the endpoints.
-	var s jobs.Snapshot
+	var s apitype.Snapshot
 	rec.must(http.MethodGet, "/lmnt/v1/jobs", nil, 200).JSON(t, &s)
 	if len(s.Finished) != 3 {
 		t.Fatalf("jobs: %d finished, want 3", len(s.Finished))
