@@ -25,9 +25,6 @@ const (
 	JobCancelled JobState = "cancelled"
 )
 
-// InKlipper reports whether a job in state s is printing or paused.
-func (s JobState) InKlipper() bool { return s == JobPrinting || s == JobPaused }
-
 // VerificationFailed starts the message of every job whose file failed
 // decryption or a check: the one thing anyone outside lmntd learns about
 // such a file (no offsets, no detail: no decryption oracle). The engine
