@@ -49,7 +49,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	lmntdPath := fs.String("lmntd", "", "lmntd binary (default: lmntd next to this lmnt-demo)")
 	fs.Usage = func() {
 		fmt.Fprintf(stdout, "Usage: lmnt-demo [--gcode FILE] [--print-seconds N] [--timeout D] [--verbose]\n\n%s\n\nFlags:\n%s",
-			"Runs lmntd against a simulated marketplace and a Klipper stand-in, prints one job and checks what Klipper read.",
+			"Runs lmntd against a simulated marketplace and a Klipper stand-in, prints one\njob and checks what Klipper read.",
 			fs.FlagUsagesWrapped(80))
 	}
 	if err := fs.Parse(args); err != nil {
