@@ -56,7 +56,7 @@ var rules = []rule{
 	},
 	{
 		From: []string{"internal/memfd", "internal/jobcrypt", "internal/atomicfile", "internal/textsafe",
-			"internal/configparser", "internal/apitype", "internal/version"},
+			"internal/configparser", "internal/apitype", "internal/apiclient", "internal/version"},
 		Only: []string{},
 		Why:  "leaves: each does one small job on the standard library (and its own third-party modules) alone, so anything may use it",
 	},
