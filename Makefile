@@ -52,7 +52,7 @@ bench: deps
 	scripts/bench.sh
 
 demo: build
-	bin/lmnt demo
+	bin/lmnt-demo
 
 clean:
 	rm -rf bin dist build

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
@@ -28,45 +28,55 @@ func (b *recordingBackend) name(s string) {
 	}
 }
 
-func (b *recordingBackend) Status(context.Context) Status                { return Status{} }
-func (b *recordingBackend) CheckJobs(context.Context) (JobStatus, error) { return JobStatus{}, nil }
-func (b *recordingBackend) RefreshToken(context.Context) (RefreshResult, error) {
-	return RefreshResult{}, nil
+func (b *recordingBackend) Status(context.Context) apitype.Status { return apitype.Status{} }
+func (b *recordingBackend) CheckJobs(context.Context) (apitype.JobStatus, error) {
+	return apitype.JobStatus{}, nil
 }
-func (b *recordingBackend) UserLogin(_ context.Context, _, _ string) (LoginResult, error) {
-	return LoginResult{}, nil
+func (b *recordingBackend) RefreshToken(context.Context) (apitype.RefreshResult, error) {
+	return apitype.RefreshResult{}, nil
 }
-func (b *recordingBackend) RegisterPrinter(_ context.Context, r RegisterRequest) (RegisterResult, error) {
+func (b *recordingBackend) UserLogin(_ context.Context, _, _ string) (apitype.LoginResult, error) {
+	return apitype.LoginResult{}, nil
+}
+func (b *recordingBackend) RegisterPrinter(_ context.Context, r apitype.RegisterRequest) (apitype.RegisterResult, error) {
 	b.name(r.PrinterName)
 	b.name(r.Manufacturer)
 	b.name(r.Model)
-	return RegisterResult{}, nil
+	return apitype.RegisterResult{}, nil
 }
-func (b *recordingBackend) StartPairing(_ context.Context, r PairRequest) (Pairing, error) {
+func (b *recordingBackend) StartPairing(_ context.Context, r apitype.PairRequest) (apitype.Pairing, error) {
 	b.name(r.PrinterName)
 	b.name(r.Manufacturer)
 	b.name(r.Model)
-	return Pairing{}, nil
+	return apitype.Pairing{}, nil
 }
-func (b *recordingBackend) PairingStatus(context.Context) (Pairing, error)   { return Pairing{}, nil }
-func (b *recordingBackend) CompletePairing(context.Context) (Pairing, error) { return Pairing{}, nil }
+func (b *recordingBackend) PairingStatus(context.Context) (apitype.Pairing, error) {
+	return apitype.Pairing{}, nil
+}
+func (b *recordingBackend) CompletePairing(context.Context) (apitype.Pairing, error) {
+	return apitype.Pairing{}, nil
+}
 func (b *recordingBackend) SubmitLocal(_ context.Context, p LocalPrint) (string, error) {
 	b.name(p.Name)
 	return "local-1", nil
 }
-func (b *recordingBackend) Jobs() jobs.Snapshot { return jobs.Snapshot{} }
+func (b *recordingBackend) Jobs() apitype.Snapshot { return apitype.Snapshot{} }
 func (b *recordingBackend) CancelJob(_, reason string) error {
 	b.name(reason)
 	return nil
 }
 func (b *recordingBackend) ConfirmBedClear() error { return nil }
-func (b *recordingBackend) Keys() KeysInfo         { return KeysInfo{} }
-func (b *recordingBackend) ImportLegacyKey(context.Context, ImportLegacyRequest) (ImportLegacyResult, error) {
-	return ImportLegacyResult{}, nil
+func (b *recordingBackend) Keys() apitype.KeysInfo { return apitype.KeysInfo{} }
+func (b *recordingBackend) ImportLegacyKey(context.Context, apitype.ImportLegacyRequest) (apitype.ImportLegacyResult, error) {
+	return apitype.ImportLegacyResult{}, nil
 }
-func (b *recordingBackend) Reseal(context.Context, string) (KeysInfo, error) { return KeysInfo{}, nil }
-func (b *recordingBackend) Doctor(context.Context, bool) DoctorReport        { return DoctorReport{} }
-func (b *recordingBackend) RestartWhenIdle() RestartResult                   { return RestartResult{} }
+func (b *recordingBackend) Reseal(context.Context, string) (apitype.KeysInfo, error) {
+	return apitype.KeysInfo{}, nil
+}
+func (b *recordingBackend) Doctor(context.Context, bool) apitype.DoctorReport {
+	return apitype.DoctorReport{}
+}
+func (b *recordingBackend) RestartWhenIdle() apitype.RestartResult { return apitype.RestartResult{} }
 
 // jsonEndpoints are the POST endpoints that read a JSON body.
 var jsonEndpoints = []string{

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
@@ -81,8 +82,8 @@ func (s *Server) handlePluginStatus(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func jobStatus(st Status) JobStatus {
-	js := JobStatus{CurrentJob: st.Jobs.Active, QueueLength: len(st.Jobs.Queue), LastCheck: st.LastPoll, Waiting: st.Jobs.Waiting}
+func jobStatus(st apitype.Status) apitype.JobStatus {
+	js := apitype.JobStatus{CurrentJob: st.Jobs.Active, QueueLength: len(st.Jobs.Queue), LastCheck: st.LastPoll, Waiting: st.Jobs.Waiting}
 	js.JobStarted = st.Jobs.Active != nil
 	return js
 }
@@ -136,7 +137,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
-	var req RegisterRequest
+	var req apitype.RegisterRequest
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -155,7 +156,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePairStart(w http.ResponseWriter, r *http.Request) {
-	var req PairRequest
+	var req apitype.PairRequest
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -228,7 +229,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleImportLegacy(w http.ResponseWriter, r *http.Request) {
-	var req ImportLegacyRequest
+	var req apitype.ImportLegacyRequest
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, err)
 		return

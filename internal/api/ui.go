@@ -9,9 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 )
 
 //go:embed ui/pair.html ui/forbidden.html
@@ -49,43 +48,9 @@ const (
 	cardIdle      = "idle"
 )
 
-// UIState is the page's model: which card to show, with what, and which
-// actions make sense now. The page renders it and nothing else, so every
-// decision about states is made (and tested) here.
-type UIState struct {
-	Card    string `json:"card"`
-	Printer string `json:"printer"`
-	// Headline and Detail are the card's words.
-	Headline string `json:"headline"`
-	Detail   string `json:"detail,omitempty"`
-	// NextStep says what the owner does (Klipper problems, failures).
-	NextStep string `json:"next_step,omitempty"`
-	// Code and ExpiresAt while a pairing code waits; MarketplaceURL is
-	// where the owner enters it.
-	Code           string     `json:"code,omitempty"`
-	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
-	MarketplaceURL string     `json:"marketplace_url,omitempty"`
-	Job            *UIJob     `json:"job,omitempty"`
-	// Actions are the buttons to show: "pair" or "ready".
-	Actions []string `json:"actions"`
-	Health  string   `json:"health"`
-}
-
-// UIJob is the job a card is about.
-type UIJob struct {
-	ID        string  `json:"id"`
-	Title     string  `json:"title"`
-	State     string  `json:"state"`
-	Progress  float64 `json:"progress"` // 0..1; -1 unknown
-	Elapsed   float64 `json:"elapsed,omitempty"`
-	Remaining float64 `json:"remaining,omitempty"`
-	Thumbnail string  `json:"thumbnail,omitempty"` // URL, relative to the page
-	Message   string  `json:"message,omitempty"`
-}
-
 // uiState decides the card from the daemon's status.
-func (s *Server) uiState(st Status, p Pairing) UIState {
-	u := UIState{Printer: st.Printer.Name, Health: st.Health, Actions: []string{}, MarketplaceURL: siteOf(st.Marketplace)}
+func (s *Server) uiState(st apitype.Status, p apitype.Pairing) apitype.UIState {
+	u := apitype.UIState{Printer: st.Printer.Name, Health: st.Health, Actions: []string{}, MarketplaceURL: siteOf(st.Marketplace)}
 	if u.Printer == "" {
 		u.Printer = p.PrinterName // the name a pending pairing will give it
 	}
@@ -120,9 +85,9 @@ func (s *Server) uiState(st Status, p Pairing) UIState {
 		j := s.uiJob(*a, st)
 		u.Job = &j
 		switch a.State {
-		case jobs.Printing, jobs.Paused:
+		case apitype.JobPrinting, apitype.JobPaused:
 			u.Card, u.Headline = cardPrinting, "Printing"
-			if a.State == jobs.Paused {
+			if a.State == apitype.JobPaused {
 				u.Headline = "Paused"
 			}
 		default:
@@ -134,7 +99,7 @@ func (s *Server) uiState(st Status, p Pairing) UIState {
 		}
 		return u
 	}
-	var last *jobs.JobInfo
+	var last *apitype.JobInfo
 	if len(st.Jobs.Finished) > 0 {
 		last = &st.Jobs.Finished[0]
 	}
@@ -144,13 +109,13 @@ func (s *Server) uiState(st Status, p Pairing) UIState {
 		if n := len(st.Jobs.Queue); n > 0 {
 			u.Detail = fmt.Sprintf("A print has ended and %d job(s) wait. Remove the print, then confirm so the next job may start.", n)
 		}
-		if last != nil && last.State == jobs.Failed {
+		if last != nil && last.State == apitype.JobFailed {
 			j := s.uiJob(*last, st)
 			u.Job = &j
 		}
 		return u
 	}
-	if last != nil && (last.State == jobs.Failed) && len(st.Jobs.Queue) == 0 {
+	if last != nil && (last.State == apitype.JobFailed) && len(st.Jobs.Queue) == 0 {
 		j := s.uiJob(*last, st)
 		u.Card, u.Job, u.Headline = cardFailed, &j, "The last print did not complete"
 		u.Detail = plainFailure(last.Message)
@@ -168,13 +133,13 @@ func (s *Server) uiState(st Status, p Pairing) UIState {
 
 // uiJob describes a job for the page; progress while downloading comes from
 // the transfer, while printing from Klipper.
-func (s *Server) uiJob(a jobs.JobInfo, st Status) UIJob {
-	j := UIJob{ID: a.ID, Title: a.Name, State: string(a.State), Progress: a.Progress, Message: a.Message}
+func (s *Server) uiJob(a apitype.JobInfo, st apitype.Status) apitype.UIJob {
+	j := apitype.UIJob{ID: a.ID, Title: a.Name, State: string(a.State), Progress: a.Progress, Message: a.Message}
 	if j.Title == "" {
 		j.Title = "Job " + a.ID
 	}
 	j.Title = strings.TrimSuffix(j.Title, ".gcode")
-	if a.State == jobs.Downloading {
+	if a.State == apitype.JobDownloading {
 		j.Progress = -1
 		if t := st.Transfer; t != nil && t.JobID == a.ID && t.Total > 0 {
 			j.Progress = float64(t.Bytes) / float64(t.Total)
@@ -189,7 +154,7 @@ func (s *Server) uiJob(a jobs.JobInfo, st Status) UIJob {
 			est = pv.EstimatedTime
 		}
 	}
-	if a.State == jobs.Printing || a.State == jobs.Paused {
+	if a.State == apitype.JobPrinting || a.State == apitype.JobPaused {
 		j.Elapsed = st.Klipper.PrintDuration
 		switch {
 		case a.Progress >= 0.05 && j.Elapsed > 0:
@@ -204,7 +169,7 @@ func (s *Server) uiJob(a jobs.JobInfo, st Status) UIJob {
 // plainFailure turns a job's failure message into an owner's words.
 func plainFailure(msg string) string {
 	switch {
-	case strings.HasPrefix(msg, jobs.VerificationFailed):
+	case strings.HasPrefix(msg, apitype.VerificationFailed):
 		// Deliberately no detail (no decryption oracle): the file never
 		// reached Klipper, and that is all anyone outside lmntd learns.
 		return msg + ": it was not a file this printer can print, so it never reached Klipper."
@@ -264,7 +229,7 @@ func (s *Server) handleUI(w http.ResponseWriter, r *http.Request) {
 	s.securityHeaders(w, nonce, "img-src 'self' data:; ")
 	data := struct {
 		Nonce, PrinterName string
-		Initial            UIState
+		Initial            apitype.UIState
 	}{nonce, initial.Printer, initial}
 	if err := pairPage.Execute(w, data); err != nil {
 		s.log.Warn("api: rendering the page", "err", err)

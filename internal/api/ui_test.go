@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 )
 
 // TestUIStateCards: each daemon state gets its one card, with only the
@@ -14,36 +14,38 @@ import (
 func TestUIStateCards(t *testing.T) {
 	s := New(Options{})
 	exp := time.Now().Add(5 * time.Minute)
-	paired := Status{Auth: AuthStatus{Authenticated: true}, Printer: PrinterStatus{Name: "MK4"},
-		Jobs: jobs.Snapshot{BedClear: true}, Klipper: KlipperStatus{Connected: true, Klippy: "ready"}}
-	with := func(f func(*Status)) Status {
+	paired := apitype.Status{Auth: apitype.AuthStatus{Authenticated: true}, Printer: apitype.PrinterStatus{Name: "MK4"},
+		Jobs: apitype.Snapshot{BedClear: true}, Klipper: apitype.KlipperStatus{Connected: true, Klippy: "ready"}}
+	with := func(f func(*apitype.Status)) apitype.Status {
 		st := paired
 		st.Jobs.Finished, st.Jobs.Queue = nil, nil
 		f(&st)
 		return st
 	}
-	printing := jobs.JobInfo{ID: "job-1", Name: "benchy.gcode", State: jobs.Printing, Progress: 0.5}
+	printing := apitype.JobInfo{ID: "job-1", Name: "benchy.gcode", State: apitype.JobPrinting, Progress: 0.5}
 	for _, c := range []struct {
 		name    string
-		st      Status
-		p       Pairing
+		st      apitype.Status
+		p       apitype.Pairing
 		card    string
 		actions []string
 		words   string
 	}{
-		{"fresh", Status{}, Pairing{Status: "not_started"}, cardUnpaired, []string{"pair"}, "Not paired yet"},
-		{"code", Status{}, Pairing{Status: "pending", PairingCode: "ABC123", ExpiresAt: &exp, PrinterName: "MK4"}, cardCode, nil, "Enter this code"},
-		{"expired", Status{}, Pairing{Status: "expired"}, cardUnpaired, []string{"pair"}, "expired"},
-		{"lost", Status{Auth: AuthStatus{PairingLost: true}, Printer: PrinterStatus{Name: "MK4"}}, Pairing{}, cardUnpaired, []string{"pair"}, "Pairing lost"},
-		{"klipper", with(func(s *Status) { s.Klipper.Problem, s.Klipper.NextStep = "Klipper is shut down: x", "FIRMWARE_RESTART" }), Pairing{}, cardKlipper, nil, "Klipper is shut down"},
-		{"preparing", with(func(s *Status) { s.Jobs.Active = &jobs.JobInfo{ID: "job-1", State: jobs.Downloading} }), Pairing{}, cardPreparing, nil, "Getting the print ready"},
-		{"printing", with(func(s *Status) { s.Jobs.Active = &printing; s.Klipper.PrintDuration = 600 }), Pairing{}, cardPrinting, nil, "Printing"},
-		{"bed", with(func(s *Status) { s.Jobs.BedClear = false }), Pairing{}, cardBed, []string{"ready"}, "Is the bed clear?"},
-		{"failed", with(func(s *Status) {
-			s.Jobs.Finished = []jobs.JobInfo{{ID: "job-2", State: jobs.Failed, Message: "The file failed verification (ref 0123456789ab)"}}
-		}), Pairing{}, cardFailed, nil, "never reached Klipper"},
-		{"idle", paired, Pairing{}, cardIdle, nil, "Ready for the next print"},
-		{"auto start never asks for the bed", with(func(s *Status) { s.Jobs.BedClear, s.Jobs.AutoStart = false, true }), Pairing{}, cardIdle, nil, "Ready"},
+		{"fresh", apitype.Status{}, apitype.Pairing{Status: "not_started"}, cardUnpaired, []string{"pair"}, "Not paired yet"},
+		{"code", apitype.Status{}, apitype.Pairing{Status: "pending", PairingCode: "ABC123", ExpiresAt: &exp, PrinterName: "MK4"}, cardCode, nil, "Enter this code"},
+		{"expired", apitype.Status{}, apitype.Pairing{Status: "expired"}, cardUnpaired, []string{"pair"}, "expired"},
+		{"lost", apitype.Status{Auth: apitype.AuthStatus{PairingLost: true}, Printer: apitype.PrinterStatus{Name: "MK4"}}, apitype.Pairing{}, cardUnpaired, []string{"pair"}, "Pairing lost"},
+		{"klipper", with(func(s *apitype.Status) {
+			s.Klipper.Problem, s.Klipper.NextStep = "Klipper is shut down: x", "FIRMWARE_RESTART"
+		}), apitype.Pairing{}, cardKlipper, nil, "Klipper is shut down"},
+		{"preparing", with(func(s *apitype.Status) { s.Jobs.Active = &apitype.JobInfo{ID: "job-1", State: apitype.JobDownloading} }), apitype.Pairing{}, cardPreparing, nil, "Getting the print ready"},
+		{"printing", with(func(s *apitype.Status) { s.Jobs.Active = &printing; s.Klipper.PrintDuration = 600 }), apitype.Pairing{}, cardPrinting, nil, "Printing"},
+		{"bed", with(func(s *apitype.Status) { s.Jobs.BedClear = false }), apitype.Pairing{}, cardBed, []string{"ready"}, "Is the bed clear?"},
+		{"failed", with(func(s *apitype.Status) {
+			s.Jobs.Finished = []apitype.JobInfo{{ID: "job-2", State: apitype.JobFailed, Message: "The file failed verification (ref 0123456789ab)"}}
+		}), apitype.Pairing{}, cardFailed, nil, "never reached Klipper"},
+		{"idle", paired, apitype.Pairing{}, cardIdle, nil, "Ready for the next print"},
+		{"auto start never asks for the bed", with(func(s *apitype.Status) { s.Jobs.BedClear, s.Jobs.AutoStart = false, true }), apitype.Pairing{}, cardIdle, nil, "Ready"},
 	} {
 		u := s.uiState(c.st, c.p)
 		if u.Card != c.card || !slices.Equal(u.Actions, c.actions) {
@@ -57,7 +59,7 @@ func TestUIStateCards(t *testing.T) {
 		}
 	}
 	// Printing: the title without .gcode, remaining time from the progress.
-	u := s.uiState(with(func(s *Status) { s.Jobs.Active = &printing; s.Klipper.PrintDuration = 600 }), Pairing{})
+	u := s.uiState(with(func(s *apitype.Status) { s.Jobs.Active = &printing; s.Klipper.PrintDuration = 600 }), apitype.Pairing{})
 	if u.Job == nil || u.Job.Title != "benchy" || u.Job.Elapsed != 600 || u.Job.Remaining != 600 {
 		t.Errorf("printing job: %+v", u.Job)
 	}

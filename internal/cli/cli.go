@@ -1,7 +1,9 @@
 // Package cli is the lmnt command: the owner's and the fleet's view of
 // lmntd through its API socket (status, pairing, jobs, local prints,
-// health checks, keys, bed-clear, restart when idle) and `lmnt demo`, the
-// whole system on one machine without privileges.
+// health checks, keys, bed-clear, restart when idle, setup). It speaks the
+// API through internal/apiclient and internal/apitype and never links the
+// daemon: no job engine, pipeline, Klipper bridge or marketplace client
+// (test/deps enforces it). The demo is a separate program, cmd/lmnt-demo.
 package cli
 
 import (
@@ -17,9 +19,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apiclient"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/config"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/version"
 )
 
@@ -45,7 +47,6 @@ var Commands = []Command{
 	{"keys", "show|import-legacy|reseal", "the printer key: show, import the old, reseal", (*env).keys},
 	{"restart", "--when-idle", "restart lmntd once no job is running", (*env).restart},
 	{"setup", "[--remove]", "wire lmntd into Klipper, or undo it (--remove)", (*env).setup},
-	{"demo", "[--gcode FILE]", "run everything locally with a simulated marketplace", (*env).demo},
 	{"version", "", "print the version", nil},
 }
 
@@ -80,11 +81,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	global := pflag.NewFlagSet("lmnt", pflag.ContinueOnError)
 	global.SetInterspersed(false)
 	global.SetOutput(stderr)
-	socket := global.String("socket", envOr("LMNT_SOCKET", DefaultSocket), "lmntd's API socket (also LMNT_SOCKET)")
+	socket := global.String("socket", envOr("LMNT_SOCKET", apiclient.DefaultSocket), "lmntd's API socket (also LMNT_SOCKET)")
 	instance := global.String("instance", os.Getenv("LMNT_INSTANCE"), "the Klipper instance's lmntd (lmntd@NAME) on a host with several (also LMNT_INSTANCE)")
 	runDir := global.String("runtime-dir", DefaultRuntimeDir, "where the instances' API sockets are")
 	_ = global.MarkHidden("runtime-dir") // tests
-	timeout := global.Duration("timeout", DefaultAnswerTimeout, "how long to wait for lmntd's answer")
+	timeout := global.Duration("timeout", apiclient.DefaultAnswerTimeout, "how long to wait for lmntd's answer")
 	showVersion := global.Bool("version", false, "print the version")
 	global.Usage = func() { fmt.Fprint(stdout, usageText(global.FlagUsagesWrapped(80))) }
 	if err := global.Parse(args); err != nil {
@@ -120,7 +121,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{ctx: ctx, c: newClient(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr,
+	e := &env{ctx: ctx, c: apiclient.New(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr,
 		runDir: *runDir, instanceChosen: *instance != "" || socketSet, socketSet: socketSet}
 	name, cargs := rest[0], rest[1:]
 	var run func(*env, []string) (int, error)
@@ -140,7 +141,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lmnt: unknown command %q (see lmnt --help)\n", name)
 		return 2
 	}
-	if *instance != "" && (name == "setup" || name == "demo") {
+	if *instance != "" && name == "setup" {
 		// lmnt setup's own --instance picks the Klipper instance, which
 		// decides whether the default lmntd or a further lmntd@NAME serves it.
 		fmt.Fprintf(stderr, "lmnt: %s does not take the global --instance (see lmnt %s --help)\n", name, name)
@@ -181,7 +182,7 @@ func ownerWords(name string, err error) string {
 // env is one invocation's context.
 type env struct {
 	ctx            context.Context
-	c              *client
+	c              *apiclient.Client
 	socket         string
 	runDir         string
 	instanceChosen bool // --instance or --socket: one lmntd, not all
@@ -210,7 +211,7 @@ func (e *env) flags(name, synopsis string) *cmdFlags {
 	fs.SetOutput(e.stderr)
 	// `lmnt pair --instance NAME` as well as `lmnt --instance NAME pair`;
 	// setup's own --instance picks the Klipper instance it wires.
-	if name != "setup" && name != "demo" {
+	if name != "setup" {
 		fs.Var(instanceFlag{e}, "instance", "the Klipper instance's lmntd (lmntd@NAME) on a host with several")
 	}
 	c := &cmdFlags{FlagSet: fs, synopsis: synopsis, e: e}
@@ -308,14 +309,14 @@ func (e *env) status(args []string) (int, error) {
 func (e *env) statusOne(asJSON, watch bool) (int, error) {
 	if asJSON {
 		var raw json.RawMessage
-		if err := e.c.get(e.ctx, "/lmnt/v1/status", &raw); err != nil {
+		if err := e.c.Get(e.ctx, "/lmnt/v1/status", &raw); err != nil {
 			return 1, err
 		}
 		_, err := e.stdout.Write(raw)
 		return 0, err
 	}
-	var st api.Status
-	if err := e.c.get(e.ctx, "/lmnt/v1/status", &st); err != nil {
+	var st apitype.Status
+	if err := e.c.Get(e.ctx, "/lmnt/v1/status", &st); err != nil {
 		return 1, err
 	}
 	w := e.stdout
@@ -387,7 +388,7 @@ func (e *env) statusOne(asJSON, watch bool) (int, error) {
 	return 0, nil
 }
 
-func jobsLine(s jobsSnapshot) string {
+func jobsLine(s apitype.Snapshot) string {
 	parts := []string{}
 	if s.Active != nil {
 		parts = append(parts, fmt.Sprintf("%s: %s", jobTitle(*s.Active), stateWords(*s.Active)))
@@ -439,22 +440,22 @@ func (e *env) jobs(args []string) (int, error) {
 		return 2, err
 	}
 	if *cancel != "" {
-		if err := e.c.post(e.ctx, "/lmnt/v1/jobs/cancel", map[string]string{"id": *cancel, "reason": "cancelled with lmnt jobs --cancel"}, nil); err != nil {
+		if err := e.c.Post(e.ctx, "/lmnt/v1/jobs/cancel", map[string]string{"id": *cancel, "reason": "cancelled with lmnt jobs --cancel"}, nil); err != nil {
 			return 1, err
 		}
 		fmt.Fprintf(e.stdout, "cancelling %s\n", *cancel)
 		return 0, nil
 	}
-	var s jobsSnapshot
+	var s apitype.Snapshot
 	if *asJSON {
 		var raw json.RawMessage
-		if err := e.c.get(e.ctx, "/lmnt/v1/jobs", &raw); err != nil {
+		if err := e.c.Get(e.ctx, "/lmnt/v1/jobs", &raw); err != nil {
 			return 1, err
 		}
 		_, err := e.stdout.Write(raw)
 		return 0, err
 	}
-	if err := e.c.get(e.ctx, "/lmnt/v1/jobs", &s); err != nil {
+	if err := e.c.Get(e.ctx, "/lmnt/v1/jobs", &s); err != nil {
 		return 1, err
 	}
 	e.jobsTable(s)
@@ -463,15 +464,15 @@ func (e *env) jobs(args []string) (int, error) {
 
 // jobsTable prints the queue within 80 columns: a row per job (id, state,
 // progress, title) and its message on the next line.
-func (e *env) jobsTable(s jobsSnapshot) {
+func (e *env) jobsTable(s apitype.Snapshot) {
 	w := e.stdout
-	row := func(j jobInfo) {
+	row := func(j apitype.JobInfo) {
 		prog := ""
-		if j.State == jobs.Printing || j.State == jobs.Paused || j.State == jobs.Succeeded {
+		if j.State == apitype.JobPrinting || j.State == apitype.JobPaused || j.State == apitype.JobSucceeded {
 			prog = fmt.Sprintf("%3.0f%%", j.Progress*100)
 		}
 		state := string(j.State)
-		if j.State == jobs.Accepted {
+		if j.State == apitype.JobAccepted {
 			state = "queued"
 		}
 		fmt.Fprintf(w, "  %-22s %-10s %4s  %s\n", abbrevID(j.ID, 22), state, prog, trunc(orDash(j.Name), 80-42))
@@ -519,7 +520,7 @@ func (e *env) ready(args []string) (int, error) {
 	if err := parse(fs, args, 0); err != nil {
 		return 2, err
 	}
-	if err := e.c.post(e.ctx, "/lmnt/v1/ready", nil, nil); err != nil {
+	if err := e.c.Post(e.ctx, "/lmnt/v1/ready", nil, nil); err != nil {
 		return 1, err
 	}
 	fmt.Fprintln(e.stdout, "bed confirmed clear: the next job may start")
@@ -535,8 +536,8 @@ func (e *env) restart(args []string) (int, error) {
 	if !*whenIdle {
 		return 2, errors.New("lmntd restarts only when idle (--when-idle); to force a restart use systemctl restart lmntd")
 	}
-	var res api.RestartResult
-	if err := e.c.post(e.ctx, "/lmnt/v1/restart", map[string]bool{"when_idle": true}, &res); err != nil {
+	var res apitype.RestartResult
+	if err := e.c.Post(e.ctx, "/lmnt/v1/restart", map[string]bool{"when_idle": true}, &res); err != nil {
 		return 1, err
 	}
 	fmt.Fprintln(e.stdout, res.Message)

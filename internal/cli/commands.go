@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
-	"github.com/lmnt-marketplace/lmntd/internal/config"
-	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
+	"github.com/lmnt-marketplace/lmntd/internal/apiclient"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
+	"github.com/lmnt-marketplace/lmntd/internal/doctor"
 )
 
 func (e *env) pair(args []string) (int, error) {
@@ -34,8 +34,8 @@ func (e *env) pair(args []string) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, *timeout)
 	defer cancel()
-	var p api.Pairing
-	if err := e.c.post(ctx, "/machine/lmnt_marketplace/pair/start", api.PairRequest{PrinterName: *name, Manufacturer: *mfr,
+	var p apitype.Pairing
+	if err := e.c.Post(ctx, "/machine/lmnt_marketplace/pair/start", apitype.PairRequest{PrinterName: *name, Manufacturer: *mfr,
 		Model: *model, ExtruderCount: *extruders, Force: *force}, &p); err != nil {
 		return 1, err
 	}
@@ -52,7 +52,7 @@ func (e *env) pair(args []string) (int, error) {
 }
 
 // showPairingCode prints the code and what to do with it.
-func (e *env) showPairingCode(p api.Pairing) {
+func (e *env) showPairingCode(p apitype.Pairing) {
 	w := e.stdout
 	fmt.Fprintf(w, "Pairing code: %s\n", p.PairingCode)
 	fmt.Fprintln(w, "Enter it in the LMNT Marketplace (My printers → Add printer) to pair this printer.")
@@ -62,7 +62,7 @@ func (e *env) showPairingCode(p api.Pairing) {
 }
 
 // followPairing waits, with progress, until the pairing session ends.
-func (e *env) followPairing(ctx context.Context, p api.Pairing) (int, error) {
+func (e *env) followPairing(ctx context.Context, p apitype.Pairing) (int, error) {
 	w := e.stdout
 	tty := false
 	if f, ok := e.stdout.(*os.File); ok {
@@ -80,7 +80,7 @@ func (e *env) followPairing(ctx context.Context, p api.Pairing) (int, error) {
 			return 1, errors.New("gave up waiting for approval (--timeout); lmntd keeps waiting until the code expires")
 		case <-time.After(time.Second):
 		}
-		if err := e.c.get(ctx, "/machine/lmnt_marketplace/pair/status", &p); err != nil {
+		if err := e.c.Get(ctx, "/machine/lmnt_marketplace/pair/status", &p); err != nil {
 			return 1, err
 		}
 		if p.Status != last {
@@ -134,14 +134,14 @@ func (e *env) register(args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	var login api.LoginResult
-	err = e.c.post(e.ctx, "/machine/lmnt_marketplace/user_login", map[string]string{"username": *email, "password": pw}, &login)
+	var login apitype.LoginResult
+	err = e.c.Post(e.ctx, "/machine/lmnt_marketplace/user_login", map[string]string{"username": *email, "password": pw}, &login)
 	pw = ""
 	if err != nil {
 		return 1, err
 	}
-	var reg api.RegisterResult
-	if err := e.c.post(e.ctx, "/machine/lmnt_marketplace/register_printer", api.RegisterRequest{UserToken: login.Token,
+	var reg apitype.RegisterResult
+	if err := e.c.Post(e.ctx, "/machine/lmnt_marketplace/register_printer", apitype.RegisterRequest{UserToken: login.Token,
 		PrinterName: *name, Manufacturer: *mfr, Model: *model}, &reg); err != nil {
 		return 1, err
 	}
@@ -247,7 +247,7 @@ func (e *env) print(args []string) (int, error) {
 		JobID   string `json:"job_id"`
 		Message string `json:"message"`
 	}
-	if err := e.c.do(e.ctx, http.MethodPost, "/machine/encrypted_print/start_print", pr, mw.FormDataContentType(), &res); err != nil {
+	if err := e.c.Do(e.ctx, http.MethodPost, "/machine/encrypted_print/start_print", pr, mw.FormDataContentType(), &res); err != nil {
 		return 1, err
 	}
 	fmt.Fprintf(e.stdout, "%s queued as job %s\n", *name, res.JobID)
@@ -279,13 +279,13 @@ func (e *env) doctor(args []string) (int, error) {
 	if *offline {
 		path += "?offline=1"
 	}
-	var r api.DoctorReport
-	if err := e.c.get(e.ctx, path, &r); err != nil {
-		var ae *apiError
+	var r apitype.DoctorReport
+	if err := e.c.Get(e.ctx, path, &r); err != nil {
+		var ae *apiclient.Error
 		if errors.As(err, &ae) {
 			return 2, err
 		}
-		r = localDoctor(*cfgFile, err)
+		r = doctor.Local(*cfgFile, err)
 	}
 	if *asJSON {
 		if err := e.printJSON(r); err != nil {
@@ -298,9 +298,9 @@ func (e *env) doctor(args []string) (int, error) {
 		fmt.Fprintf(e.stdout, "health: %s\n", r.Health)
 	}
 	switch r.Health {
-	case api.HealthOK:
+	case apitype.HealthOK:
 		return 0, nil
-	case api.HealthDegraded:
+	case apitype.HealthDegraded:
 		return 1, nil
 	}
 	return 2, nil
@@ -309,10 +309,10 @@ func (e *env) doctor(args []string) (int, error) {
 // checkLine prints one doctor check within 80 columns: the result and
 // the check's name, its detail (wrapped under it when long) and, when it
 // did not pass, the fix.
-func (e *env) checkLine(c api.Check) {
+func (e *env) checkLine(c apitype.Check) {
 	const indent = "     "
 	head := fmt.Sprintf("%-4s %s", strings.ToUpper(c.Result), c.Name)
-	if c.Required && c.Result != api.CheckOK && c.Result != api.CheckSkip {
+	if c.Required && c.Result != apitype.CheckOK && c.Result != apitype.CheckSkip {
 		head += " (required)"
 	}
 	if line := head + ": " + c.Detail; len([]rune(line)) <= 80 {
@@ -321,38 +321,9 @@ func (e *env) checkLine(c api.Check) {
 		fmt.Fprintln(e.stdout, head)
 		fmt.Fprintln(e.stdout, indent+wrap(c.Detail, 80-len(indent), indent))
 	}
-	if c.Fix != "" && c.Result != api.CheckOK {
+	if c.Fix != "" && c.Result != apitype.CheckOK {
 		fmt.Fprintln(e.stdout, indent+wrap("fix: "+c.Fix, 80-len(indent), indent))
 	}
-}
-
-// localDoctor checks what it can without the daemon: the configuration and
-// Klipper's config; the daemon itself is a failed required check.
-func localDoctor(cfgFile string, daemonErr error) api.DoctorReport {
-	var r api.DoctorReport
-	opts := config.Options{ConfigFile: cfgFile}
-	cfg, err := config.Load(opts)
-	if err != nil {
-		r.Checks = append(r.Checks, api.Check{Name: "config", Required: true, Result: api.CheckFail, Detail: err.Error()})
-	} else {
-		c := api.Check{Name: "config", Required: true, Result: api.CheckOK, Detail: "loaded from " + cfg.File()}
-		if cfg.File() == "" {
-			c.Detail = "built-in defaults"
-		}
-		for _, im := range cfg.Imports() {
-			c.Detail += fmt.Sprintf("; %s = %s imported from moonraker.conf (%s)", im.Key, im.Value, im.Source.String())
-		}
-		r.Checks = append(r.Checks, c)
-		rep := klippercfg.Inspect(cfg.Klipper.ConfigFile, klippercfg.CheckOptions{BridgeSocket: cfg.Klipper.BridgeSocket})
-		kc := api.Check{Name: "klipper config", Result: api.CheckOK, Detail: rep.StatusLine() + " (" + rep.ConfigFile + ")"}
-		if !rep.OK() {
-			kc.Result = api.CheckFail
-		}
-		r.Checks = append(r.Checks, kc, api.CompatibilityCheck(rep.Printer, cfg.Jobs.FilamentType))
-	}
-	r.Checks = append(r.Checks, api.Check{Name: "daemon", Required: true, Result: api.CheckFail, Detail: daemonErr.Error()})
-	r.Grade()
-	return r
 }
 
 func (e *env) keys(args []string) (int, error) {
@@ -380,8 +351,8 @@ Run lmnt keys COMMAND --help for its flags.
 		if err := parse(fs, args[1:], 0); err != nil {
 			return 2, err
 		}
-		var k api.KeysInfo
-		if err := e.c.get(e.ctx, "/lmnt/v1/keys", &k); err != nil {
+		var k apitype.KeysInfo
+		if err := e.c.Get(e.ctx, "/lmnt/v1/keys", &k); err != nil {
 			return 1, err
 		}
 		if *asJSON {
@@ -410,8 +381,8 @@ Run lmnt keys COMMAND --help for its flags.
 		if err := parse(fs, args[1:], 0); err != nil {
 			return 2, err
 		}
-		var res api.ImportLegacyResult
-		if err := e.c.post(e.ctx, "/lmnt/v1/keys/import-legacy", api.ImportLegacyRequest{Dir: *dir, RemoveSource: *remove, Replace: *replace}, &res); err != nil {
+		var res apitype.ImportLegacyResult
+		if err := e.c.Post(e.ctx, "/lmnt/v1/keys/import-legacy", apitype.ImportLegacyRequest{Dir: *dir, RemoveSource: *remove, Replace: *replace}, &res); err != nil {
 			return 1, err
 		}
 		if res.Unchanged {
@@ -435,8 +406,8 @@ Run lmnt keys COMMAND --help for its flags.
 		if *to != "tpm" && *to != "software" {
 			return 2, errors.New("--to must be tpm or software")
 		}
-		var k api.KeysInfo
-		if err := e.c.post(e.ctx, "/lmnt/v1/keys/reseal", map[string]string{"to": *to}, &k); err != nil {
+		var k apitype.KeysInfo
+		if err := e.c.Post(e.ctx, "/lmnt/v1/keys/reseal", map[string]string{"to": *to}, &k); err != nil {
 			return 1, err
 		}
 		fmt.Fprintf(e.stdout, "key %s is now sealed with %s\n", short(k.KeyID), k.Backend)

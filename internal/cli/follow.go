@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 )
 
 // followEvery is how often lmnt print --follow and status --watch ask.
@@ -15,18 +15,18 @@ const followEvery = 500 * time.Millisecond
 
 // stateWords says what a job is doing in an owner's words. A local job is
 // read from the owner's upload: it is never "downloaded".
-func stateWords(j jobInfo) string {
+func stateWords(j apitype.JobInfo) string {
 	switch j.State {
-	case jobs.Accepted:
+	case apitype.JobAccepted:
 		return "queued"
-	case jobs.Downloading:
+	case apitype.JobDownloading:
 		if j.Local {
 			return "checking the file"
 		}
 		return "downloading and decrypting"
-	case jobs.Ready:
+	case apitype.JobReady:
 		return "starting the print"
-	case jobs.Printing, jobs.Paused:
+	case apitype.JobPrinting, apitype.JobPaused:
 		if j.ProgressUnknown {
 			return fmt.Sprintf("%s (progress unknown: Klipper not connected)", j.State)
 		}
@@ -36,7 +36,7 @@ func stateWords(j jobInfo) string {
 }
 
 // jobTitle is the job's name when it has one, else its id.
-func jobTitle(j jobInfo) string {
+func jobTitle(j apitype.JobInfo) string {
 	if j.Name != "" {
 		return j.Name
 	}
@@ -60,8 +60,8 @@ func (e *env) followJob(ctx context.Context, id string) (int, error) {
 	}
 	last := ""
 	for {
-		var s jobsSnapshot
-		if err := e.c.get(ctx, "/lmnt/v1/jobs", &s); err != nil {
+		var s apitype.Snapshot
+		if err := e.c.Get(ctx, "/lmnt/v1/jobs", &s); err != nil {
 			if tty {
 				fmt.Fprintln(e.stdout)
 			}
@@ -80,7 +80,7 @@ func (e *env) followJob(ctx context.Context, id string) (int, error) {
 				fmt.Fprintf(e.stdout, ": %s", j.Message)
 			}
 			fmt.Fprintln(e.stdout)
-			if j.State == jobs.Succeeded {
+			if j.State == apitype.JobSucceeded {
 				return 0, nil
 			}
 			return 1, nil
@@ -91,14 +91,14 @@ func (e *env) followJob(ctx context.Context, id string) (int, error) {
 		}
 		if tty {
 			bar := ""
-			if j.State == jobs.Printing || j.State == jobs.Paused {
+			if j.State == apitype.JobPrinting || j.State == apitype.JobPaused {
 				bar = " " + progressBar(j.Progress, 20)
 			}
 			fmt.Fprint(e.stdout, "\r\033[K"+trunc(jobTitle(j)+": "+line+bar, 79))
 		} else {
 			// One line per 10 % while printing, not per percent.
 			key := line
-			if j.State == jobs.Printing || j.State == jobs.Paused {
+			if j.State == apitype.JobPrinting || j.State == apitype.JobPaused {
 				key = fmt.Sprintf("%s %d", j.State, int(j.Progress*10))
 				line = fmt.Sprintf("%s %d%%", j.State, int(j.Progress*10)*10)
 			}
@@ -121,7 +121,7 @@ func (e *env) followJob(ctx context.Context, id string) (int, error) {
 // errInterrupted ends a follow on Ctrl-C; the job itself goes on.
 var errInterrupted = fmt.Errorf("stopped following; the job goes on (lmnt jobs shows it)")
 
-func findJob(s jobsSnapshot, id string) (jobInfo, string) {
+func findJob(s apitype.Snapshot, id string) (apitype.JobInfo, string) {
 	if s.Active != nil && s.Active.ID == id {
 		return *s.Active, "active"
 	}
@@ -135,5 +135,10 @@ func findJob(s jobsSnapshot, id string) (jobInfo, string) {
 			return j, "finished"
 		}
 	}
-	return jobInfo{}, ""
+	return apitype.JobInfo{}, ""
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

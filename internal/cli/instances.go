@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/lmnt-marketplace/lmntd/internal/apiclient"
 	"github.com/lmnt-marketplace/lmntd/internal/config"
 )
 
@@ -61,7 +62,7 @@ func (f instanceFlag) Set(name string) error {
 		return fmt.Errorf("--socket (or LMNT_SOCKET) already names the socket")
 	}
 	f.e.socket = instanceSocket(f.e.runDir, name)
-	f.e.c = newClient(f.e.socket, f.e.c.timeout)
+	f.e.c = apiclient.New(f.e.socket, f.e.c.Timeout())
 	f.e.instanceChosen = true
 	return nil
 }
@@ -80,11 +81,11 @@ func (e *env) statusAll(names []string, asJSON bool) (int, error) {
 	for i, name := range names {
 		sub := *e
 		sub.socket = instanceSocket(e.runDir, name)
-		sub.c = newClient(sub.socket, e.c.timeout)
+		sub.c = apiclient.New(sub.socket, e.c.Timeout())
 		if asJSON {
 			var raw json.RawMessage
 			en := entry{Instance: name}
-			if err := sub.c.get(e.ctx, "/lmnt/v1/status", &raw); err != nil {
+			if err := sub.c.Get(e.ctx, "/lmnt/v1/status", &raw); err != nil {
 				en.Error, code = err.Error(), 1
 			} else {
 				en.Status = raw

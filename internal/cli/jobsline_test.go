@@ -1,23 +1,24 @@
 package cli
 
 import (
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"strings"
 	"testing"
 )
 
 func TestJobsLineShowsTheBedOnlyWhenItMatters(t *testing.T) {
-	printing := &jobInfo{ID: "j1", State: "printing", Progress: 0.42}
+	printing := &apitype.JobInfo{ID: "j1", State: "printing", Progress: 0.42}
 	for _, c := range []struct {
-		s        jobsSnapshot
+		s        apitype.Snapshot
 		want     []string
 		wantNone []string
 	}{
-		{jobsSnapshot{Active: printing, BedClear: true}, []string{"j1: printing  42%"}, []string{"bed"}},
-		{jobsSnapshot{Active: &jobInfo{ID: "j1", State: "paused"}}, []string{"paused"}, []string{"bed"}},
-		{jobsSnapshot{Active: &jobInfo{ID: "j1", State: "printing", ProgressUnknown: true}}, []string{"progress unknown: Klipper not connected"}, []string{"0%"}},
-		{jobsSnapshot{BedClear: true}, []string{"none active", "bed confirmed clear"}, nil},
-		{jobsSnapshot{}, []string{"bed not confirmed clear"}, nil},
-		{jobsSnapshot{AutoStart: true}, nil, []string{"bed"}},
+		{apitype.Snapshot{Active: printing, BedClear: true}, []string{"j1: printing  42%"}, []string{"bed"}},
+		{apitype.Snapshot{Active: &apitype.JobInfo{ID: "j1", State: "paused"}}, []string{"paused"}, []string{"bed"}},
+		{apitype.Snapshot{Active: &apitype.JobInfo{ID: "j1", State: "printing", ProgressUnknown: true}}, []string{"progress unknown: Klipper not connected"}, []string{"0%"}},
+		{apitype.Snapshot{BedClear: true}, []string{"none active", "bed confirmed clear"}, nil},
+		{apitype.Snapshot{}, []string{"bed not confirmed clear"}, nil},
+		{apitype.Snapshot{AutoStart: true}, nil, []string{"bed"}},
 	} {
 		line := jobsLine(c.s)
 		for _, w := range c.want {

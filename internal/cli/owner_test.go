@@ -13,11 +13,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/cli"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/democube"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 )
 
 // fits80 fails the test for every line of out wider than 80 columns.
@@ -58,7 +57,7 @@ func TestOwnerCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.WaitFor("paired", func() bool {
-		var st api.Status
+		var st apitype.Status
 		_, out, _ := lmnt(t, sock, "", "status", "--json")
 		return json.Unmarshal([]byte(out), &st) == nil && st.Auth.Authenticated
 	})
@@ -89,7 +88,7 @@ func TestOwnerCLI(t *testing.T) {
 		}
 		fits80(t, "print error", errOut)
 	}
-	var s jobs.Snapshot
+	var s apitype.Snapshot
 	_, out, _ = lmnt(t, sock, "", "jobs", "--json")
 	if json.Unmarshal([]byte(out), &s) != nil || s.Active != nil || len(s.Queue)+len(s.Finished) != 0 {
 		t.Fatalf("a refused file reached the queue: %s", out)
@@ -172,12 +171,12 @@ func TestOwnerCLI(t *testing.T) {
 
 	// Klipper shut down: degraded, with its reason and the next step.
 	d.Standin.Shutdown("MCU 'mcu' shutdown: Timer too close\nThis often indicates the host computer is overloaded.")
-	var st api.Status
+	var st apitype.Status
 	d.WaitFor("the shutdown in the status", func() bool {
 		_, out, _ := lmnt(t, sock, "", "status", "--json")
 		return json.Unmarshal([]byte(out), &st) == nil && st.Klipper.Problem != ""
 	})
-	if st.Health != api.HealthDegraded || st.Klipper.Problem != "Klipper is shut down: MCU 'mcu' shutdown: Timer too close" ||
+	if st.Health != apitype.HealthDegraded || st.Klipper.Problem != "Klipper is shut down: MCU 'mcu' shutdown: Timer too close" ||
 		!strings.Contains(st.Klipper.NextStep, "FIRMWARE_RESTART") || !strings.HasPrefix(st.Summary, "Klipper is shut down") {
 		t.Errorf("status while Klipper is shut down: %+v", st)
 	}
@@ -193,7 +192,7 @@ func TestOwnerCLI(t *testing.T) {
 	d.Standin.FirmwareRestart()
 	d.WaitFor("Klipper ready again", func() bool {
 		_, out, _ := lmnt(t, sock, "", "status", "--json")
-		return json.Unmarshal([]byte(out), &st) == nil && st.Health == api.HealthOK
+		return json.Unmarshal([]byte(out), &st) == nil && st.Health == apitype.HealthOK
 	})
 
 	// --socket at the wrong thing says what is wrong.

@@ -12,7 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apiclient"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/setup"
 )
@@ -67,8 +68,8 @@ func (e *env) setup(args []string) (int, error) {
 type daemonImporter struct{ e *env }
 
 func (d daemonImporter) ImportLegacy(ctx context.Context, dir string) (setup.LegacyResult, error) {
-	var res api.ImportLegacyResult
-	if err := d.e.c.post(ctx, "/lmnt/v1/keys/import-legacy", api.ImportLegacyRequest{Dir: dir}, &res); err != nil {
+	var res apitype.ImportLegacyResult
+	if err := d.e.c.Post(ctx, "/lmnt/v1/keys/import-legacy", apitype.ImportLegacyRequest{Dir: dir}, &res); err != nil {
 		return setup.LegacyResult{}, err
 	}
 	return setup.LegacyResult{KeyID: res.KeyID, TokenImported: res.TokenImported, PrinterID: res.PrinterID}, nil
@@ -97,9 +98,9 @@ func (d daemonActivator) Activate(ctx context.Context, instance string) error {
 	if exec.CommandContext(ctx, "systemctl", "--quiet", "is-active", unit).Run() != nil {
 		return nil
 	}
-	c := newClient(instanceSocket(d.e.runDir, instance), d.e.c.timeout)
-	var res api.RestartResult
-	return c.post(ctx, "/lmnt/v1/restart", map[string]bool{"when_idle": true}, &res)
+	c := apiclient.New(instanceSocket(d.e.runDir, instance), d.e.c.Timeout())
+	var res apitype.RestartResult
+	return c.Post(ctx, "/lmnt/v1/restart", map[string]bool{"when_idle": true}, &res)
 }
 
 // Stop stops a farm instance's lmntd and its sockets before setup --remove

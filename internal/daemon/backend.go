@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/identity"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
@@ -23,19 +24,19 @@ type backend struct{ d *daemon }
 
 var _ api.Backend = backend{}
 
-func (b backend) Status(ctx context.Context) api.Status {
+func (b backend) Status(ctx context.Context) apitype.Status {
 	d := b.d
 	cfg := d.cfg.Load()
 	client := d.mkt.Load()
 	snap, _ := d.snapshot(5 * time.Second)
-	st := api.Status{
+	st := apitype.Status{
 		Version: version.Version, Instance: cfg.Instance, Summary: d.summarize(snap), Profile: d.apiProfile().Profile, ProfileReason: d.apiProfile().Reason,
-		Marketplace: client.BaseURL(), Jobs: snap, StartedAt: d.started.UTC(),
+		Marketplace: client.BaseURL(), Jobs: wireSnapshot(snap), StartedAt: d.started.UTC(),
 		Restart: d.restartIdle.Load(), Transfer: d.progress.current(),
 	}
 	if tok, ok := client.Token(); ok {
 		h := client.AuthHealth()
-		st.Auth = api.AuthStatus{Authenticated: !client.PairingLost() && !h.Expired, PrinterID: tok.PrinterID,
+		st.Auth = apitype.AuthStatus{Authenticated: !client.PairingLost() && !h.Expired, PrinterID: tok.PrinterID,
 			PairingLost: client.PairingLost(), Problem: h.Problem}
 		if !tok.Expiry.IsZero() {
 			e := tok.Expiry.UTC()
@@ -47,11 +48,11 @@ func (b backend) Status(ctx context.Context) api.Status {
 		}
 	}
 	p := d.printerInfo()
-	st.Printer = api.PrinterStatus{Name: p.Name, Manufacturer: p.Manufacturer, Model: p.Model}
+	st.Printer = apitype.PrinterStatus{Name: p.Name, Manufacturer: p.Manufacturer, Model: p.Model}
 	state, keyID, backendName, problem, advice, _, _ := d.keys.state()
-	st.Key = api.KeyStatus{State: state, KeyID: keyID, Backend: backendName, Problem: problem, Advice: advice}
+	st.Key = apitype.KeyStatus{State: state, KeyID: keyID, Backend: backendName, Problem: problem, Advice: advice}
 	kl := d.bridge.State()
-	st.Klipper = api.KlipperStatus{Connected: kl.Connected, ConfigFile: cfg.Klipper.ConfigFile}
+	st.Klipper = apitype.KlipperStatus{Connected: kl.Connected, ConfigFile: cfg.Klipper.ConfigFile}
 	if kl.HaveStatus {
 		st.Klipper.Klippy = kl.Status.Klippy.State
 		st.Klipper.PrintState = kl.Status.PrintStats.State
@@ -77,20 +78,20 @@ func (b backend) Status(ctx context.Context) api.Status {
 	d.mu.Unlock()
 	switch {
 	case state == keyBroken:
-		st.Health = api.HealthBroken
+		st.Health = apitype.HealthBroken
 	case !st.Auth.Authenticated || st.Auth.Problem != "" || st.Klipper.Problem != "" || st.Jobs.JournalProblem != "":
-		st.Health = api.HealthDegraded
+		st.Health = apitype.HealthDegraded
 	default:
-		st.Health = api.HealthOK
+		st.Health = apitype.HealthOK
 	}
 	return st
 }
 
-func (b backend) CheckJobs(ctx context.Context) (api.JobStatus, error) {
+func (b backend) CheckJobs(ctx context.Context) (apitype.JobStatus, error) {
 	d := b.d
 	client := d.mkt.Load()
 	if _, ok := client.Token(); !ok {
-		return api.JobStatus{}, api.Errorf(http.StatusConflict, "not_paired", "not paired: run lmnt pair")
+		return apitype.JobStatus{}, api.Errorf(http.StatusConflict, "not_paired", "not paired: run lmnt pair")
 	}
 	poller := d.poller.Load()
 	var js []marketplace.Job
@@ -102,38 +103,38 @@ func (b backend) CheckJobs(ctx context.Context) (api.JobStatus, error) {
 	}
 	d.notePoll(err)
 	if err != nil {
-		return api.JobStatus{}, marketError("polling the print queue failed", err)
+		return apitype.JobStatus{}, marketError("polling the print queue failed", err)
 	}
 	d.engine.Offer(adapters.Offers(js))
 	st := b.Status(ctx)
-	return api.JobStatus{CurrentJob: st.Jobs.Active, QueueLength: len(st.Jobs.Queue), JobStarted: st.Jobs.Active != nil,
+	return apitype.JobStatus{CurrentJob: st.Jobs.Active, QueueLength: len(st.Jobs.Queue), JobStarted: st.Jobs.Active != nil,
 		LastCheck: st.LastPoll, Waiting: st.Jobs.Waiting}, nil
 }
 
-func (b backend) RefreshToken(ctx context.Context) (api.RefreshResult, error) {
+func (b backend) RefreshToken(ctx context.Context) (apitype.RefreshResult, error) {
 	tok, err := b.d.mkt.Load().Refresh(ctx)
 	if err != nil {
-		return api.RefreshResult{}, marketError("token refresh failed", err)
+		return apitype.RefreshResult{}, marketError("token refresh failed", err)
 	}
-	return api.RefreshResult{PrinterID: tok.PrinterID, Expiry: tok.Expiry.UTC()}, nil
+	return apitype.RefreshResult{PrinterID: tok.PrinterID, Expiry: tok.Expiry.UTC()}, nil
 }
 
-func (b backend) UserLogin(ctx context.Context, email, password string) (api.LoginResult, error) {
+func (b backend) UserLogin(ctx context.Context, email, password string) (apitype.LoginResult, error) {
 	jwt, err := b.d.mkt.Load().UserLogin(ctx, email, password)
 	if err != nil {
-		return api.LoginResult{}, marketError("login failed", err)
+		return apitype.LoginResult{}, marketError("login failed", err)
 	}
-	res := api.LoginResult{Token: jwt}
+	res := apitype.LoginResult{Token: jwt}
 	if c, err := marketplace.ParseClaims(jwt); err == nil {
 		res.UserID = c.PrinterID // the claims' sub when there is no printer id
 	}
 	return res, nil
 }
 
-func (b backend) RegisterPrinter(ctx context.Context, r api.RegisterRequest) (api.RegisterResult, error) {
+func (b backend) RegisterPrinter(ctx context.Context, r apitype.RegisterRequest) (apitype.RegisterResult, error) {
 	d := b.d
 	if err := d.keys.renewIfBroken(); err != nil {
-		return api.RegisterResult{}, err
+		return apitype.RegisterResult{}, err
 	}
 	var reg marketplace.Registration
 	err := d.keys.with(func(k *identity.Key) error {
@@ -144,25 +145,25 @@ func (b backend) RegisterPrinter(ctx context.Context, r api.RegisterRequest) (ap
 		return err
 	})
 	if err != nil {
-		return api.RegisterResult{}, marketError("registration failed", err)
+		return apitype.RegisterResult{}, marketError("registration failed", err)
 	}
 	d.setPrinter(printerInfo{Name: r.PrinterName, Manufacturer: r.Manufacturer, Model: r.Model,
 		PrinterID: reg.Token.PrinterID, PairedAt: time.Now().UTC()})
 	d.log.Info("registered", "printer_id", reg.Token.PrinterID, "name", r.PrinterName)
 	d.kickLoops()
-	return api.RegisterResult{ID: reg.Token.PrinterID, UserID: reg.UserID, PrinterName: r.PrinterName,
+	return apitype.RegisterResult{ID: reg.Token.PrinterID, UserID: reg.UserID, PrinterName: r.PrinterName,
 		Manufacturer: r.Manufacturer, Model: r.Model, KEKID: reg.KEKID, TokenExpires: reg.Token.Expiry.UTC()}, nil
 }
 
-func (b backend) StartPairing(ctx context.Context, r api.PairRequest) (api.Pairing, error) {
+func (b backend) StartPairing(ctx context.Context, r apitype.PairRequest) (apitype.Pairing, error) {
 	return b.d.pair.start(ctx, r)
 }
 
-func (b backend) PairingStatus(ctx context.Context) (api.Pairing, error) {
+func (b backend) PairingStatus(ctx context.Context) (apitype.Pairing, error) {
 	return b.d.pair.status(), nil
 }
 
-func (b backend) CompletePairing(ctx context.Context) (api.Pairing, error) {
+func (b backend) CompletePairing(ctx context.Context) (apitype.Pairing, error) {
 	return b.d.pair.completeNow(ctx)
 }
 
@@ -193,9 +194,9 @@ func (b backend) SubmitLocal(ctx context.Context, p api.LocalPrint) (string, err
 	return id, nil
 }
 
-func (b backend) Jobs() jobs.Snapshot {
+func (b backend) Jobs() apitype.Snapshot {
 	s, _ := b.d.snapshot(5 * time.Second)
-	return s
+	return wireSnapshot(s)
 }
 
 func (b backend) CancelJob(id, reason string) error {
@@ -219,9 +220,9 @@ func (b backend) ConfirmBedClear() error {
 	return nil
 }
 
-func (b backend) Keys() api.KeysInfo {
+func (b backend) Keys() apitype.KeysInfo {
 	state, keyID, backendName, problem, advice, pub, sealedAt := b.d.keys.state()
-	ki := api.KeysInfo{KeyStatus: api.KeyStatus{State: state, KeyID: keyID, Backend: backendName, Problem: problem, Advice: advice},
+	ki := apitype.KeysInfo{KeyStatus: apitype.KeyStatus{State: state, KeyID: keyID, Backend: backendName, Problem: problem, Advice: advice},
 		PublicKey: pub, Configured: b.d.keys.configuredBackend()}
 	if pub != "" {
 		ki.KeyType = identity.KeyType
@@ -233,18 +234,18 @@ func (b backend) Keys() api.KeysInfo {
 	return ki
 }
 
-func (b backend) Reseal(ctx context.Context, to string) (api.KeysInfo, error) {
+func (b backend) Reseal(ctx context.Context, to string) (apitype.KeysInfo, error) {
 	mode, err := seal.ParseMode(to)
 	if err != nil {
-		return api.KeysInfo{}, api.Errorf(http.StatusBadRequest, "bad_request", "%v", err)
+		return apitype.KeysInfo{}, api.Errorf(http.StatusBadRequest, "bad_request", "%v", err)
 	}
 	if _, err := b.d.keys.reseal(mode); err != nil {
-		return api.KeysInfo{}, api.Errorf(http.StatusConflict, "reseal_failed", "%v", err)
+		return apitype.KeysInfo{}, api.Errorf(http.StatusConflict, "reseal_failed", "%v", err)
 	}
 	return b.Keys(), nil
 }
 
-func (b backend) ImportLegacyKey(ctx context.Context, r api.ImportLegacyRequest) (api.ImportLegacyResult, error) {
+func (b backend) ImportLegacyKey(ctx context.Context, r apitype.ImportLegacyRequest) (apitype.ImportLegacyResult, error) {
 	d := b.d
 	cfg := d.cfg.Load()
 	dir := r.Dir
@@ -255,11 +256,11 @@ func (b backend) ImportLegacyKey(ctx context.Context, r api.ImportLegacyRequest)
 	imp, err := identity.ImportLegacyKey(identity.LegacyOptions{Dir: dir, HostRoot: d.o.HostRoot, Logger: d.log})
 	if err != nil {
 		if errors.Is(err, identity.ErrLegacyNotFound) {
-			return api.ImportLegacyResult{}, api.Errorf(http.StatusNotFound, "not_found", "%v in %s", err, dir)
+			return apitype.ImportLegacyResult{}, api.Errorf(http.StatusNotFound, "not_found", "%v in %s", err, dir)
 		}
-		return api.ImportLegacyResult{}, api.Errorf(http.StatusBadRequest, "import_failed", "%v", err)
+		return apitype.ImportLegacyResult{}, api.Errorf(http.StatusBadRequest, "import_failed", "%v", err)
 	}
-	res := api.ImportLegacyResult{KeyID: imp.Key.KeyID(), Source: imp.Source}
+	res := apitype.ImportLegacyResult{KeyID: imp.Key.KeyID(), Source: imp.Source}
 	var sameKeyFiles []string // only these may be removed: others may hold another key
 	for _, f := range imp.Files {
 		res.Files = append(res.Files, f.Path)
@@ -280,14 +281,14 @@ func (b backend) ImportLegacyKey(ctx context.Context, r api.ImportLegacyRequest)
 	case paired && !client.PairingLost() && !r.Replace && d.keys.key != nil:
 		d.keys.mu.Unlock()
 		imp.Key.Zero()
-		return api.ImportLegacyResult{}, api.Errorf(http.StatusConflict, "already_paired",
+		return apitype.ImportLegacyResult{}, api.Errorf(http.StatusConflict, "already_paired",
 			"this printer is already paired with key %s; replacing it with the old plugin's key %s needs replace (lmnt keys import-legacy --replace)",
 			shortID(d.keys.key.KeyID()), shortID(res.KeyID))
 	default:
 		if err := d.keys.replaceLocked(imp.Key); err != nil {
 			d.keys.mu.Unlock()
 			imp.Key.Zero()
-			return api.ImportLegacyResult{}, err
+			return apitype.ImportLegacyResult{}, err
 		}
 		d.log.Info("imported the old plugin's key", "key_id", res.KeyID, "source", imp.Source)
 	}
@@ -357,7 +358,7 @@ func shortID(id string) string {
 	return id
 }
 
-func (b backend) RestartWhenIdle() api.RestartResult {
+func (b backend) RestartWhenIdle() apitype.RestartResult {
 	d := b.d
 	d.restartIdle.Store(true)
 	select {
@@ -367,12 +368,12 @@ func (b backend) RestartWhenIdle() api.RestartResult {
 	snap, _ := d.snapshot(5 * time.Second)
 	if snap.Active != nil {
 		d.log.Info("restart requested: waiting for the active job to end", "job", snap.Active.ID, "state", snap.Active.State)
-		return api.RestartResult{Pending: true, Message: "lmntd restarts when job " + snap.Active.ID + " (" + string(snap.Active.State) + ") has ended"}
+		return apitype.RestartResult{Pending: true, Message: "lmntd restarts when job " + snap.Active.ID + " (" + string(snap.Active.State) + ") has ended"}
 	}
 	d.log.Info("restart requested: idle, restarting now")
-	return api.RestartResult{Message: "lmntd is idle and restarts now"}
+	return apitype.RestartResult{Message: "lmntd is idle and restarts now"}
 }
 
-func (b backend) Doctor(ctx context.Context, offline bool) api.DoctorReport {
+func (b backend) Doctor(ctx context.Context, offline bool) apitype.DoctorReport {
 	return b.d.doctor(ctx, offline)
 }

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 )
 
@@ -61,13 +61,13 @@ func TestStateDiskFullShown(t *testing.T) {
 	if r.Status != http.StatusInsufficientStorage || !strings.Contains(string(r.Body), "state disk full") {
 		t.Fatalf("upload with the journal full: %d %s", r.Status, r.Body)
 	}
-	status := func() api.Status {
-		var st api.Status
+	status := func() apitype.Status {
+		var st apitype.Status
 		d.Call("GET", "/lmnt/v1/status", nil).JSON(t, &st)
 		return st
 	}
-	journal := func() api.Check {
-		var rep api.DoctorReport
+	journal := func() apitype.Check {
+		var rep apitype.DoctorReport
 		d.Call("GET", "/lmnt/v1/doctor?offline=1", nil).JSON(t, &rep)
 		for _, c := range rep.Checks {
 			if c.Name == "job journal" {
@@ -75,13 +75,13 @@ func TestStateDiskFullShown(t *testing.T) {
 			}
 		}
 		t.Fatalf("doctor has no job journal check: %+v", rep)
-		return api.Check{}
+		return apitype.Check{}
 	}
 	st := status()
-	if !strings.HasPrefix(st.Summary, "state disk full") || st.Health != api.HealthDegraded {
+	if !strings.HasPrefix(st.Summary, "state disk full") || st.Health != apitype.HealthDegraded {
 		t.Fatalf("status with the disk full: %q, %s", st.Summary, st.Health)
 	}
-	if c := journal(); c.Result != api.CheckFail || !strings.Contains(c.Detail, "state disk full") || c.Fix == "" {
+	if c := journal(); c.Result != apitype.CheckFail || !strings.Contains(c.Detail, "state disk full") || c.Fix == "" {
 		t.Fatalf("doctor with the disk full: %+v", c)
 	}
 	d.WaitFor("STATUS= to say the disk is full", func() bool {
@@ -92,7 +92,7 @@ func TestStateDiskFullShown(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.WaitFor("the journal to be written again", func() bool { return !strings.HasPrefix(status().Summary, "state disk full") })
-	if c := journal(); c.Result != api.CheckOK {
+	if c := journal(); c.Result != apitype.CheckOK {
 		t.Fatalf("doctor after space returned: %+v", c)
 	}
 	r = daemontest.Do(t, d.Client, "POST", "http://lmntd/machine/encrypted_print/start_print?filename=a.gcode",

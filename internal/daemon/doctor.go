@@ -2,101 +2,40 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net/http"
 	"os"
-	"strings"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
-	"github.com/lmnt-marketplace/lmntd/internal/config"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
+	"github.com/lmnt-marketplace/lmntd/internal/doctor"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 )
 
-// Clock skew limits: past a minute the token's times and the marketplace
-// disagree noticeably; past an hour TLS and token expiry break.
-const (
-	skewWarn = time.Minute
-	skewFail = time.Hour
-)
-
-// tpmAccessCheck reports a TPM device lmntd cannot open: the key is then
-// sealed in software although the board has a TPM, which nothing else
-// would tell. Debian's tpm-udev makes the device root:tss 0660; lmntd's
-// package adds lmntd to tss when the group exists (postinst, and a dpkg
-// trigger when tpm-udev arrives later). ok is false when there is nothing
-// to say (no device, or the software backend chosen).
-func tpmAccessCheck(backend, device string) (api.Check, bool) {
-	if backend == "software" || device == "" {
-		return api.Check{}, false
-	}
-	if _, err := os.Stat(device); err != nil {
-		return api.Check{}, false
-	}
-	c := api.Check{Name: "tpm access", Result: api.CheckOK, Detail: device + " opens"}
-	f, err := os.OpenFile(device, os.O_RDWR, 0)
-	if err != nil {
-		c.Result, c.Detail = api.CheckWarn, fmt.Sprintf("%s exists but lmntd cannot open it (%v): the printer key is not protected by the TPM", device, err)
-		c.Fix = "sudo apt install tpm-udev && sudo usermod -a -G tss lmntd && sudo systemctl restart lmntd, then lmnt keys reseal --to tpm"
-		return c, true
-	}
-	f.Close()
-	return c, true
-}
-
 // doctor runs the health checks. Required checks failing ⇒ broken; wanted
 // ones ⇒ degraded (greenboot's required/wanted split).
-func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
+func (d *daemon) doctor(ctx context.Context, offline bool) apitype.DoctorReport {
 	cfg := d.cfg.Load()
-	var r api.DoctorReport
-	add := func(c api.Check) { r.Checks = append(r.Checks, c) }
+	var r apitype.DoctorReport
+	add := func(c apitype.Check) { r.Checks = append(r.Checks, c) }
 
-	// Configuration (it loaded, or the daemon would not run).
-	cc := api.Check{Name: "config", Required: true, Result: api.CheckOK, Detail: "loaded from " + orDefault(cfg.File(), "built-in defaults")}
-	for _, im := range cfg.Imports() {
-		cc.Detail += fmt.Sprintf("; %s = %s imported from moonraker.conf (%s)", im.Key, im.Value, im.Source.String())
-	}
-	for _, n := range cfg.Notes() {
-		cc.Detail += "; " + n
-	}
-	add(cc)
-	// Values lmntd could not use: the daemon runs without them, and the
-	// owner learns which line to fix.
-	var imported, ignored []*config.FieldError
-	for _, fe := range cfg.Degraded() {
-		if fe.Source.Kind == config.SourceMoonraker {
-			imported = append(imported, fe)
-		} else {
-			ignored = append(ignored, fe)
-		}
-	}
-	if len(imported) > 0 {
-		add(api.Check{Name: "moonraker.conf import", Result: api.CheckWarn,
-			Detail: joinFieldErrors(imported, " (not imported; the built-in value is in effect)"),
-			Fix:    "fix these lines of moonraker.conf, or set the keys in lmntd.toml (which wins over the import)"})
-	}
-	if len(ignored) > 0 {
-		add(api.Check{Name: "ignored settings", Result: api.CheckWarn,
-			Detail: joinFieldErrors(ignored, ""),
-			Fix:    "remove these entries: lmntd never honours them"})
-	}
+	// Configuration (it loaded, or the daemon would not run), and the
+	// values lmntd could not use.
+	r.Checks = append(r.Checks, doctor.Config(cfg)...)
 
 	// API profile and how the queue is watched.
 	prof := d.apiProfile()
-	pr := api.Check{Name: "api profile", Result: api.CheckOK, Detail: prof.Profile + " (" + prof.Reason + ")"}
+	pr := apitype.Check{Name: "api profile", Result: apitype.CheckOK, Detail: prof.Profile + " (" + prof.Reason + ")"}
 	if !d.profileSettled() {
-		pr.Result, pr.Fix = api.CheckWarn, "check the network (the marketplace must answer once), or set api_profile in lmntd.toml"
+		pr.Result, pr.Fix = apitype.CheckWarn, "check the network (the marketplace must answer once), or set api_profile in lmntd.toml"
 	}
 	add(pr)
-	qc := api.Check{Name: "job queue", Result: api.CheckOK}
+	qc := apitype.Check{Name: "job queue", Result: apitype.CheckOK}
 	every, _ := cfg.PollSchedule()
 	switch {
 	case cfg.PushOnly() && cfg.Push.Enabled:
 		qc.Detail = fmt.Sprintf("push only (check_interval 0): jobs arrive by the push stream; a safety poll runs every %s or more", every.Round(time.Second))
 	case cfg.PushOnly():
-		qc.Result = api.CheckWarn
+		qc.Result = apitype.CheckWarn
 		qc.Detail = fmt.Sprintf("check_interval 0 with push disabled: only the safety poll (every %s or more) finds jobs", every.Round(time.Second))
 		qc.Fix = "enable push (push.enabled = true) or set marketplace.check_interval"
 	default:
@@ -108,9 +47,9 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 	add(qc)
 
 	// State directory.
-	sc := api.Check{Name: "state directory", Required: true, Result: api.CheckOK, Detail: cfg.Paths.StateDirectory}
+	sc := apitype.Check{Name: "state directory", Required: true, Result: apitype.CheckOK, Detail: cfg.Paths.StateDirectory}
 	if f, err := os.CreateTemp(cfg.Paths.StateDirectory, ".doctor-*"); err != nil {
-		sc.Result, sc.Detail, sc.Fix = api.CheckFail, err.Error(), "the state directory must be writable by lmntd (StateDirectory= in the unit)"
+		sc.Result, sc.Detail, sc.Fix = apitype.CheckFail, err.Error(), "the state directory must be writable by lmntd (StateDirectory= in the unit)"
 	} else {
 		f.Close()
 		os.Remove(f.Name())
@@ -121,54 +60,54 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 
 	// Sealing.
 	state, keyID, backendName, problem, advice, _, _ := d.keys.state()
-	kc := api.Check{Name: "printer key", Required: true}
+	kc := apitype.Check{Name: "printer key", Required: true}
 	switch state {
 	case keyOK:
-		kc.Result, kc.Detail = api.CheckOK, fmt.Sprintf("key %s sealed with %s", shortID(keyID), backendName)
+		kc.Result, kc.Detail = apitype.CheckOK, fmt.Sprintf("key %s sealed with %s", shortID(keyID), backendName)
 	default:
-		kc.Result, kc.Detail, kc.Fix = api.CheckFail, problem, advice
+		kc.Result, kc.Detail, kc.Fix = apitype.CheckFail, problem, advice
 	}
 	add(kc)
 	if state == keyOK && backendName != d.keys.configuredBackend() {
-		add(api.Check{Name: "sealing backend", Result: api.CheckWarn,
+		add(apitype.Check{Name: "sealing backend", Result: apitype.CheckWarn,
 			Detail: fmt.Sprintf("sealed with %s, configured %s", backendName, d.keys.configuredBackend()),
 			Fix:    "lmnt keys reseal --to " + d.keys.configuredBackend()})
 	}
 
-	if tc, ok := tpmAccessCheck(cfg.Seal.Backend, cfg.Seal.TPMDevice); ok {
+	if tc, ok := doctor.TPMAccess(cfg.Seal.Backend, cfg.Seal.TPMDevice); ok {
 		add(tc)
 	}
 
 	// Pairing and token.
 	client := d.mkt.Load()
 	tok, paired := client.Token()
-	pc := api.Check{Name: "pairing"}
+	pc := apitype.Check{Name: "pairing"}
 	switch {
 	case client.PairingLost():
-		pc.Result, pc.Detail, pc.Fix = api.CheckFail, "the marketplace revoked the printer token or kept refusing its refresh", "lmnt pair"
+		pc.Result, pc.Detail, pc.Fix = apitype.CheckFail, "the marketplace revoked the printer token or kept refusing its refresh", "lmnt pair"
 	case !paired:
-		pc.Result, pc.Detail, pc.Fix = api.CheckWarn, "not paired", "lmnt pair"
+		pc.Result, pc.Detail, pc.Fix = apitype.CheckWarn, "not paired", "lmnt pair"
 	case !client.AuthHealth().OK:
-		pc.Result, pc.Detail = api.CheckWarn, "paired as printer "+tok.PrinterID+"; "+client.AuthHealth().Problem
+		pc.Result, pc.Detail = apitype.CheckWarn, "paired as printer "+tok.PrinterID+"; "+client.AuthHealth().Problem
 		pc.Fix = "lmntd keeps retrying; if the marketplace keeps refusing, pair again (lmnt pair)"
 	default:
-		pc.Result, pc.Detail = api.CheckOK, "paired as printer "+tok.PrinterID
+		pc.Result, pc.Detail = apitype.CheckOK, "paired as printer "+tok.PrinterID
 	}
 	add(pc)
 	now := time.Now()
 	if paired {
-		tc := api.Check{Name: "clock vs token", Result: api.CheckOK}
+		tc := apitype.Check{Name: "clock vs token", Result: apitype.CheckOK}
 		switch {
-		case !tok.ObtainedAt.IsZero() && tok.ObtainedAt.Sub(now) > skewWarn:
+		case !tok.ObtainedAt.IsZero() && tok.ObtainedAt.Sub(now) > doctor.SkewWarn:
 			skew := tok.ObtainedAt.Sub(now).Round(time.Second)
-			tc.Result = api.CheckWarn
-			if skew > skewFail {
-				tc.Result, tc.Required = api.CheckFail, true
+			tc.Result = apitype.CheckWarn
+			if skew > doctor.SkewFail {
+				tc.Result, tc.Required = apitype.CheckFail, true
 			}
 			tc.Detail = fmt.Sprintf("the token was issued %s in this printer's future: the clock is behind", skew)
 			tc.Fix = "enable time synchronisation (timedatectl set-ntp true)"
 		case !tok.Expiry.IsZero() && now.After(tok.Expiry):
-			tc.Result, tc.Detail, tc.Fix = api.CheckFail, "the printer token expired at "+tok.Expiry.UTC().Format(time.RFC3339)+" (or the clock is ahead)",
+			tc.Result, tc.Detail, tc.Fix = apitype.CheckFail, "the printer token expired at "+tok.Expiry.UTC().Format(time.RFC3339)+" (or the clock is ahead)",
 				"check the clock; lmntd keeps retrying the refresh"
 		default:
 			tc.Detail = "token valid until " + tok.Expiry.UTC().Format(time.RFC3339)
@@ -178,32 +117,18 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 
 	// Klipper config.
 	kr := d.configReport()
-	kcfg := api.Check{Name: "klipper config", Result: api.CheckOK, Detail: kr.StatusLine() + " (" + kr.ConfigFile + ")"}
-	if !kr.OK() {
-		kcfg.Result = api.CheckFail
-		var fixes []string
-		for _, f := range kr.Findings {
-			if f.Severity == klippercfg.SeverityError && f.Fix != "" {
-				fixes = append(fixes, f.Fix)
-			}
-		}
-		kcfg.Fix = strings.Join(fixes, "; ")
-	} else if kr.Count(klippercfg.SeverityWarning) > 0 {
-		kcfg.Result = api.CheckWarn
-	}
-	add(kcfg)
-
-	add(api.CompatibilityCheck(kr.Printer, cfg.Jobs.FilamentType))
+	add(doctor.KlipperConfig(kr))
+	add(doctor.JobCompatibility(kr.Printer, cfg.Jobs.FilamentType))
 
 	// Bridge.
 	kl := d.bridge.State()
-	bc := api.Check{Name: "klipper bridge"}
+	bc := apitype.Check{Name: "klipper bridge"}
 	if problem, next := klipperProblem(kl); kl.Connected && problem != "" {
-		bc.Result, bc.Detail, bc.Fix = api.CheckWarn, problem, next
+		bc.Result, bc.Detail, bc.Fix = apitype.CheckWarn, problem, next
 	} else if kl.Connected {
-		bc.Result, bc.Detail = api.CheckOK, fmt.Sprintf("connected (Klipper %s, extra %s)", kl.Hello.Klipper.Version, kl.Hello.ExtraVersion)
+		bc.Result, bc.Detail = apitype.CheckOK, fmt.Sprintf("connected (Klipper %s, extra %s)", kl.Hello.Klipper.Version, kl.Hello.ExtraVersion)
 	} else {
-		bc.Result, bc.Detail = api.CheckFail, "Klipper's extra is not connected to "+cfg.Klipper.BridgeSocket
+		bc.Result, bc.Detail = apitype.CheckFail, "Klipper's extra is not connected to "+cfg.Klipper.BridgeSocket
 		bc.Fix = "add [encrypted_file_bridge] to printer.cfg (lmnt setup), make Klipper's user a member of group lmnt, restart Klipper"
 	}
 	add(bc)
@@ -212,12 +137,12 @@ func (d *daemon) doctor(ctx context.Context, offline bool) api.DoctorReport {
 	}
 
 	// Marketplace reachability and clock against its Date header.
-	mc := api.Check{Name: "marketplace"}
+	mc := apitype.Check{Name: "marketplace"}
 	if offline {
-		mc.Result, mc.Detail = api.CheckSkip, "offline"
+		mc.Result, mc.Detail = apitype.CheckSkip, "offline"
 		add(mc)
 	} else {
-		add(d.checkMarketplace(ctx, client.BaseURL(), cfg.Marketplace.TLSCAFile))
+		add(doctor.Marketplace(ctx, client.BaseURL(), cfg.Marketplace.TLSCAFile))
 	}
 	r.Grade()
 	return r
@@ -229,70 +154,5 @@ func (d *daemon) configReport() *klippercfg.Report {
 			return r
 		}
 	}
-	c := d.cfg.Load()
-	return klippercfg.Inspect(c.Klipper.ConfigFile, klippercfg.CheckOptions{BridgeSocket: c.Klipper.BridgeSocket})
-}
-
-// checkMarketplace makes one unauthenticated request to the marketplace
-// origin: any HTTP answer proves DNS, route and TLS; its Date header shows
-// how far this printer's clock is off.
-func (d *daemon) checkMarketplace(ctx context.Context, base, caFile string) api.Check {
-	c := api.Check{Name: "marketplace"}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile != "" {
-		if pem, err := os.ReadFile(caFile); err == nil {
-			pool.AppendCertsFromPEM(pem)
-		}
-	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: http.ProxyFromEnvironment}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/", nil)
-	if err != nil {
-		c.Result, c.Detail = api.CheckFail, err.Error()
-		return c
-	}
-	start := time.Now()
-	resp, err := hc.Do(req)
-	if err != nil {
-		c.Result, c.Detail, c.Fix = api.CheckFail, "unreachable: "+err.Error(), "check the network, DNS and marketplace.url"
-		return c
-	}
-	resp.Body.Close()
-	rtt := time.Since(start)
-	c.Result, c.Detail = api.CheckOK, fmt.Sprintf("%s answered in %s", base, rtt.Round(time.Millisecond))
-	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
-		skew := time.Until(date) // positive: the marketplace is ahead of us
-		abs := skew
-		if abs < 0 {
-			abs = -abs
-		}
-		if abs > skewWarn+rtt {
-			c.Result = api.CheckWarn
-			if abs > skewFail {
-				c.Result, c.Required = api.CheckFail, true
-			}
-			c.Detail += fmt.Sprintf("; this printer's clock is off by %s against the marketplace", skew.Round(time.Second))
-			c.Fix = "enable time synchronisation (timedatectl set-ntp true)"
-		}
-	}
-	return c
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-// joinFieldErrors is one doctor detail line for several config problems.
-func joinFieldErrors(fes []*config.FieldError, suffix string) string {
-	parts := make([]string, len(fes))
-	for i, fe := range fes {
-		parts[i] = fe.Error() + suffix
-	}
-	return strings.Join(parts, "; ")
+	return doctor.InspectKlipperConfig(d.cfg.Load())
 }

@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -8,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
@@ -93,13 +94,8 @@ var apiCalls = []marketsim.Call{marketsim.CallRefresh, marketsim.CallPoll, marke
 func (f *fleet) waitAll(what string, within time.Duration, cond func(i int) bool) {
 	f.t.Helper()
 	deadline := time.Now().Add(within)
-	for i := range f.ds {
-		for !cond(i) {
-			if time.Now().After(deadline) {
-				f.t.Fatalf("printer %d: timed out waiting for %s\nlog:\n%s", i, what, f.ds[i].Log.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	for i, d := range f.ds {
+		d.WaitWithin(time.Until(deadline), fmt.Sprintf("printer %d: %s", i, what), func() bool { return cond(i) })
 	}
 }
 
@@ -193,7 +189,7 @@ func TestFleetIdleFlappingAndRefreshBurst(t *testing.T) {
 	})
 	refused := 0
 	for i, d := range f.ds {
-		var st api.Status
+		var st apitype.Status
 		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
 		if st.Auth.PairingLost || !st.Auth.Authenticated {
 			t.Errorf("printer %d lost its pairing over a one-minute refresh burst: %+v", i, st.Auth)
@@ -258,26 +254,26 @@ func TestRefusedRefreshDegradesStatus(t *testing.T) {
 	id := d.Pair()
 	d.Sim.ExpireTokens(id) // polls now get 401 and refresh
 	d.Sim.SetFault(marketsim.CallRefresh, marketsim.Fault{Status: http.StatusUnauthorized})
-	var st api.Status
+	var st apitype.Status
 	d.WaitFor("a refused refresh in the status", func() bool {
 		d.Call(http.MethodPost, "/machine/lmnt_marketplace/check_jobs", nil)
 		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
 		return st.Auth.Problem != ""
 	})
-	if st.Health != api.HealthDegraded || st.Auth.PairingLost || !strings.Contains(st.Auth.Problem, "refused the token refresh") ||
+	if st.Health != apitype.HealthDegraded || st.Auth.PairingLost || !strings.Contains(st.Auth.Problem, "refused the token refresh") ||
 		!strings.Contains(st.Summary, "degraded: the marketplace refused the token refresh") {
 		t.Fatalf("status while refreshes are refused: health %s, summary %q, auth %+v", st.Health, st.Summary, st.Auth)
 	}
-	var doc api.DoctorReport
+	var doc apitype.DoctorReport
 	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &doc)
-	if checkResult(doc, "pairing") != api.CheckWarn {
+	if checkResult(doc, "pairing") != apitype.CheckWarn {
 		t.Fatalf("doctor while refreshes are refused: %+v", doc.Checks)
 	}
 	d.Sim.ClearFaults()
 	d.WaitFor("healthy again after an accepted refresh", func() bool {
 		d.Call(http.MethodPost, "/machine/lmnt_marketplace/check_jobs", nil)
-		st = api.Status{} // absent fields must not keep their old values
+		st = apitype.Status{} // absent fields must not keep their old values
 		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
-		return st.Auth.Problem == "" && st.Auth.Authenticated && st.Health == api.HealthOK
+		return st.Auth.Problem == "" && st.Auth.Authenticated && st.Health == apitype.HealthOK
 	})
 }

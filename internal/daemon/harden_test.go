@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // TestNotDumpable is issue 15's same-uid attack: another process of lmntd's
@@ -62,13 +63,7 @@ func TestNotDumpable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { lmntd.Process.Signal(syscall.SIGTERM); lmntd.Wait() }()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(log.String(), "lmntd ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("lmntd as uid 65534 did not start:\n%s", log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, 20*time.Second, "lmntd as uid 65534 to start", func() bool { return strings.Contains(log.String(), "lmntd ready") })
 	if got := attack(lmntd.Process.Pid); strings.Contains(got, "environ-read") || !strings.HasSuffix(got, "\n0") {
 		t.Errorf("same-uid process read lmntd's memory or environment: %q", got)
 	}

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
@@ -35,7 +34,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 	if id1 == id2 {
 		t.Fatalf("both instances paired as printer %s", id1)
 	}
-	var k1, k2 api.KeysInfo
+	var k1, k2 apitype.KeysInfo
 	d1.Call(http.MethodGet, "/lmnt/v1/keys", nil).JSON(t, &k1)
 	d2.Call(http.MethodGet, "/lmnt/v1/keys", nil).JSON(t, &k2)
 	if k1.PublicKey == "" || k1.PublicKey == k2.PublicKey || k1.KeyID == k2.KeyID {
@@ -56,7 +55,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 		d  *daemontest.Daemon
 		id string
 	}{{d1, j1.ID}, {d2, j2.ID}} {
-		if j := waitJobWithin(t, c.d, c.id, 30*time.Second); j.State != jobs.Succeeded {
+		if j := waitJobWithin(t, c.d, c.id, 30*time.Second); j.State != apitype.JobSucceeded {
 			t.Fatalf("job %s ended %s: %s", c.id, j.State, j.Message)
 		}
 		assertPrinted(t, c.d, c.id, hex.EncodeToString(sum[:]), len(gcode))
@@ -68,7 +67,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 				t.Fatalf("%s reached the other instance's Klipper", id)
 			}
 		}
-		var s jobs.Snapshot
+		var s apitype.Snapshot
 		d.Call(http.MethodGet, "/lmnt/v1/jobs", nil).JSON(t, &s)
 		for _, j := range append(s.Finished, s.Queue...) {
 			if j.ID == id {
@@ -97,7 +96,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 	if resp.Status != http.StatusOK || sp.JobID == "" {
 		t.Fatalf("start_print on printer 2: %d %s", resp.Status, resp.Body)
 	}
-	if j := waitJobWithin(t, d2, sp.JobID, 30*time.Second); j.State != jobs.Failed {
+	if j := waitJobWithin(t, d2, sp.JobID, 30*time.Second); j.State != apitype.JobFailed {
 		t.Fatalf("printer 1's job on printer 2 ended %s: %s", j.State, j.Message)
 	}
 	for _, p := range d2.Standin.Prints() {
@@ -114,7 +113,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 	if err := os.RemoveAll(d2.StateDir); err != nil {
 		t.Fatal(err)
 	}
-	var after api.KeysInfo
+	var after apitype.KeysInfo
 	d1.Call(http.MethodGet, "/lmnt/v1/keys", nil).JSON(t, &after)
 	if after.KeyID != k1.KeyID {
 		t.Fatalf("instance 1's key changed from %s to %s", k1.KeyID, after.KeyID)
@@ -123,7 +122,7 @@ func TestTwoInstancesStayApart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j := waitJobWithin(t, d1, j3.ID, 30*time.Second); j.State != jobs.Succeeded {
+	if j := waitJobWithin(t, d1, j3.ID, 30*time.Second); j.State != apitype.JobSucceeded {
 		t.Fatalf("instance 1 after instance 2's removal: job ended %s: %s", j.State, j.Message)
 	}
 	assertPrinted(t, d1, j3.ID, hex.EncodeToString(sum[:]), len(gcode))

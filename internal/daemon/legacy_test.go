@@ -16,10 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 )
 
 // TestImportLegacyKeyAndToken: lmnt keys import-legacy takes over the old
@@ -64,7 +63,7 @@ func TestImportLegacyKeyAndToken(t *testing.T) {
 
 	// The default directory is printer_data/lmnt_marketplace next to printer.cfg's printer_data.
 	r := d.Call("POST", "/lmnt/v1/keys/import-legacy", map[string]any{"remove_source": true})
-	var res api.ImportLegacyResult
+	var res apitype.ImportLegacyResult
 	r.JSON(t, &res)
 	if r.Status != 200 || res.KeyID != want.Expected.KeyID || !res.TokenImported || res.PrinterID != "prn-legacy-1" || len(res.Removed) != 2 {
 		t.Fatalf("import-legacy: %d %s", r.Status, r.Body)
@@ -77,7 +76,7 @@ func TestImportLegacyKeyAndToken(t *testing.T) {
 			t.Errorf("%s not removed: %v", f, err)
 		}
 	}
-	var st api.Status
+	var st apitype.Status
 	d.Call("GET", "/lmnt/v1/status", nil).JSON(t, &st)
 	// (The simulator never issued this token, so the marketplace loops soon
 	// declare the pairing lost; the import itself is what is checked here.)
@@ -107,7 +106,7 @@ func TestImportLegacyKeyAndToken(t *testing.T) {
 		JobID string `json:"job_id"`
 	}
 	resp.JSON(t, &sp)
-	if j := waitJob(t, d, sp.JobID); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, sp.JobID); j.State != apitype.JobSucceeded {
 		t.Fatalf("job sealed to the imported key: %s %s", j.State, j.Message)
 	}
 	sum := sha256.Sum256(gcode)

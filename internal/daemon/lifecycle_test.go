@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/seal"
 )
@@ -29,11 +28,11 @@ func TestRestartWhenIdleWaitsForThePrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.WaitFor("the print to start", func() bool {
-		var s jobs.Snapshot
+		var s apitype.Snapshot
 		d.Call("GET", "/lmnt/v1/jobs", nil).JSON(t, &s)
-		return s.Active != nil && s.Active.State == jobs.Printing
+		return s.Active != nil && s.Active.State == apitype.JobPrinting
 	})
-	var res api.RestartResult
+	var res apitype.RestartResult
 	r := d.Call("POST", "/lmnt/v1/restart", map[string]bool{"when_idle": true})
 	r.JSON(t, &res)
 	if r.Status != http.StatusAccepted || !res.Pending {
@@ -59,7 +58,7 @@ func TestRestartWhenIdleWaitsForThePrint(t *testing.T) {
 // the blob, and pairing again makes a new key while keeping the old blob.
 func TestBrokenSealedKey(t *testing.T) {
 	first := daemontest.Start(t, daemontest.Options{NoStandin: true})
-	var k1 api.KeysInfo
+	var k1 apitype.KeysInfo
 	first.Call("GET", "/lmnt/v1/keys", nil).JSON(t, &k1)
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)
@@ -75,21 +74,21 @@ func TestBrokenSealedKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := daemontest.Start(t, daemontest.Options{NoStandin: true, StateDir: first.StateDir, HostRoot: first.HostRoot, Sim: first.Sim})
-	var st api.Status
+	var st apitype.Status
 	d.Call("GET", "/lmnt/v1/status", nil).JSON(t, &st)
-	if st.Key.State != "broken" || !strings.HasPrefix(st.Summary, "sealed key does not unseal: ") || st.Key.Advice == "" || st.Health != api.HealthBroken {
+	if st.Key.State != "broken" || !strings.HasPrefix(st.Summary, "sealed key does not unseal: ") || st.Key.Advice == "" || st.Health != apitype.HealthBroken {
 		t.Fatalf("status with a broken key: %+v", st)
 	}
-	var doc api.DoctorReport
+	var doc apitype.DoctorReport
 	d.Call("GET", "/lmnt/v1/doctor?offline=1", nil).JSON(t, &doc)
-	if doc.Health != api.HealthBroken || checkResult(doc, "printer key") != api.CheckFail {
+	if doc.Health != apitype.HealthBroken || checkResult(doc, "printer key") != apitype.CheckFail {
 		t.Fatalf("doctor with a broken key: %+v", doc)
 	}
 	if got, _ := os.ReadFile(filepath.Join(d.StateDir, seal.KeyFileName)); string(got) != string(blob) {
 		t.Fatal("the unreadable blob was changed")
 	}
 	d.Pair()
-	var k2 api.KeysInfo
+	var k2 apitype.KeysInfo
 	d.Call("GET", "/lmnt/v1/keys", nil).JSON(t, &k2)
 	if k2.State != "ok" || k2.KeyID == k1.KeyID {
 		t.Fatalf("after pairing again: %+v (old key %s)", k2, k1.KeyID)
@@ -121,7 +120,7 @@ func TestLegacyRegistration(t *testing.T) {
 	if r := d.Call("POST", "/machine/lmnt_marketplace/user_login", map[string]string{"username": "owner@example.com", "password": "wrong"}); r.Status != 400 {
 		t.Fatalf("wrong password: %d %s", r.Status, r.Body)
 	}
-	var login api.LoginResult
+	var login apitype.LoginResult
 	d.Call("POST", "/machine/lmnt_marketplace/user_login", map[string]string{"username": "owner@example.com", "password": "s3cret-pw"}).JSON(t, &login)
 	if login.Token == "" {
 		t.Fatal("user_login returned no token")
@@ -142,7 +141,7 @@ func TestLegacyRegistration(t *testing.T) {
 	if strings.Contains(string(r.Body), token) {
 		t.Error("register_printer answer contains the printer token")
 	}
-	var st api.Status
+	var st apitype.Status
 	d.Call("GET", "/lmnt/v1/status", nil).JSON(t, &st)
 	if !st.Auth.Authenticated || st.Printer.Name != "Legacy printer" {
 		t.Fatalf("status after registration: %+v", st)
@@ -201,7 +200,7 @@ func TestPairingPageEscapes(t *testing.T) {
 	d := daemontest.Start(t, daemontest.Options{NoStandin: true})
 	evil := `<img src=x onerror=alert(1)>"</script>`
 	r := d.Call("POST", "/machine/lmnt_marketplace/pair/start", map[string]string{"printer_name": evil})
-	var p api.Pairing
+	var p apitype.Pairing
 	r.JSON(t, &p)
 	if _, err := d.Sim.ApprovePairing(p.PairingCode, ""); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 )
 
@@ -91,7 +91,7 @@ func TestDoctorComparesMemoryMaxWithLimits(t *testing.T) {
 	write("proc/self/cgroup", "0::/system.slice/lmntd.service\n")
 	write("sys/fs/cgroup/system.slice/lmntd.service/memory.max", fmt.Sprintln(896<<20)) // the shipped unit
 	d := daemontest.Start(t, daemontest.Options{NoStandin: true, HostRoot: host})
-	if c := doctorCheck(t, d, "memory limit"); c.Result != api.CheckOK {
+	if c := doctorCheck(t, d, "memory limit"); c.Result != apitype.CheckOK {
 		t.Fatalf("default limits under MemoryMax=896M: %+v", c)
 	}
 	d.Stop()
@@ -99,7 +99,7 @@ func TestDoctorComparesMemoryMaxWithLimits(t *testing.T) {
 	d = daemontest.Start(t, daemontest.Options{NoStandin: true, HostRoot: host,
 		ExtraTOML: "[limits]\nmax_download_size = \"1GiB\"\n"})
 	c := doctorCheck(t, d, "memory limit")
-	if c.Result != api.CheckWarn || !strings.Contains(c.Detail, "limits.max_download_size") || !strings.Contains(c.Fix, "MemoryMax=") {
+	if c.Result != apitype.CheckWarn || !strings.Contains(c.Detail, "limits.max_download_size") || !strings.Contains(c.Fix, "MemoryMax=") {
 		t.Fatalf("a 1 GiB download limit under MemoryMax=896M: %+v", c)
 	}
 }

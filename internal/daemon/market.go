@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 )
@@ -174,14 +174,14 @@ func (t *transfers) track(jobID string, rc io.ReadCloser, total int64) io.ReadCl
 	return &countingBody{rc: rc, tr: tr, done: func() { tr.finished.Store(time.Now().UnixNano()) }}
 }
 
-func (t *transfers) current() *api.Transfer {
+func (t *transfers) current() *apitype.Transfer {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.cur == nil {
 		return nil
 	}
 	tr := t.cur
-	out := &api.Transfer{JobID: tr.jobID, Bytes: tr.done.Load(), Total: tr.total}
+	out := &apitype.Transfer{JobID: tr.jobID, Bytes: tr.done.Load(), Total: tr.total}
 	end := time.Now()
 	if f := tr.finished.Load(); f != 0 {
 		out.Done, end = true, time.Unix(0, f)

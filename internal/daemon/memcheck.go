@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/config"
 )
 
@@ -19,18 +19,18 @@ const daemonOverhead = 128 * config.MiB
 // what the configured limits let the memfds take: one decrypted job and a
 // full local queue. If the limits were raised past it, the kernel would
 // kill lmntd in the middle of a job instead of refusing it up front.
-func (d *daemon) memoryCheck() api.Check {
+func (d *daemon) memoryCheck() apitype.Check {
 	l := d.cfg.Load().Limits
 	need := int64(l.MaxDownloadSize) + int64(l.MaxLocalQueueSize) + int64(daemonOverhead)
-	c := api.Check{Name: "memory limit", Result: api.CheckOK}
+	c := apitype.Check{Name: "memory limit", Result: apitype.CheckOK}
 	limit, where, err := cgroupMemoryMax(d.o.HostRoot)
 	switch {
 	case err != nil:
-		c.Result, c.Detail = api.CheckSkip, "cannot read the service's memory limit: "+err.Error()
+		c.Result, c.Detail = apitype.CheckSkip, "cannot read the service's memory limit: "+err.Error()
 	case limit < 0:
 		c.Detail = fmt.Sprintf("no MemoryMax= (%s); the limits allow up to %s in memory", where, config.ByteSize(need))
 	case limit < need:
-		c.Result = api.CheckWarn
+		c.Result = apitype.CheckWarn
 		c.Detail = fmt.Sprintf("MemoryMax= is %s but limits.max_download_size + limits.max_local_queue_size + %s come to %s",
 			config.ByteSize(limit), config.ByteSize(daemonOverhead), config.ByteSize(need))
 		c.Fix = "lower those limits, or raise MemoryMax= with a drop-in (systemctl edit lmntd) if the board has the memory"

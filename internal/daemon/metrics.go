@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/metrics"
@@ -87,21 +87,21 @@ func (s *textfileState) note(err error) {
 
 // textfileCheck is lmnt doctor's view of the textfile (wanted, not required: the
 // printer prints without it).
-func (d *daemon) textfileCheck() (api.Check, bool) {
+func (d *daemon) textfileCheck() (apitype.Check, bool) {
 	path := d.cfg.Load().Metrics.Textfile
 	if path == "" {
-		return api.Check{}, false
+		return apitype.Check{}, false
 	}
 	s := &d.textfile
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := api.Check{Name: "metrics textfile", Result: api.CheckOK}
+	c := apitype.Check{Name: "metrics textfile", Result: apitype.CheckOK}
 	switch {
 	case s.err != nil:
-		c.Result, c.Detail = api.CheckWarn, s.err.Error()
+		c.Result, c.Detail = apitype.CheckWarn, s.err.Error()
 		c.Fix = "allow lmntd to write the directory: a unit drop-in with ReadWritePaths= and an ACL for user lmntd (README, farm section)"
 	case s.written.IsZero():
-		c.Result, c.Detail = api.CheckWarn, path+" not written yet"
+		c.Result, c.Detail = apitype.CheckWarn, path+" not written yet"
 	default:
 		c.Detail = fmt.Sprintf("%s written %s ago", path, time.Since(s.written).Round(time.Second))
 	}

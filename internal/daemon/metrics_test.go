@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
@@ -35,7 +34,7 @@ func TestMetricsDuringAJob(t *testing.T) {
 		ExtraTOML:    "[jobs]\nauto_start = true\n[metrics]\ntextfile = \"" + textfile + "\"\ntextfile_interval = \"5s\"\n"})
 	inst := map[string]string{"lmnt_instance": "printer_1"}
 	with := func(k, v string) map[string]string { return map[string]string{"lmnt_instance": "printer_1", k: v} }
-	var st api.Status
+	var st apitype.Status
 	d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
 	if st.Instance != "printer_1" {
 		t.Errorf("status names instance %q, want printer_1", st.Instance)
@@ -95,7 +94,7 @@ func TestMetricsDuringAJob(t *testing.T) {
 			value(during, "lmntd_decrypt_duration_seconds", inst), value(during, "lmntd_job_start_duration_seconds", inst))
 	}
 
-	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != jobs.Succeeded {
+	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != apitype.JobSucceeded {
 		t.Fatalf("job ended %s: %s", j.State, j.Message)
 	}
 	after := scrape()
@@ -120,21 +119,21 @@ func TestMetricsDuringAJob(t *testing.T) {
 		v, _ := testutil.ParseMetrics(t, string(b)).Value("lmntd_jobs_finished_total", with("outcome", "succeeded"))
 		return v == 1
 	})
-	if c := textfileCheck(t, d); c.Result != api.CheckOK || !strings.Contains(c.Detail, textfile+" written") {
+	if c := textfileCheck(t, d); c.Result != apitype.CheckOK || !strings.Contains(c.Detail, textfile+" written") {
 		t.Errorf("doctor on the textfile: %+v", c)
 	}
 }
 
-func textfileCheck(t *testing.T, d *daemontest.Daemon) api.Check {
+func textfileCheck(t *testing.T, d *daemontest.Daemon) apitype.Check {
 	t.Helper()
-	var rep api.DoctorReport
+	var rep apitype.DoctorReport
 	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &rep)
 	for _, c := range rep.Checks {
 		if c.Name == "metrics textfile" {
 			return c
 		}
 	}
-	return api.Check{}
+	return apitype.Check{}
 }
 
 // A textfile lmntd cannot write is a doctor warning with the fix, logged
@@ -145,7 +144,7 @@ func TestMetricsTextfileUnwritable(t *testing.T) {
 		ExtraTOML: "[metrics]\ntextfile = \"" + bad + "\"\ntextfile_interval = \"5s\"\n"})
 	d.WaitFor("doctor to warn about the textfile", func() bool {
 		c := textfileCheck(t, d)
-		return c.Result == api.CheckWarn && strings.Contains(c.Detail, bad) && strings.Contains(c.Fix, "ReadWritePaths=")
+		return c.Result == apitype.CheckWarn && strings.Contains(c.Detail, bad) && strings.Contains(c.Fix, "ReadWritePaths=")
 	})
 	if n := strings.Count(d.Log.String(), "metrics: cannot write the textfile"); n != 1 {
 		t.Errorf("the failure was logged %d times, want once", n)

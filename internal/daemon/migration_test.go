@@ -9,17 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
-func doctorReport(t *testing.T, d *daemontest.Daemon) map[string]api.Check {
+func doctorReport(t *testing.T, d *daemontest.Daemon) map[string]apitype.Check {
 	t.Helper()
-	var rep api.DoctorReport
+	var rep apitype.DoctorReport
 	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &rep)
-	out := map[string]api.Check{}
+	out := map[string]apitype.Check{}
 	for _, c := range rep.Checks {
 		out[c.Name] = c
 	}
@@ -55,7 +54,7 @@ check_interval: 0
 			t.Errorf("doctor's config check lacks %q:\n%s", want, cfg)
 		}
 	}
-	if q := checks["job queue"]; q.Result != api.CheckOK || !strings.Contains(q.Detail, "push only (check_interval 0)") || !strings.Contains(q.Detail, "safety poll runs every 5m30s") {
+	if q := checks["job queue"]; q.Result != apitype.CheckOK || !strings.Contains(q.Detail, "push only (check_interval 0)") || !strings.Contains(q.Detail, "safety poll runs every 5m30s") {
 		t.Errorf("doctor's job queue check: %+v", q)
 	}
 	if p := checks["api profile"]; !strings.HasPrefix(p.Detail, "current (auto: ") || !strings.Contains(p.Detail, "firebase_project_id") {
@@ -70,7 +69,7 @@ check_interval: 0
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != jobs.Succeeded {
+	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != apitype.JobSucceeded {
 		t.Fatalf("job ended %s: %s", j.State, j.Message)
 	}
 }
@@ -91,7 +90,7 @@ check_interval: 60
 debug_mode: False
 marketplace_url: {{SIM}}   # the marketplace of mid-2025
 `})
-	var st api.Status
+	var st apitype.Status
 	d.WaitFor("the probe's verdict in lmnt status", func() bool {
 		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
 		return st.Profile == "legacy" && strings.Contains(st.ProfileReason, "answered 404")
@@ -99,7 +98,7 @@ marketplace_url: {{SIM}}   # the marketplace of mid-2025
 	if !strings.Contains(d.Log.String(), `msg="marketplace: api profile" profile=legacy why="auto: GET /api/printer-agent/poll-print-queue answered 404`) {
 		t.Errorf("the choice is not logged:\n%s", d.Log.String())
 	}
-	if p := doctorReport(t, d)["api profile"]; p.Result != api.CheckOK || !strings.HasPrefix(p.Detail, "legacy (auto: ") {
+	if p := doctorReport(t, d)["api profile"]; p.Result != apitype.CheckOK || !strings.HasPrefix(p.Detail, "legacy (auto: ") {
 		t.Errorf("doctor's api profile check: %+v", p)
 	}
 
@@ -129,7 +128,7 @@ marketplace_url: {{SIM}}   # the marketplace of mid-2025
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != jobs.Succeeded {
+	if j := waitJobWithin(t, d, job.ID, 30*time.Second); j.State != apitype.JobSucceeded {
 		t.Fatalf("job ended %s: %s", j.State, j.Message)
 	}
 	d.WaitFor("the legacy job-status path", func() bool {
@@ -150,10 +149,10 @@ func TestAutoProfileProbeRetries(t *testing.T) {
 	t.Cleanup(sim.Close)
 	sim.SetFault(marketsim.CallPoll, marketsim.Fault{Status: http.StatusServiceUnavailable, Count: 2, Latency: 300 * time.Millisecond})
 	d := daemontest.Start(t, daemontest.Options{Sim: sim, NoStandin: true, MoonrakerConf: "[lmnt_marketplace_plugin]\nmarketplace_url: {{SIM}}\n"})
-	if p := doctorReport(t, d)["api profile"]; p.Result != api.CheckWarn || !strings.Contains(p.Detail, "probing") {
+	if p := doctorReport(t, d)["api profile"]; p.Result != apitype.CheckWarn || !strings.Contains(p.Detail, "probing") {
 		t.Errorf("doctor while probing: %+v", p)
 	}
-	var st api.Status
+	var st apitype.Status
 	d.WaitFor("the profile to settle", func() bool {
 		d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
 		return strings.Contains(st.ProfileReason, "answered 401")
@@ -161,7 +160,7 @@ func TestAutoProfileProbeRetries(t *testing.T) {
 	if st.Profile != "current" || strings.Count(d.Log.String(), "api profile probe failed; retrying") != 2 {
 		t.Errorf("profile %q (%s); log:\n%s", st.Profile, st.ProfileReason, d.Log.String())
 	}
-	if p := doctorReport(t, d)["api profile"]; p.Result != api.CheckOK {
+	if p := doctorReport(t, d)["api profile"]; p.Result != apitype.CheckOK {
 		t.Errorf("doctor once settled: %+v", p)
 	}
 }
@@ -179,7 +178,7 @@ debug_mode: maybe
 		`moonraker.conf:3 [lmnt_marketplace_plugin] check_interval: marketplace.check_interval: check_interval "often" is not a number of seconds; not imported`,
 		`moonraker.conf:4 [lmnt_marketplace_plugin] debug_mode: log.level: debug_mode "maybe" is not a boolean`,
 	} {
-		if c.Result != api.CheckWarn || !strings.Contains(c.Detail, want) {
+		if c.Result != apitype.CheckWarn || !strings.Contains(c.Detail, want) {
 			t.Errorf("doctor's import check lacks %q: %+v", want, c)
 		}
 	}

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -109,26 +110,30 @@ func (b *browser) text() string {
 	return s
 }
 
-// waitText waits until the page shows every one of want.
+// waitText waits until the page shows every one of want. The browser
+// itself polls (chromedp.Poll): evaluating the page from here every 5 ms,
+// testutil.Eventually's pace, made chromedp's calls fail with "context
+// canceled" in TestStatusPage (between the preparing and printing cards).
 func (b *browser) waitText(want ...string) string {
 	b.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		s := b.text()
-		missing := ""
+	words, err := json.Marshal(want)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	var shown bool
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	err = chromedp.Run(ctx, chromedp.Poll(`(function(){ var s = document.body.innerText; return `+string(words)+`.every(function(w){ return s.indexOf(w) >= 0; }); })()`,
+		&shown, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
+	s := b.text()
+	if err != nil {
 		for _, w := range want {
 			if !strings.Contains(s, w) {
-				missing = w
+				b.t.Fatalf("the page does not show %q (%v); it shows:\n%s", w, err, s)
 			}
 		}
-		if missing == "" {
-			return s
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("the page does not show %q; it shows:\n%s", missing, s)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	return s
 }
 
 // consoleErrors returns and clears the console's errors so far; allowed

@@ -17,6 +17,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/identity"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
@@ -195,8 +196,8 @@ func (p *pairing) waitContext(s *pairSession) context.Context {
 	return wctx
 }
 
-func (p *pairing) view(s *pairSession) api.Pairing {
-	out := api.Pairing{Status: s.status, Message: s.message, PrinterID: s.printerID, PrinterName: s.info.Name}
+func (p *pairing) view(s *pairSession) apitype.Pairing {
+	out := apitype.Pairing{Status: s.status, Message: s.message, PrinterID: s.printerID, PrinterName: s.info.Name}
 	if s.status == pairPending || s.status == pairApproved {
 		out.PairingCode = s.code
 	}
@@ -207,7 +208,7 @@ func (p *pairing) view(s *pairSession) api.Pairing {
 	return out
 }
 
-func (p *pairing) start(ctx context.Context, r api.PairRequest) (api.Pairing, error) {
+func (p *pairing) start(ctx context.Context, r apitype.PairRequest) (apitype.Pairing, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if s := p.cur; s != nil && (s.status == pairPending || s.status == pairApproved) &&
@@ -216,16 +217,16 @@ func (p *pairing) start(ctx context.Context, r api.PairRequest) (api.Pairing, er
 	}
 	d := p.d
 	if d.apiProfile().Profile == config.ProfileLegacy {
-		return api.Pairing{}, api.Errorf(http.StatusBadRequest, "legacy_profile",
+		return apitype.Pairing{}, api.Errorf(http.StatusBadRequest, "legacy_profile",
 			"api_profile is legacy: that marketplace registers printers with a user login (lmnt register), not a pairing code")
 	}
 	client := d.mkt.Load()
 	if tok, paired := client.Token(); paired && !client.PairingLost() && !r.Force {
-		return api.Pairing{}, api.Errorf(http.StatusConflict, "already_paired",
+		return apitype.Pairing{}, api.Errorf(http.StatusConflict, "already_paired",
 			"already paired as printer %s; pair again only on purpose (lmnt pair --force)", tok.PrinterID)
 	}
 	if err := d.keys.renewIfBroken(); err != nil {
-		return api.Pairing{}, fmt.Errorf("making a new printer key: %w", err)
+		return apitype.Pairing{}, fmt.Errorf("making a new printer key: %w", err)
 	}
 	info := printerInfo{Name: r.PrinterName, Manufacturer: r.Manufacturer, Model: r.Model}
 	if info.Name == "" {
@@ -245,7 +246,7 @@ func (p *pairing) start(ctx context.Context, r api.PairRequest) (api.Pairing, er
 		return err
 	})
 	if err != nil {
-		return api.Pairing{}, marketError("pairing could not start", err)
+		return apitype.Pairing{}, marketError("pairing could not start", err)
 	}
 	s := &pairSession{id: sess.SessionID, code: sess.Code, expires: sess.ExpiresAt, info: info, status: pairPending,
 		message: "Enter the code in the LMNT Marketplace to pair this printer"}
@@ -298,7 +299,7 @@ func (p *pairing) wait(ctx context.Context, client *marketplace.Client, s *pairS
 }
 
 // complete collects the token of an approved session (once).
-func (p *pairing) complete(ctx context.Context, client *marketplace.Client, s *pairSession) (api.Pairing, error) {
+func (p *pairing) complete(ctx context.Context, client *marketplace.Client, s *pairSession) (apitype.Pairing, error) {
 	s.complete.Lock()
 	defer s.complete.Unlock()
 	p.mu.Lock()
@@ -338,13 +339,13 @@ func (p *pairing) complete(ctx context.Context, client *marketplace.Client, s *p
 	return p.snapshot(s), nil
 }
 
-func (p *pairing) snapshot(s *pairSession) api.Pairing {
+func (p *pairing) snapshot(s *pairSession) apitype.Pairing {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.view(s)
 }
 
-func (p *pairing) status() api.Pairing {
+func (p *pairing) status() apitype.Pairing {
 	p.mu.Lock()
 	s := p.cur
 	if s != nil {
@@ -358,12 +359,12 @@ func (p *pairing) status() api.Pairing {
 	p.mu.Unlock()
 	client := p.d.mkt.Load()
 	if tok, ok := client.Token(); ok && !client.PairingLost() {
-		return api.Pairing{Status: pairPaired, PrinterID: tok.PrinterID, PrinterName: p.d.printerInfo().Name}
+		return apitype.Pairing{Status: pairPaired, PrinterID: tok.PrinterID, PrinterName: p.d.printerInfo().Name}
 	}
-	return api.Pairing{Status: pairNone, Message: "not paired: run lmnt pair"}
+	return apitype.Pairing{Status: pairNone, Message: "not paired: run lmnt pair"}
 }
 
-func (p *pairing) completeNow(ctx context.Context) (api.Pairing, error) {
+func (p *pairing) completeNow(ctx context.Context) (apitype.Pairing, error) {
 	p.mu.Lock()
 	s := p.cur
 	p.mu.Unlock()

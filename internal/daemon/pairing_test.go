@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 )
 
@@ -16,8 +16,8 @@ import (
 // session file is private while it exists and gone once paired.
 func TestPendingPairingSurvivesRestart(t *testing.T) {
 	first := daemontest.Start(t, daemontest.Options{NoStandin: true})
-	var p api.Pairing
-	r := first.Call(http.MethodPost, "/machine/lmnt_marketplace/pair/start", api.PairRequest{PrinterName: "Workshop MK4"})
+	var p apitype.Pairing
+	r := first.Call(http.MethodPost, "/machine/lmnt_marketplace/pair/start", apitype.PairRequest{PrinterName: "Workshop MK4"})
 	if r.Status != http.StatusOK {
 		t.Fatalf("pair/start: %d %s", r.Status, r.Body)
 	}
@@ -38,7 +38,7 @@ func TestPendingPairingSurvivesRestart(t *testing.T) {
 	}
 
 	d := daemontest.Start(t, daemontest.Options{NoStandin: true, StateDir: first.StateDir, HostRoot: first.HostRoot, Sim: first.Sim})
-	var again api.Pairing
+	var again apitype.Pairing
 	d.Call(http.MethodGet, "/machine/lmnt_marketplace/pair/status", nil).JSON(t, &again)
 	if again.Status != "pending" || again.PairingCode != p.PairingCode {
 		t.Fatalf("after the restart: %+v, want pending with code %s", again, p.PairingCode)
@@ -59,7 +59,7 @@ func TestPendingPairingSurvivesRestart(t *testing.T) {
 	}
 
 	// Pairing again without a name keeps the printer's name.
-	r = d.Call(http.MethodPost, "/machine/lmnt_marketplace/pair/start", api.PairRequest{Force: true})
+	r = d.Call(http.MethodPost, "/machine/lmnt_marketplace/pair/start", apitype.PairRequest{Force: true})
 	r.JSON(t, &again)
 	if r.Status != http.StatusOK || again.PrinterName != "Workshop MK4" {
 		t.Errorf("pairing again: %d %+v, want the name Workshop MK4 kept", r.Status, again)

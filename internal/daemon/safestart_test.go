@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
@@ -22,9 +22,9 @@ import (
 
 const bedWait = "Waiting for the owner to confirm the bed is clear (LMNT_READY)"
 
-func snapshot(t *testing.T, d *daemontest.Daemon) jobs.Snapshot {
+func snapshot(t *testing.T, d *daemontest.Daemon) apitype.Snapshot {
 	t.Helper()
-	var s jobs.Snapshot
+	var s apitype.Snapshot
 	d.Call(http.MethodGet, "/lmnt/v1/jobs", nil).JSON(t, &s)
 	return s
 }
@@ -49,7 +49,7 @@ func waitBedWait(t *testing.T, d *daemontest.Daemon, id string) {
 		s := snapshot(t, d)
 		for _, j := range s.Queue {
 			if j.ID == id {
-				return j.State == jobs.Accepted && j.Message == bedWait && s.Waiting == bedWait && !s.BedClear && s.Active == nil
+				return j.State == apitype.JobAccepted && j.Message == bedWait && s.Waiting == bedWait && !s.BedClear && s.Active == nil
 			}
 		}
 		return false
@@ -100,7 +100,7 @@ func TestBedClearConfirmationThroughTheDaemon(t *testing.T) {
 	// A fresh install: the first job starts without a confirmation.
 	first := queueJob(t, d, printerID, gcode)
 	secrets := secretsOfJob(t, d, first)
-	if j := waitJob(t, d, first); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, first); j.State != apitype.JobSucceeded {
 		t.Fatalf("first job %+v", j)
 	}
 
@@ -126,7 +126,7 @@ func TestBedClearConfirmationThroughTheDaemon(t *testing.T) {
 	if err := d.Standin.SendReady(nil); err != nil {
 		t.Fatal(err)
 	}
-	if j := waitJob(t, d, second); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, second); j.State != apitype.JobSucceeded {
 		t.Fatalf("second job after LMNT_READY %+v", j)
 	}
 
@@ -137,7 +137,7 @@ func TestBedClearConfirmationThroughTheDaemon(t *testing.T) {
 	if r := d.Call(http.MethodPost, "/lmnt/v1/ready", nil); r.Status != http.StatusOK {
 		t.Fatalf("ready: %d %s", r.Status, r.Body)
 	}
-	if j := waitJob(t, d, third); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, third); j.State != apitype.JobSucceeded {
 		t.Fatalf("third job after lmnt ready %+v", j)
 	}
 	short := func(id string) string { // the engine's console form of an id
@@ -167,7 +167,7 @@ func TestAutoStartThroughTheDaemon(t *testing.T) {
 	printerID := d.Pair()
 	gcode := cubeGcode(t)
 	for i := range 2 {
-		if j := waitJob(t, d, queueJob(t, d, printerID, gcode)); j.State != jobs.Succeeded {
+		if j := waitJob(t, d, queueJob(t, d, printerID, gcode)); j.State != apitype.JobSucceeded {
 			t.Fatalf("job %d: %+v", i, j)
 		}
 	}
@@ -179,9 +179,9 @@ func TestAutoStartThroughTheDaemon(t *testing.T) {
 	}
 }
 
-func doctorCheck(t *testing.T, d *daemontest.Daemon, name string) api.Check {
+func doctorCheck(t *testing.T, d *daemontest.Daemon, name string) apitype.Check {
 	t.Helper()
-	var r api.DoctorReport
+	var r apitype.DoctorReport
 	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &r)
 	for _, c := range r.Checks {
 		if c.Name == name {
@@ -189,7 +189,7 @@ func doctorCheck(t *testing.T, d *daemontest.Daemon, name string) api.Check {
 		}
 	}
 	t.Fatalf("doctor has no %q check: %+v", name, r)
-	return api.Check{}
+	return apitype.Check{}
 }
 
 func TestCompatibilityCheckThroughTheDaemon(t *testing.T) {
@@ -201,7 +201,7 @@ func TestCompatibilityCheckThroughTheDaemon(t *testing.T) {
 	jc := doctorCheck(t, d, "job compatibility")
 	for _, want := range []string{"x: [printer] kinematics is not set", "z: [printer] kinematics is not set",
 		"filament_type: no filament type configured (jobs.filament_type in lmntd.toml)"} {
-		if jc.Result != api.CheckOK || !strings.Contains(jc.Detail, want) {
+		if jc.Result != apitype.CheckOK || !strings.Contains(jc.Detail, want) {
 			t.Errorf("doctor job compatibility %+v lacks %q", jc, want)
 		}
 	}
@@ -230,7 +230,7 @@ func TestCompatibilityCheckThroughTheDaemon(t *testing.T) {
 	j := waitJob(t, d, id)
 	const want = "Not compatible with this printer: sliced for a 0.4 mm nozzle, but the printer has a 0.6 mm nozzle (nozzle_diameter at printer.cfg:12); " +
 		"if the nozzle was changed, update printer.cfg and restart Klipper"
-	if j.State != jobs.Failed || j.Message != want {
+	if j.State != apitype.JobFailed || j.Message != want {
 		t.Fatalf("job ended %s %q, want failed %q", j.State, j.Message, want)
 	}
 	if n := len(d.Standin.Prints()); n != 0 {

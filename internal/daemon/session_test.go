@@ -25,9 +25,8 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
@@ -116,11 +115,19 @@ func storedToken(t *testing.T, stateDir string) string {
 	return f.Token
 }
 
-func waitJob(t *testing.T, d *daemontest.Daemon, id string) jobs.JobInfo {
+// waitJob waits (10 s at most) until job id has finished and returns it.
+func waitJob(t *testing.T, d *daemontest.Daemon, id string) apitype.JobInfo {
 	t.Helper()
-	var found jobs.JobInfo
-	d.WaitFor("job "+id+" to finish", func() bool {
-		var s jobs.Snapshot
+	return waitJobWithin(t, d, id, 10*time.Second)
+}
+
+// waitJobWithin is waitJob with another deadline (jobs that print one
+// after the other need longer).
+func waitJobWithin(t *testing.T, d *daemontest.Daemon, id string, within time.Duration) apitype.JobInfo {
+	t.Helper()
+	var found apitype.JobInfo
+	d.WaitWithin(within, "job "+id+" to finish", func() bool {
+		var s apitype.Snapshot
 		d.Call(http.MethodGet, "/lmnt/v1/jobs", nil).JSON(t, &s)
 		for _, j := range s.Finished {
 			if j.ID == id {
@@ -150,7 +157,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	wantSum := hex.EncodeToString(sum[:])
 
 	// Before pairing.
-	var st api.Status
+	var st apitype.Status
 	rec.must(http.MethodGet, "/lmnt/v1/status", nil, 200).JSON(t, &st)
 	if !strings.HasPrefix(st.Summary, "not paired: run lmnt pair") || st.Key.State != "ok" {
 		t.Fatalf("fresh daemon: summary %q, key %q", st.Summary, st.Key.State)
@@ -167,7 +174,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 			path := []string{"/machine/lmnt_marketplace/pair/start", "/machine/lmnt_marketplace/start_pairing"}[i]
 			resp := d.Call(http.MethodPost, path, map[string]any{"printer_name": "Session printer", "manufacturer": "LMNT", "model": "Test"})
 			rec.note(path, resp)
-			var p api.Pairing
+			var p apitype.Pairing
 			if resp.Status == 200 && json.Unmarshal(resp.Body, &p) == nil {
 				codes[i] = p.PairingCode
 			}
@@ -180,7 +187,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if n := len(d.Sim.Pairings()); n != 1 {
 		t.Fatalf("the marketplace saw %d pairing sessions, want 1", n)
 	}
-	var p api.Pairing
+	var p apitype.Pairing
 	rec.must(http.MethodGet, "/machine/lmnt_marketplace/pair/status", nil, 200).JSON(t, &p)
 	if p.Status != "pending" || p.PairingCode != codes[0] {
 		t.Fatalf("pair/status before approval: %+v", p)
@@ -244,14 +251,14 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	}
 	dlURL, dek, iv := queueAsMarketplaceSends(t, d.Sim, newToken, job.ID)
 	var cj struct {
-		Status    string        `json:"status"`
-		JobStatus api.JobStatus `json:"job_status"`
+		Status    string            `json:"status"`
+		JobStatus apitype.JobStatus `json:"job_status"`
 	}
 	rec.must(http.MethodPost, "/machine/lmnt_marketplace/check_jobs", nil, 200).JSON(t, &cj)
 	if cj.Status != "success" || cj.JobStatus.LastCheck == nil {
 		t.Fatalf("check_jobs: %+v", cj)
 	}
-	if j := waitJob(t, d, job.ID); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, job.ID); j.State != apitype.JobSucceeded {
 		t.Fatalf("marketplace job ended %s: %s\n%s", j.State, j.Message, d.Log.String())
 	}
 	assertPrinted(t, d, job.ID, wantSum, len(gcode))
@@ -269,14 +276,14 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if resp.Status != 200 || sp.JobID == "" {
 		t.Fatalf("start_print (Fernet): %d %s", resp.Status, resp.Body)
 	}
-	if j := waitJob(t, d, sp.JobID); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, sp.JobID); j.State != apitype.JobSucceeded {
 		t.Fatalf("local Fernet job ended %s: %s", j.State, j.Message)
 	}
 	assertPrinted(t, d, sp.JobID, wantSum, len(gcode))
 
 	// A local job with a DEK package sealed to this printer, as multipart.
 	rec.must(http.MethodPost, "/lmnt/v1/ready", nil, 200)
-	var keys api.KeysInfo
+	var keys apitype.KeysInfo
 	rec.must(http.MethodGet, "/lmnt/v1/keys", nil, 200).JSON(t, &keys)
 	localDEK, localIV, ct := dekEncrypt(t, keys.PublicKey, gcode)
 	var mp bytes.Buffer
@@ -293,13 +300,13 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if resp.Status != 200 {
 		t.Fatalf("start_print (DEK): %d %s", resp.Status, resp.Body)
 	}
-	if j := waitJob(t, d, sp.JobID); j.State != jobs.Succeeded {
+	if j := waitJob(t, d, sp.JobID); j.State != apitype.JobSucceeded {
 		t.Fatalf("local DEK job ended %s: %s", j.State, j.Message)
 	}
 	assertPrinted(t, d, sp.JobID, wantSum, len(gcode))
 
 	// The rest of the endpoints.
-	var s jobs.Snapshot
+	var s apitype.Snapshot
 	rec.must(http.MethodGet, "/lmnt/v1/jobs", nil, 200).JSON(t, &s)
 	if len(s.Finished) != 3 {
 		t.Fatalf("jobs: %d finished, want 3", len(s.Finished))
@@ -310,13 +317,13 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	if st.Summary != "paired as Session printer; Klipper ready; idle" || st.Health != "ok" {
 		t.Fatalf("status after the jobs: %q (%s)", st.Summary, st.Health)
 	}
-	var doc api.DoctorReport
+	var doc apitype.DoctorReport
 	rec.must(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil, 200).JSON(t, &doc)
-	if doc.Health != api.HealthOK {
+	if doc.Health != apitype.HealthOK {
 		t.Fatalf("doctor --offline: %+v", doc)
 	}
 	rec.must(http.MethodGet, "/lmnt/v1/doctor", nil, 200).JSON(t, &doc)
-	if doc.Health != api.HealthOK || checkResult(doc, "marketplace") != api.CheckOK {
+	if doc.Health != apitype.HealthOK || checkResult(doc, "marketplace") != apitype.CheckOK {
 		t.Fatalf("doctor: %+v", doc)
 	}
 	rec.must(http.MethodGet, "/lmnt/v1/doctor?offline=maybe", nil, 400)
@@ -346,7 +353,7 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	t.Logf("scanned %d answers for %d secrets", len(rec.all), len(secrets))
 }
 
-func checkResult(r api.DoctorReport, name string) string {
+func checkResult(r apitype.DoctorReport, name string) string {
 	for _, c := range r.Checks {
 		if c.Name == name {
 			return c.Result

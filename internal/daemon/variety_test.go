@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
@@ -48,7 +47,7 @@ func TestRealWorldVariety(t *testing.T) {
 	}
 	for i, id := range ids {
 		j := waitJobWithin(t, d, id, 60*time.Second)
-		if j.State != jobs.Succeeded {
+		if j.State != apitype.JobSucceeded {
 			t.Fatalf("job %s (%s) ended %s: %s\n%s", id, kinds[i], j.State, j.Message, d.Log.String())
 		}
 		assertPrinted(t, d, id, hex.EncodeToString(sum[:]), len(gcode))
@@ -73,7 +72,7 @@ func TestRealWorldVariety(t *testing.T) {
 			t.Errorf("log lacks %s", want)
 		}
 	}
-	var snap jobs.Snapshot
+	var snap apitype.Snapshot
 	d.Call(http.MethodGet, "/lmnt/v1/jobs", nil).JSON(t, &snap)
 	if len(snap.Finished) != len(ids) || len(snap.Queue) != 0 || snap.Active != nil {
 		t.Errorf("jobs: %d finished, %d queued, active %v; want exactly the %d real jobs", len(snap.Finished), len(snap.Queue), snap.Active, len(ids))
@@ -100,12 +99,12 @@ func TestRealWorldVariety(t *testing.T) {
 	}
 
 	// lmnt status and doctor name the API profile.
-	var st api.Status
+	var st apitype.Status
 	d.Call(http.MethodGet, "/lmnt/v1/status", nil).JSON(t, &st)
 	if st.Profile != "current" || st.ProfileReason == "" {
 		t.Errorf("status: profile %q (%q)", st.Profile, st.ProfileReason)
 	}
-	var rep api.DoctorReport
+	var rep apitype.DoctorReport
 	d.Call(http.MethodGet, "/lmnt/v1/doctor?offline=1", nil).JSON(t, &rep)
 	found := false
 	for _, c := range rep.Checks {
@@ -115,25 +114,5 @@ func TestRealWorldVariety(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("doctor has no api profile check: %+v", rep.Checks)
-	}
-}
-
-// waitJobWithin is waitJob with a longer deadline: six jobs print one
-// after the other.
-func waitJobWithin(t *testing.T, d *daemontest.Daemon, id string, within time.Duration) jobs.JobInfo {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var s jobs.Snapshot
-		d.Call(http.MethodGet, "/lmnt/v1/jobs", nil).JSON(t, &s)
-		for _, j := range s.Finished {
-			if j.ID == id {
-				return j
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s did not finish within %s\nlog:\n%s", id, within, d.Log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

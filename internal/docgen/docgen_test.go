@@ -118,6 +118,17 @@ func TestLmntPageHasEveryCommandAndFlag(t *testing.T) {
 	}
 }
 
+// The demo is a development program (cmd/lmnt-demo), not a command of the
+// shipped lmnt: neither its manual page nor its completion offers it.
+func TestLmntPageHasNoDemo(t *testing.T) {
+	dir := generate(t)
+	for _, p := range []string{"man/lmnt.1", "completion/lmnt"} {
+		if text := read(t, filepath.Join(dir, p)); strings.Contains(strings.ToLower(text), "demo") {
+			t.Errorf("%s mentions the demo", p)
+		}
+	}
+}
+
 // man formats both pages without a warning (lintian runs the same check).
 func TestPagesFormatWithoutWarnings(t *testing.T) {
 	dir := generate(t)

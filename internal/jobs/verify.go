@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/pipeline"
 )
 
@@ -21,8 +22,9 @@ import (
 // debug level under the same reference, for the owner who has shell access.
 
 // VerificationFailed is the one message outside the process for a job whose
-// file failed decryption or the G-code gate.
-const VerificationFailed = "The file failed verification"
+// file failed decryption or the G-code gate. The API's words: the status
+// page recognises it.
+const VerificationFailed = apitype.VerificationFailed
 
 // verificationMessage is VerificationFailed with a fresh reference. The
 // reference is random, so it says nothing about the stage that failed.

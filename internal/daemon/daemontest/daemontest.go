@@ -29,6 +29,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // Options shape one test daemon.
@@ -262,24 +263,27 @@ func (d *Daemon) run(o Options) {
 	}()
 	t.Cleanup(func() { d.Stop() })
 	d.Client = UnixClient(d.Socket)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := d.Client.Get("http://lmntd/lmnt/v1/status")
-		if err == nil {
-			resp.Body.Close()
-			break
+	var lastErr error
+	defer func() {
+		if t.Failed() && lastErr != nil {
+			t.Logf("the last attempt: %v", lastErr)
 		}
+	}()
+	d.WaitFor("lmntd to answer on "+d.Socket, func() bool {
 		select {
 		case err := <-d.done:
 			d.done <- err
-			t.Fatalf("lmntd exited during start: %v\nlog:\n%s", err, d.Log.String())
+			t.Fatalf("lmntd exited during start: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lmntd did not answer on %s: %v\nlog:\n%s", d.Socket, err, d.Log.String())
+		resp, err := d.Client.Get("http://lmntd/lmnt/v1/status")
+		if err != nil {
+			lastErr = err
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return true
+	})
 	if !o.NoStandin {
 		d.Standin = standin.New(standin.Config{SocketPath: d.Bridge, Speed: o.StandinSpeed, ConfigFile: d.PrinterCfg})
 		kctx, kstop := context.WithCancel(context.Background())
@@ -423,12 +427,22 @@ func (d *Daemon) Pair() string {
 // WaitFor polls cond until it holds (10 s at most).
 func (d *Daemon) WaitFor(what string, cond func() bool) {
 	d.T.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			d.T.Fatalf("timed out waiting for %s\nlog:\n%s", what, d.Log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	d.WaitWithin(10*time.Second, what, cond)
+}
+
+// WaitWithin polls cond until it holds, for at most within; a failure
+// shows lmntd's log.
+func (d *Daemon) WaitWithin(within time.Duration, what string, cond func() bool) {
+	d.T.Helper()
+	defer d.logOnFailure()
+	testutil.Eventually(d.T, within, what, cond)
+}
+
+// logOnFailure, deferred, adds lmntd's log to a test that failed (a
+// t.Fatal inside the wait included: it unwinds through deferred calls).
+func (d *Daemon) logOnFailure() {
+	if d.T.Failed() {
+		d.T.Logf("lmntd's log:\n%s", d.Log.String())
 	}
 }
 
@@ -447,9 +461,9 @@ var (
 	builtDir string
 )
 
-// Build compiles the module's commands (./cmd/...) once per test process
+// Build compiles lmntd, lmnt and lmnt-demo once per test process
 // into a directory readable by everyone and returns it: tests that need
-// the real binaries (systemd activation, lmnt demo) run them from there.
+// the real binaries (systemd activation, lmnt-demo) run them from there.
 func Build(t testing.TB) string {
 	t.Helper()
 	buildMu.Lock()
@@ -468,10 +482,11 @@ func Build(t testing.TB) string {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(goBin, "build", "-o", dir+"/", "github.com/lmnt-marketplace/lmntd/cmd/lmntd", "github.com/lmnt-marketplace/lmntd/cmd/lmnt")
+	cmd := exec.Command(goBin, "build", "-o", dir+"/", "github.com/lmnt-marketplace/lmntd/cmd/lmntd", "github.com/lmnt-marketplace/lmntd/cmd/lmnt",
+		"github.com/lmnt-marketplace/lmntd/cmd/lmnt-demo")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		t.Fatalf("building lmntd and lmnt: %v\n%s", err, out)
+		t.Fatalf("building lmntd, lmnt and lmnt-demo: %v\n%s", err, out)
 	}
 	builtDir = dir
 	return dir

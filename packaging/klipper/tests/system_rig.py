@@ -1,7 +1,7 @@
 """The whole system for the extras' end-to-end tests: the real lmntd binary
 (cmd/lmntd, software sealer, temporary state directory) paired with the
 real marketplace simulator (cmd/lmnt-marketsim serve, HTTPS with its own
-CA, push stream, admin API), all on loopback, as `lmnt demo` runs them.
+CA, push stream, admin API), all on loopback, as `lmnt-demo` runs them.
 
 The test drives the fake Klipper's reactor itself; every wait here takes a
 `pump` callable that keeps that reactor running, so the extras keep talking

@@ -1,67 +1,14 @@
-package api
+// Package apitype holds the JSON types of lmntd's local API: what the
+// daemon's API socket sends and receives, and what the lmnt CLI and the
+// status page read. It imports nothing but the standard library, so the
+// shipped CLI can speak the API without linking the daemon (the job
+// engine, the pipeline, the Klipper bridge, the marketplace client). The
+// daemon converts its own types into these at the API boundary; a field or
+// state added on one side and forgotten on the other fails the daemon's
+// wire tests.
+package apitype
 
-import (
-	"context"
-	"io"
-	"time"
-
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
-)
-
-// Backend is what the API serves. The daemon implements it; every method
-// must be safe for concurrent use and must return nothing secret (no printer
-// token, download URL, DEK package or IV). Errors meant for the caller are
-// *Error values; any other error is answered as a 500 with its text.
-type Backend interface {
-	// Status is the whole daemon state (GET /lmnt/v1/status and, in the
-	// original plugin's shape, /machine/lmnt_marketplace/status).
-	Status(ctx context.Context) Status
-	// CheckJobs polls the marketplace now and reports the queue.
-	CheckJobs(ctx context.Context) (JobStatus, error)
-	// RefreshToken refreshes the printer token now.
-	RefreshToken(ctx context.Context) (RefreshResult, error)
-	// UserLogin signs a user in at the legacy auth service.
-	UserLogin(ctx context.Context, email, password string) (LoginResult, error)
-	// RegisterPrinter registers the printer with a user JWT (legacy).
-	RegisterPrinter(ctx context.Context, r RegisterRequest) (RegisterResult, error)
-	// StartPairing opens a pairing session, or returns the one already
-	// open: concurrent callers share one session.
-	StartPairing(ctx context.Context, r PairRequest) (Pairing, error)
-	// PairingStatus reports the current (or last) pairing session.
-	PairingStatus(ctx context.Context) (Pairing, error)
-	// CompletePairing collects the token of an approved session now.
-	CompletePairing(ctx context.Context) (Pairing, error)
-	// SubmitLocal queues an uploaded file as a local job.
-	SubmitLocal(ctx context.Context, p LocalPrint) (string, error)
-	// Jobs is the job engine's snapshot.
-	Jobs() jobs.Snapshot
-	// CancelJob cancels a job.
-	CancelJob(id, reason string) error
-	// ConfirmBedClear records that the bed is clear (LMNT_READY).
-	ConfirmBedClear() error
-	// Keys describes the printer key (public parts only).
-	Keys() KeysInfo
-	// ImportLegacyKey imports the old plugin's key and token.
-	ImportLegacyKey(ctx context.Context, r ImportLegacyRequest) (ImportLegacyResult, error)
-	// Reseal moves the sealed key to another backend.
-	Reseal(ctx context.Context, to string) (KeysInfo, error)
-	// Doctor runs the health checks.
-	Doctor(ctx context.Context, offline bool) DoctorReport
-	// RestartWhenIdle asks the daemon to exit (status 75, restarted by
-	// systemd) as soon as no job is downloading, decrypting or printing.
-	RestartWhenIdle() RestartResult
-}
-
-// LocalPrint is an uploaded job. Body is opened once, when the printer is
-// ready (closing it releases the upload). Keys live in memory only.
-type LocalPrint struct {
-	Name       string
-	Body       func() (io.ReadCloser, error)
-	Size       int64
-	FernetKey  string
-	DEKPackage string
-	IVHex      string
-}
+import "time"
 
 // Status is the daemon's state in words and fields. Nothing in it is secret.
 type Status struct {
@@ -82,7 +29,7 @@ type Status struct {
 	Printer     PrinterStatus `json:"printer"`
 	Key         KeyStatus     `json:"key"`
 	Klipper     KlipperStatus `json:"klipper"`
-	Jobs        jobs.Snapshot `json:"jobs"`
+	Jobs        Snapshot      `json:"jobs"`
 	Pairing     *Pairing      `json:"pairing,omitempty"`
 	LastPoll    *time.Time    `json:"last_poll,omitempty"`
 	LastPollErr string        `json:"last_poll_error,omitempty"`
@@ -143,11 +90,11 @@ type KlipperStatus struct {
 
 // JobStatus is the original plugin's job_status object.
 type JobStatus struct {
-	CurrentJob  *jobs.JobInfo `json:"current_job"`
-	QueueLength int           `json:"queue_length"`
-	JobStarted  bool          `json:"job_started"`
-	LastCheck   *time.Time    `json:"last_check"`
-	Waiting     string        `json:"waiting,omitempty"`
+	CurrentJob  *JobInfo   `json:"current_job"`
+	QueueLength int        `json:"queue_length"`
+	JobStarted  bool       `json:"job_started"`
+	LastCheck   *time.Time `json:"last_check"`
+	Waiting     string     `json:"waiting,omitempty"`
 }
 
 // RefreshResult is the answer of refresh_token.

@@ -1,4 +1,11 @@
-package cli
+// Package demo is lmnt-demo: the whole system on this machine without
+// privileges. It starts the marketplace simulator (HTTPS with its own CA),
+// the real lmntd binary with a temporary state directory and the software
+// sealer, and a Klipper stand-in on the bridge socket; it pairs, prints one
+// job and verifies that Klipper read exactly the source bytes. `make demo`
+// runs it. It is a development tool: the shipped lmnt CLI does not carry
+// it, nor the simulator and the stand-in it needs.
+package demo
 
 import (
 	"bytes"
@@ -7,66 +14,88 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/lmnt-marketplace/lmntd/internal/api"
+	"github.com/spf13/pflag"
+
+	"github.com/lmnt-marketplace/lmntd/internal/apiclient"
+	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/democube"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
+	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
-// demo runs the whole system on this machine without privileges: the
-// marketplace simulator (HTTPS with its own CA), the real lmntd binary
-// with a temporary state directory and the software sealer, and a Klipper
-// stand-in on the bridge socket. It pairs, prints one job and verifies
-// that Klipper read exactly the source bytes.
-func (e *env) demo(args []string) (int, error) {
-	fs := e.flags("demo", "demo [--gcode FILE] [--print-seconds N] [--timeout D] [--verbose]")
+// Main runs lmnt-demo and returns the exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("lmnt-demo", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
 	gcodePath := fs.String("gcode", "", "G-code file to print (default: a built-in 20 mm calibration cube)")
 	printSeconds := fs.Float64("print-seconds", 3, "how long the stand-in takes to \"print\" the file")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
 	verbose := fs.Bool("verbose", false, "show lmntd's log as it runs")
-	lmntdPath := fs.String("lmntd", "", "lmntd binary (default: lmntd next to this lmnt)")
-	if err := parse(fs, args, 0); err != nil {
-		return 2, err
+	lmntdPath := fs.String("lmntd", "", "lmntd binary (default: lmntd next to this lmnt-demo)")
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: lmnt-demo [--gcode FILE] [--print-seconds N] [--timeout D] [--verbose]\n\n%s\n\nFlags:\n%s",
+			"Runs lmntd against a simulated marketplace and a Klipper stand-in, prints one\njob and checks what Klipper read.",
+			fs.FlagUsagesWrapped(80))
 	}
-	ctx, cancel := context.WithTimeout(e.ctx, *timeout)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "lmnt-demo:", err)
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "lmnt-demo: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sigCtx, *timeout)
 	defer cancel()
-	d := &demoRun{env: e, verbose: *verbose}
+	d := &demoRun{stdout: stdout, stderr: stderr, verbose: *verbose}
 	err := d.run(ctx, *gcodePath, *lmntdPath, *printSeconds)
 	d.cleanup()
 	if err != nil {
 		if d.logFile != "" && !*verbose {
 			d.showLogTail()
 		}
-		return 1, err
+		if errors.Is(err, context.DeadlineExceeded) {
+			fmt.Fprintln(stderr, "lmnt-demo: gave up: the time limit passed (see --timeout)")
+		} else {
+			fmt.Fprintln(stderr, "lmnt-demo:", err)
+		}
+		return 1
 	}
-	fmt.Fprintln(e.stdout, "demo: everything worked; temporary files removed")
-	return 0, nil
+	fmt.Fprintln(stdout, "demo: everything worked; temporary files removed")
+	return 0
 }
 
 type demoRun struct {
-	*env
-	verbose bool
-	tmp     string
-	logFile string
-	logData []byte
-	sim     *marketsim.Server
-	daemon  *exec.Cmd
-	exited  chan error
-	stopKl  context.CancelFunc
-	klDone  chan struct{}
+	stdout, stderr io.Writer
+	verbose        bool
+	tmp            string
+	logFile        string
+	logData        []byte
+	sim            *marketsim.Server
+	daemon         *exec.Cmd
+	exited         chan error
+	stopKl         context.CancelFunc
+	klDone         chan struct{}
 }
 
 func (d *demoRun) say(format string, args ...any) {
@@ -109,9 +138,9 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 	if err := d.startDaemon(lmntdPath, paths); err != nil {
 		return err
 	}
-	c := newClient(paths.apiSocket, DefaultAnswerTimeout)
+	c := apiclient.New(paths.apiSocket, apiclient.DefaultAnswerTimeout)
 	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-	err = c.waitForSocket(wctx, 50*time.Millisecond)
+	err = c.WaitForSocket(wctx, 50*time.Millisecond)
 	wcancel()
 	if err != nil {
 		return d.daemonErr(err)
@@ -134,8 +163,8 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 	d.say("Klipper stand-in connected to the bridge socket %s", paths.bridge)
 
 	// 4. Pairing: the code, approved in the "web shop" (the simulator's admin API).
-	var p api.Pairing
-	if err := c.post(ctx, "/machine/lmnt_marketplace/pair/start", api.PairRequest{PrinterName: "Demo printer",
+	var p apitype.Pairing
+	if err := c.Post(ctx, "/machine/lmnt_marketplace/pair/start", apitype.PairRequest{PrinterName: "Demo printer",
 		Manufacturer: "LMNT", Model: "Stand-in", ExtruderCount: 1}, &p); err != nil {
 		return d.daemonErr(fmt.Errorf("pair/start: %w", err))
 	}
@@ -148,7 +177,7 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 		return err
 	}
 	if err := pollUntil(ctx, 100*time.Millisecond, func() (bool, error) {
-		if err := c.get(ctx, "/machine/lmnt_marketplace/pair/status", &p); err != nil {
+		if err := c.Get(ctx, "/machine/lmnt_marketplace/pair/status", &p); err != nil {
 			return false, err
 		}
 		if p.Status == "expired" || p.Status == "failed" {
@@ -159,7 +188,7 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 		return d.daemonErr(err)
 	}
 	d.say("paired as printer %s (%s)", p.PrinterID, p.PrinterName)
-	if err := c.post(ctx, "/lmnt/v1/ready", nil, nil); err != nil {
+	if err := c.Post(ctx, "/lmnt/v1/ready", nil, nil); err != nil {
 		return d.daemonErr(err)
 	}
 	d.say("bed confirmed clear (lmnt ready)")
@@ -197,7 +226,7 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 	var history []marketsim.StatusPost
 	if err := pollUntil(ctx, 100*time.Millisecond, func() (bool, error) {
 		history = d.sim.StatusHistory(job.ID)
-		return len(history) > 0 && history[len(history)-1].Status == jobs.StatusSuccess, nil
+		return len(history) > 0 && history[len(history)-1].Status == marketplace.StatusSuccess, nil
 	}); err != nil {
 		return fmt.Errorf("the marketplace never received the success report: %w", err)
 	}
@@ -220,13 +249,13 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 }
 
 // follow prints download, decrypt and print progress until the job ends.
-func (d *demoRun) follow(ctx context.Context, c *client, jobID string) error {
-	lastLine, lastState := "", jobs.State("")
+func (d *demoRun) follow(ctx context.Context, c *apiclient.Client, jobID string) error {
+	lastLine, lastState := "", apitype.JobState("")
 	lastDecile := -1
 	transferSaid := false
 	return pollUntil(ctx, 25*time.Millisecond, func() (bool, error) {
-		var st api.Status
-		if err := c.get(ctx, "/lmnt/v1/status", &st); err != nil {
+		var st apitype.Status
+		if err := c.Get(ctx, "/lmnt/v1/status", &st); err != nil {
 			return false, err
 		}
 		if t := st.Transfer; t != nil && t.JobID == jobID && t.Done && !transferSaid {
@@ -238,7 +267,7 @@ func (d *demoRun) follow(ctx context.Context, c *client, jobID string) error {
 			if f.ID != jobID {
 				continue
 			}
-			if f.State != jobs.Succeeded {
+			if f.State != apitype.JobSucceeded {
 				return false, fmt.Errorf("job %s ended %s: %s", jobID, f.State, f.Message)
 			}
 			d.say("job %s: %s (%s)", jobID, f.State, f.Message)
@@ -255,14 +284,14 @@ func (d *demoRun) follow(ctx context.Context, c *client, jobID string) error {
 		}
 		if a := st.Jobs.Active; a != nil && a.ID == jobID {
 			switch a.State {
-			case jobs.Downloading:
+			case apitype.JobDownloading:
 				line = "downloading and decrypting (one stream, nothing on disk)"
 				if t := st.Transfer; t != nil && t.JobID == jobID && !t.Done && t.Total > 0 {
 					line = fmt.Sprintf("downloading and decrypting: %d%%", t.Bytes*100/t.Total/10*10)
 				}
-			case jobs.Ready:
+			case apitype.JobReady:
 				line = "decrypted and checked; handing the sealed memfd to Klipper"
-			case jobs.Printing, jobs.Paused:
+			case apitype.JobPrinting, apitype.JobPaused:
 				if dec := int(a.Progress * 10); dec != lastDecile || a.State != lastState {
 					lastDecile = dec
 					line = fmt.Sprintf("%s: %d%%", a.State, dec*10)

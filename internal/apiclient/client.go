@@ -1,4 +1,8 @@
-package cli
+// Package apiclient talks to lmntd's local API over its Unix socket: JSON
+// requests, the API's error answers as *Error, and a connection failure
+// explained in terms of the socket path (not running, permission denied,
+// not a socket). The lmnt CLI and the demo use it.
+package apiclient
 
 import (
 	"bytes"
@@ -23,14 +27,16 @@ const DefaultSocket = "/run/lmntd/api.sock"
 // not (yet) running, so without a bound a command would hang forever.
 const DefaultAnswerTimeout = 60 * time.Second
 
-// client talks to lmntd's API socket.
-type client struct {
+// Client talks to lmntd's API socket.
+type Client struct {
 	socket  string
 	timeout time.Duration
 	hc      *http.Client
 }
 
-func newClient(socket string, timeout time.Duration) *client {
+// New is a client of the API socket at socket; timeout bounds the wait for
+// an answer once a request is sent.
+func New(socket string, timeout time.Duration) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -39,21 +45,21 @@ func newClient(socket string, timeout time.Duration) *client {
 		DisableCompression:    true,
 		ResponseHeaderTimeout: timeout,
 	}
-	return &client{socket: socket, timeout: timeout, hc: &http.Client{Transport: tr}}
+	return &Client{socket: socket, timeout: timeout, hc: &http.Client{Transport: tr}}
 }
 
-// apiError is an error answer of the API.
-type apiError struct {
+// Error is an error answer of the API.
+type Error struct {
 	Status  int
 	Code    string
 	Message string
 }
 
-func (e *apiError) Error() string { return e.Message }
+func (e *Error) Error() string { return e.Message }
 
 // connError explains why the socket could not be reached, in terms of
 // what --socket points at.
-func (c *client) connError(err error) error {
+func (c *Client) connError(err error) error {
 	if !strings.Contains(c.socket, "/") && strings.Contains(c.socket, ":") {
 		return fmt.Errorf("--socket %s looks like a network address: it takes the path of lmntd's API socket (default %s)", c.socket, DefaultSocket)
 	}
@@ -80,8 +86,8 @@ func (c *client) connError(err error) error {
 	return fmt.Errorf("cannot reach lmntd on %s: %w", c.socket, err)
 }
 
-// do sends a request and decodes a JSON answer into out (when non-nil).
-func (c *client) do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) error {
+// Do sends a request and decodes a JSON answer into out (when non-nil).
+func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://lmntd"+path, body)
 	if err != nil {
 		return err
@@ -114,9 +120,9 @@ func (c *client) do(ctx context.Context, method, path string, body io.Reader, co
 			Error struct{ Code, Message string } `json:"error"`
 		}
 		if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
-			return &apiError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+			return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 		}
-		return &apiError{Status: resp.StatusCode, Code: "http", Message: fmt.Sprintf("lmntd answered %s", resp.Status)}
+		return &Error{Status: resp.StatusCode, Code: "http", Message: fmt.Sprintf("lmntd answered %s", resp.Status)}
 	}
 	if out == nil {
 		return nil
@@ -131,11 +137,13 @@ func (c *client) do(ctx context.Context, method, path string, body io.Reader, co
 	return nil
 }
 
-func (c *client) get(ctx context.Context, path string, out any) error {
-	return c.do(ctx, http.MethodGet, path, nil, "", out)
+// Get asks path and decodes the JSON answer into out (when non-nil).
+func (c *Client) Get(ctx context.Context, path string, out any) error {
+	return c.Do(ctx, http.MethodGet, path, nil, "", out)
 }
 
-func (c *client) post(ctx context.Context, path string, in, out any) error {
+// Post sends in as JSON (nothing when nil) and decodes the answer into out.
+func (c *Client) Post(ctx context.Context, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -144,13 +152,13 @@ func (c *client) post(ctx context.Context, path string, in, out any) error {
 		}
 		body = bytes.NewReader(b)
 	}
-	return c.do(ctx, http.MethodPost, path, body, "application/json", out)
+	return c.Do(ctx, http.MethodPost, path, body, "application/json", out)
 }
 
-// waitForSocket waits until the daemon answers (the demo starts it).
-func (c *client) waitForSocket(ctx context.Context, every time.Duration) error {
+// WaitForSocket waits until the daemon answers (the demo starts it).
+func (c *Client) WaitForSocket(ctx context.Context, every time.Duration) error {
 	for {
-		err := c.get(ctx, "/lmnt/v1/status", nil)
+		err := c.Get(ctx, "/lmnt/v1/status", nil)
 		if err == nil {
 			return nil
 		}
@@ -162,7 +170,8 @@ func (c *client) waitForSocket(ctx context.Context, every time.Duration) error {
 	}
 }
 
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
+// Socket is the socket path the client talks to.
+func (c *Client) Socket() string { return c.socket }
+
+// Timeout is the client's answer timeout.
+func (c *Client) Timeout() time.Duration { return c.timeout }
