@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
@@ -419,7 +420,7 @@ func (e *Engine) runConsole(ctx context.Context) {
 // write (remote jobs only). Nothing may act on the new state unless it
 // returns nil.
 func (e *Engine) transition(r *record, to State, msg string, rep *Report) error {
-	msg = redact(msg)
+	msg = redact.Message(msg)
 	r.Seq++
 	r.State = to
 	r.Message = msg
@@ -995,7 +996,7 @@ func (e *Engine) finishActiveLocked(to State, msg string, cancelPrint bool) {
 
 // endLocked journals a terminal state with its one terminal report.
 func (e *Engine) endLocked(r *record, to State, msg string) {
-	rep := &Report{Status: StatusFailure, Message: redact(msg)}
+	rep := &Report{Status: StatusFailure, Message: redact.Message(msg)}
 	if to == Succeeded {
 		st := e.status
 		rep = &Report{Status: StatusSuccess, Message: msg,

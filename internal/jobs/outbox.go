@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // The outbox is the set of pending reports in the job records. One sender
@@ -137,8 +138,8 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 		e.log.Debug("status report delivered", "job", id, "status", p.Report.Status)
 	case Rejected:
 		r.Pending = r.Pending[1:]
-		r.Rejected = append(r.Rejected, rejectedReport{Report: p.Report, Answer: redact(answer), At: e.clock.Now()})
-		e.log.Warn("marketplace refused a status report for good", "job", id, "status", p.Report.Status, "answer", redact(answer))
+		r.Rejected = append(r.Rejected, rejectedReport{Report: p.Report, Answer: redact.Message(answer), At: e.clock.Now()})
+		e.log.Warn("marketplace refused a status report for good", "job", id, "status", p.Report.Status, "answer", redact.Message(answer))
 	default:
 		h := &r.Pending[0]
 		h.Attempts++
@@ -150,10 +151,10 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 		}
 		var errText string
 		if err != nil {
-			errText = redact(err.Error())
+			errText = redact.Message(err.Error())
 		}
 		level("status report not delivered; will retry", "job", id, "status", p.Report.Status,
-			"attempt", h.Attempts, "retry_in", delay, "err", errText, "answer", redact(answer))
+			"attempt", h.Attempts, "retry_in", delay, "err", errText, "answer", redact.Message(answer))
 		e.broadcastLocked()
 		return // nothing to persist: retries restart promptly after a restart
 	}

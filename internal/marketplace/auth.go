@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // Token returns the current printer token and whether there is one.
@@ -266,7 +268,7 @@ func (c *Client) authedDo(ctx context.Context, client *http.Client, build func(t
 				c.noteUnreachable()
 			}
 			c.transportFailed(ctx, err)
-			return nil, fmt.Errorf("marketplace: %s %s: %w", req.Method, redactURL(req.URL), redactErr(err))
+			return nil, fmt.Errorf("marketplace: %s %s: %w", req.Method, redact.URL(req.URL), redact.Error(err))
 		}
 		c.noteAnswer(resp.StatusCode)
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // PushOptions tune the push stream. Zero values take the defaults.
@@ -171,7 +173,7 @@ func (c *Client) streamOnce(ctx context.Context, raw string, o PushOptions, s *p
 		if idle.fired() {
 			return ErrStreamStalled
 		}
-		return fmt.Errorf("marketplace: push stream: %w", redactErr(err))
+		return fmt.Errorf("marketplace: push stream: %w", redact.Error(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -215,7 +217,7 @@ func (c *Client) streamOnce(ctx context.Context, raw string, o PushOptions, s *p
 	case idle.fired():
 		return ErrStreamStalled
 	case sc.Err() != nil:
-		return fmt.Errorf("marketplace: push stream: %w", redactErr(sc.Err()))
+		return fmt.Errorf("marketplace: push stream: %w", redact.Error(sc.Err()))
 	}
 	return errors.New("marketplace: push stream ended by server")
 }
