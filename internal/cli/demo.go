@@ -21,6 +21,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/api"
 	"github.com/lmnt-marketplace/lmntd/internal/democube"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
@@ -197,7 +198,7 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 	var history []marketsim.StatusPost
 	if err := pollUntil(ctx, 100*time.Millisecond, func() (bool, error) {
 		history = d.sim.StatusHistory(job.ID)
-		return len(history) > 0 && history[len(history)-1].Status == jobs.StatusSuccess, nil
+		return len(history) > 0 && history[len(history)-1].Status == jobstatus.Success, nil
 	}); err != nil {
 		return fmt.Errorf("the marketplace never received the success report: %w", err)
 	}

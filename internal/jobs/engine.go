@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/redact"
 	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
@@ -470,7 +471,7 @@ func (e *Engine) step(ctx context.Context) {
 			// the job's message, to whoever follows the job.
 			e.bedWaitSaid = true
 			e.console("waiting for LMNT_READY: is the bed clear?")
-			if err := e.transition(r, Accepted, reason, &Report{Status: StatusProcessing, Message: reason}); err != nil {
+			if err := e.transition(r, Accepted, reason, &Report{Status: jobstatus.Processing, Message: reason}); err != nil {
 				e.log.Error("journal", "err", err)
 			}
 		}
@@ -483,7 +484,7 @@ func (e *Engine) step(ctx context.Context) {
 	}
 	a := &activeJob{id: r.ID}
 	prior := snapshotRecord(r)
-	if err := e.transition(r, Downloading, prepVerb(r), &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
+	if err := e.transition(r, Downloading, prepVerb(r), &Report{Status: jobstatus.Processing, Message: "Downloading"}); err != nil {
 		undoLocked(r, prior) // it waits for the journal (blockedLocked)
 		return
 	}
@@ -660,7 +661,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 	msg := fmt.Sprintf("%s: %d%%", prepVerb(r), percent)
 	r.Message = msg
 	if !r.Local && e.o.Marketplace != nil {
-		e.queueReportLocked(r, Report{Status: StatusProcessing, Message: msg}, true)
+		e.queueReportLocked(r, Report{Status: jobstatus.Processing, Message: msg}, true)
 		_ = e.saveLocked(r) // unsaved: retried
 		e.kickOutbox()
 	}
@@ -745,7 +746,7 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 	}
 	prior = snapshotRecord(r)
 	e.reserveStubLocked(r, stub)
-	if err := e.transition(r, Printing, "Printing: 0.0%", &Report{Status: StatusPrinting, Message: "Printing: 0.0%"}); err != nil {
+	if err := e.transition(r, Printing, "Printing: 0.0%", &Report{Status: jobstatus.Printing, Message: "Printing: 0.0%"}); err != nil {
 		e.requeueUnjournaledLocked(a, r, prior)
 		e.mu.Unlock()
 		return
@@ -931,7 +932,7 @@ func (e *Engine) monitorLocked(st PrinterStatus) {
 		a.started = true
 		stopTimer(&e.startTimer)
 		if r.State == Paused {
-			_ = e.transition(r, Printing, "Resumed", &Report{Status: StatusPrinting, Message: progressMessage(st.Progress)})
+			_ = e.transition(r, Printing, "Resumed", &Report{Status: jobstatus.Printing, Message: progressMessage(st.Progress)})
 		}
 	case "paused":
 		a.started = true
@@ -941,7 +942,7 @@ func (e *Engine) monitorLocked(st PrinterStatus) {
 			if st.PrintMessage != "" {
 				msg += ": " + firstLine(st.PrintMessage)
 			}
-			_ = e.transition(r, Paused, msg, &Report{Status: StatusPaused, Message: msg})
+			_ = e.transition(r, Paused, msg, &Report{Status: jobstatus.Paused, Message: msg})
 		}
 	case "cancelled":
 		msg := "Cancelled on the printer"
@@ -996,10 +997,10 @@ func (e *Engine) finishActiveLocked(to State, msg string, cancelPrint bool) {
 
 // endLocked journals a terminal state with its one terminal report.
 func (e *Engine) endLocked(r *record, to State, msg string) {
-	rep := &Report{Status: StatusFailure, Message: redact.Message(msg)}
+	rep := &Report{Status: jobstatus.Failure, Message: redact.Message(msg)}
 	if to == Succeeded {
 		st := e.status
-		rep = &Report{Status: StatusSuccess, Message: msg,
+		rep = &Report{Status: jobstatus.Success, Message: msg,
 			FilamentUsed: ptr(st.FilamentUsed), PrintDuration: ptr(st.PrintDuration), TotalDuration: ptr(st.TotalDuration)}
 	}
 	if err := e.transition(r, to, msg, rep); err != nil {
@@ -1071,7 +1072,7 @@ func (e *Engine) onHeartbeat() {
 		msg := progressMessage(r.Progress)
 		r.Message = msg
 		if !r.Local && e.o.Marketplace != nil {
-			e.queueReportLocked(r, Report{Status: StatusPrinting, Message: msg}, true)
+			e.queueReportLocked(r, Report{Status: jobstatus.Printing, Message: msg}, true)
 			_ = e.saveLocked(r) // unsaved: retried
 			e.kickOutbox()
 		}
@@ -1111,7 +1112,7 @@ func (e *Engine) Offer(offers []Offer) {
 			created = e.clock.Now()
 		}
 		r := &record{ID: o.ID, Name: sanitizeName(o.Name), PurchaseID: o.PurchaseID, Created: created}
-		if err := e.transition(r, Accepted, "Queued", &Report{Status: StatusProcessing, Message: "Queued"}); err != nil {
+		if err := e.transition(r, Accepted, "Queued", &Report{Status: jobstatus.Processing, Message: "Queued"}); err != nil {
 			// Not journaled, so not accepted: the next poll offers it again.
 			continue
 		}

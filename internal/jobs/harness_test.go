@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
@@ -318,7 +319,7 @@ func statuses(h []marketsim.StatusPost) []string {
 func terminalCount(h []marketsim.StatusPost) int {
 	n := 0
 	for _, p := range h {
-		if p.Status == StatusSuccess || p.Status == StatusFailure {
+		if p.Status == jobstatus.Success || p.Status == jobstatus.Failure {
 			n++
 		}
 	}

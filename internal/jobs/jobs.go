@@ -72,15 +72,6 @@ type Transition struct {
 	At    time.Time
 }
 
-// Status values of the marketplace's job-status call.
-const (
-	StatusProcessing = "processing"
-	StatusPrinting   = "printing"
-	StatusPaused     = "paused"
-	StatusSuccess    = "success"
-	StatusFailure    = "failure"
-)
-
 // Report is one job-status report for the marketplace.
 type Report struct {
 	Status  string `json:"status"`

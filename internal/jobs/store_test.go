@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
 
@@ -22,7 +23,7 @@ func TestStoreRoundTripAndCorruptRecord(t *testing.T) {
 		t.Fatalf("fresh store has %d records", len(recs))
 	}
 	r := &record{ID: "job-1", State: Printing, Seq: 3, Created: time.Unix(100, 0).UTC(),
-		Pending: []pendingReport{{Seq: 3, Report: Report{Status: StatusPrinting, Message: "Printing: 0.0%"}}}}
+		Pending: []pendingReport{{Seq: 3, Report: Report{Status: jobstatus.Printing, Message: "Printing: 0.0%"}}}}
 	if err := s.save(r); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func TestPruneKeepsNewestFinishedAndAllWithPendingReports(t *testing.T) {
 	for i, id := range []string{"a", "b", "c", "d"} {
 		r := &record{ID: id, State: Succeeded, Updated: base.Add(time.Duration(i) * time.Minute)}
 		if id == "a" {
-			r.Pending = []pendingReport{{Report: Report{Status: StatusSuccess}}}
+			r.Pending = []pendingReport{{Report: Report{Status: jobstatus.Success}}}
 		}
 		recs[id] = r
 		if err := s.save(r); err != nil {
@@ -91,15 +92,15 @@ func TestPruneKeepsNewestFinishedAndAllWithPendingReports(t *testing.T) {
 func TestQueueReportCoalescesHeartbeats(t *testing.T) {
 	e := &Engine{clock: newFakeClock()}
 	r := &record{ID: "j", Seq: 1}
-	e.queueReportLocked(r, Report{Status: StatusPrinting, Message: "Printing: 0.0%"}, false)
+	e.queueReportLocked(r, Report{Status: jobstatus.Printing, Message: "Printing: 0.0%"}, false)
 	for i := 0; i < 20; i++ { // ten minutes offline
-		e.queueReportLocked(r, Report{Status: StatusPrinting, Message: "Printing: " + strings.Repeat("x", i)}, true)
+		e.queueReportLocked(r, Report{Status: jobstatus.Printing, Message: "Printing: " + strings.Repeat("x", i)}, true)
 	}
 	if len(r.Pending) != 2 || !r.Pending[1].Heartbeat || r.Pending[1].Report.Message != "Printing: "+strings.Repeat("x", 19) {
 		t.Fatalf("pending after heartbeats = %+v", r.Pending)
 	}
-	e.queueReportLocked(r, Report{Status: StatusSuccess}, false)
-	if len(r.Pending) != 2 || r.Pending[0].Report.Message != "Printing: 0.0%" || r.Pending[1].Report.Status != StatusSuccess {
+	e.queueReportLocked(r, Report{Status: jobstatus.Success}, false)
+	if len(r.Pending) != 2 || r.Pending[0].Report.Message != "Printing: 0.0%" || r.Pending[1].Report.Status != jobstatus.Success {
 		t.Fatalf("a final report must supersede pending heartbeats, got %+v", r.Pending)
 	}
 }
