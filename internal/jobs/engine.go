@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/redact"
 	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
@@ -25,7 +26,7 @@ type Options struct {
 	Marketplace Marketplace // nil: local jobs only
 	Decryptor   Decryptor
 	Printer     Printer
-	Clock       Clock        // nil: SystemClock
+	Clock       clock.Clock  // nil: clock.System
 	Logger      *slog.Logger // nil: discard
 
 	// AutoStart skips the bed-clear confirmation (farms with automatic
@@ -82,7 +83,7 @@ func (o *Options) setDefaults() {
 		o.KeepFinished = 1000
 	}
 	if o.Clock == nil {
-		o.Clock = SystemClock{}
+		o.Clock = clock.System{}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -105,7 +106,7 @@ type Refetcher interface {
 type Engine struct {
 	o     Options
 	log   *slog.Logger
-	clock Clock
+	clock clock.Clock
 	st    *store
 
 	mu        sync.Mutex
@@ -134,7 +135,7 @@ type Engine struct {
 	unsaved       map[string]bool
 	bedUnsaved    bool // e.bed is not on disk yet (diskfull.go)
 	diskErr       error
-	flushTimer    Timer
+	flushTimer    clock.Timer
 	flushAttempts int
 
 	wake       chan struct{}
@@ -143,7 +144,7 @@ type Engine struct {
 	consoleQ   chan string
 
 	// Timers, used by the loop goroutine only.
-	hbTimer, graceTimer, startTimer, recoveryTimer, retryTimer Timer
+	hbTimer, graceTimer, startTimer, recoveryTimer, retryTimer clock.Timer
 }
 
 // activeJob is the one job past accepted and not yet finished.
@@ -274,14 +275,14 @@ func (e *Engine) recoverLocked() {
 	e.st.prune(e.recs, e.o.KeepFinished)
 }
 
-func timerC(t Timer) <-chan time.Time {
+func timerC(t clock.Timer) <-chan time.Time {
 	if t == nil {
 		return nil
 	}
 	return t.C()
 }
 
-func stopTimer(t *Timer) {
+func stopTimer(t *clock.Timer) {
 	if *t != nil {
 		(*t).Stop()
 		*t = nil
@@ -358,7 +359,7 @@ func (e *Engine) shutdown() {
 		e.releaseLocalLocked(id)
 	}
 	e.mu.Unlock()
-	for _, t := range []*Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer, &e.flushTimer} {
+	for _, t := range []*clock.Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer, &e.flushTimer} {
 		stopTimer(t)
 	}
 }

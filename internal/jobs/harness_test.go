@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
+	"github.com/lmnt-marketplace/lmntd/internal/clock/clocktest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
@@ -40,7 +42,7 @@ type world struct {
 	priv      *ecdh.PrivateKey
 	klipper   *standin.Standin
 	stopK     func()
-	clock     *fakeClock
+	clock     *clocktest.Fake
 }
 
 func newWorld(t *testing.T) *world {
@@ -52,7 +54,7 @@ func newWorld(t *testing.T) *world {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	w := &world{t: t, dir: dir, stateDir: filepath.Join(dir, "state"), sock: filepath.Join(dir, "k.sock"),
-		caFile: filepath.Join(dir, "ca.pem"), keyFile: filepath.Join(dir, "printer.key"), clock: newFakeClock()}
+		caFile: filepath.Join(dir, "ca.pem"), keyFile: filepath.Join(dir, "printer.key"), clock: clocktest.NewFake()}
 	if err := os.MkdirAll(w.stateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +176,7 @@ type daemonConfig struct {
 }
 
 // startDaemon wires the engine to the real parts the way lmntd does.
-func startDaemon(cfg daemonConfig, clock Clock, opts ...daemonOption) (*daemon, error) {
+func startDaemon(cfg daemonConfig, clock clock.Clock, opts ...daemonOption) (*daemon, error) {
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := klipper.NewServer(klipper.Options{StatusInterval: time.Second, Logger: log})

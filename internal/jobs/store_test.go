@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock/clocktest"
 	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
@@ -90,7 +92,7 @@ func TestPruneKeepsNewestFinishedAndAllWithPendingReports(t *testing.T) {
 }
 
 func TestQueueReportCoalescesHeartbeats(t *testing.T) {
-	e := &Engine{clock: newFakeClock()}
+	e := &Engine{clock: clocktest.NewFake()}
 	r := &record{ID: "j", Seq: 1}
 	e.queueReportLocked(r, Report{Status: jobstatus.Printing, Message: "Printing: 0.0%"}, false)
 	for i := 0; i < 20; i++ { // ten minutes offline
@@ -107,13 +109,14 @@ func TestQueueReportCoalescesHeartbeats(t *testing.T) {
 
 func TestBackoffBounds(t *testing.T) {
 	min, max := 5*time.Second, 5*time.Minute
+	e := &Engine{o: Options{RetryMin: min, RetryMax: max}}
 	for attempt := 1; attempt <= 20; attempt++ {
 		want := min << (attempt - 1)
 		if attempt > 7 || want > max {
 			want = max
 		}
 		for i := 0; i < 50; i++ {
-			d := backoff(min, max, attempt)
+			d := e.retryDelay(true, attempt, nil)
 			if d < want*8/10 || d > want*12/10 {
 				t.Fatalf("attempt %d: backoff %v outside %v ±20%%", attempt, d, want)
 			}
@@ -148,3 +151,5 @@ func TestRunLowPriorityLowersThreadPriority(t *testing.T) {
 		t.Errorf("the calling thread was lowered too")
 	}
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

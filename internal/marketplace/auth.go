@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
@@ -210,7 +212,7 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 	if o.RetryMax <= 0 {
 		o.RetryMax = time.Hour
 	}
-	bo := backoff{min: o.RetryMin, max: o.RetryMax}
+	bo := backoff.Backoff{Min: o.RetryMin, Max: o.RetryMax}
 	justRefreshed := false
 	for {
 		tok, err := c.currentToken()
@@ -227,7 +229,7 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 		}
 		if !due {
 			justRefreshed = false
-			if err := sleep(ctx, c.clock, wait); err != nil {
+			if err := clock.Sleep(ctx, c.clock, wait); err != nil {
 				return err
 			}
 			continue
@@ -236,14 +238,14 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 			if errors.Is(err, ErrPairingLost) || ctx.Err() != nil {
 				return err
 			}
-			d := AfterRetryAfter(err, jitter(bo.next(), 0.2))
+			d := AfterRetryAfter(err, backoff.Jitter(bo.Next(), 0.2))
 			c.log.Warn("marketplace: token refresh failed, retrying", "in", d, "err", err)
-			if err := sleep(ctx, c.clock, d); err != nil {
+			if err := clock.Sleep(ctx, c.clock, d); err != nil {
 				return err
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		justRefreshed = true
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
@@ -88,7 +89,7 @@ type Options struct {
 	UserAgent        string // "" ⇒ "lmntd"
 
 	Logger *slog.Logger // nil ⇒ discard
-	Clock  Clock        // nil ⇒ the real clock
+	Clock  clock.Clock  // nil ⇒ the real clock
 
 	// Transport replaces the default transport (tests). Its TLS settings
 	// must verify: an InsecureSkipVerify transport is refused.
@@ -129,7 +130,7 @@ var RequestErrorClasses = []string{ErrorNetwork, ErrorTimeout, ErrorAuth, ErrorR
 type Client struct {
 	opts      Options
 	log       *slog.Logger
-	clock     Clock
+	clock     clock.Clock
 	base      *url.URL
 	cws       *url.URL
 	pushBase  *url.URL
@@ -237,7 +238,7 @@ func New(opts Options) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if c.clock == nil {
-		c.clock = realClock{}
+		c.clock = clock.System{}
 	}
 	var err error
 	if c.base, err = c.parseOrigin("base_url", opts.BaseURL); err != nil {

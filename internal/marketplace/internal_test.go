@@ -41,20 +41,6 @@ func TestRedirectKeepsTokenOnOriginOnly(t *testing.T) {
 	}
 }
 
-func TestBackoffDoublesToCap(t *testing.T) {
-	b := backoff{min: 5, max: 300}
-	var got []int
-	for i := 0; i < 8; i++ {
-		got = append(got, int(b.next()))
-	}
-	want := []int{5, 10, 20, 40, 80, 160, 300, 300}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("%v, want %v", got, want)
-		}
-	}
-}
-
 // The download dialer checks where a name resolves to: a DNS name that
 // points at loopback is refused like a literal address (a hostile server
 // can redirect to such a name), while the configured marketplace host is

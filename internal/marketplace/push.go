@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
@@ -73,7 +75,7 @@ func (c *Client) RunPush(ctx context.Context, o PushOptions, onChange func()) er
 	if o.OnHealth != nil {
 		health = o.OnHealth
 	}
-	bo := backoff{min: o.RetryMin, max: o.RetryMax}
+	bo := backoff.Backoff{Min: o.RetryMin, Max: o.RetryMax}
 	s := pushSession{lastQueue: emptyQueue, onChange: onChange, onConnect: func() {
 		health(true)
 		// The stream's host answered: the marketplace side is back.
@@ -91,15 +93,15 @@ func (c *Client) RunPush(ctx context.Context, o PushOptions, onChange func()) er
 			return ctx.Err()
 		}
 		if c.clock.Now().Sub(start) >= o.StableAfter {
-			bo.reset() // the stream held; a fresh failure starts short
+			bo.Reset() // the stream held; a fresh failure starts short
 		}
 		if err == nil {
 			c.log.Debug("marketplace: push stream recycled")
 			continue
 		}
-		d := AfterRetryAfter(err, jitter(bo.next(), 0.2))
+		d := AfterRetryAfter(err, backoff.Jitter(bo.Next(), 0.2))
 		c.log.Info("marketplace: push stream down, reconnecting", "in", d, "err", err)
-		if err := sleep(ctx, c.clock, d); err != nil {
+		if err := clock.Sleep(ctx, c.clock, d); err != nil {
 			return err
 		}
 	}
