@@ -255,7 +255,7 @@ func decodeJSON(r *http.Request, v any) error {
 		if errors.As(err, &tooBig) {
 			return Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body over %d bytes", maxBody)
 		}
-		if err.Error() == "EOF" {
+		if errors.Is(err, io.EOF) { // an empty body: no fields given
 			return nil
 		}
 		return Errorf(http.StatusBadRequest, "bad_request", "invalid JSON body: %v", err)

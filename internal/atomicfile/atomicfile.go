@@ -7,18 +7,47 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
+
+// Option sets what the new file gets besides its content; the default is
+// mode 0600, owned by the caller.
+type Option func(*options)
+
+type options struct {
+	perm     os.FileMode
+	uid, gid int // -1: the caller's
+	xattrs   []xattr
+}
+
+type xattr struct {
+	name  string
+	value []byte
+}
+
+// Mode sets the file mode, for the rare file others must read (a metrics
+// file node_exporter reads as its own user, a config file Klipper reads).
+func Mode(perm os.FileMode) Option { return func(o *options) { o.perm = perm } }
+
+// Owner gives the file to uid:gid (root only), so a file replaced for
+// another user (printer.cfg of the Klipper user) stays theirs.
+func Owner(uid, gid int) Option { return func(o *options) { o.uid, o.gid = uid, gid } }
+
+// Xattr sets an extended attribute before the file appears, e.g. the
+// access ACL copied from the file it replaces.
+func Xattr(name string, value []byte) Option {
+	return func(o *options) { o.xattrs = append(o.xattrs, xattr{name, value}) }
+}
 
 // Write replaces path with data: a 0600 temp file in the same directory,
 // fsync, rename over path, fsync the directory.
-func Write(path string, data []byte) error {
-	return WriteMode(path, data, 0o600)
-}
+func Write(path string, data []byte) error { return WriteWith(path, data) }
 
-// WriteMode is Write with the file mode perm, for the rare file others must
-// read (a metrics file node_exporter reads as its own user).
-func WriteMode(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
+// WriteWith is Write with options (mode, owner, extended attributes), all
+// set on the temp file before it is renamed into place.
+func WriteWith(path string, data []byte, opts ...Option) error {
+	tmp, err := writeTemp(path, data, opts)
 	if err != nil {
 		return err
 	}
@@ -33,7 +62,7 @@ func WriteMode(path string, data []byte, perm os.FileMode) error {
 // fs.ErrExist if path already exists: a hard link, unlike a rename, never
 // replaces a file.
 func Create(path string, data []byte) error {
-	tmp, err := writeTemp(path, data, 0o600)
+	tmp, err := writeTemp(path, data, nil)
 	if err != nil {
 		return err
 	}
@@ -44,7 +73,11 @@ func Create(path string, data []byte) error {
 	return SyncDir(filepath.Dir(path))
 }
 
-func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
+func writeTemp(path string, data []byte, opts []Option) (string, error) {
+	o := options{perm: 0o600, uid: -1, gid: -1}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", err
@@ -57,8 +90,18 @@ func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
 	}
 	// CreateTemp uses 0600; set the mode explicitly since it is the point
 	// (and the umask does not apply to Chmod).
-	if err := f.Chmod(perm); err != nil {
+	if err := f.Chmod(o.perm); err != nil {
 		return fail(err)
+	}
+	if o.uid >= 0 {
+		if err := f.Chown(o.uid, o.gid); err != nil {
+			return fail(err)
+		}
+	}
+	for _, x := range o.xattrs {
+		if err := unix.Fsetxattr(int(f.Fd()), x.name, x.value, 0); err != nil {
+			return fail(fmt.Errorf("setting %s on %s: %w", x.name, path, err))
+		}
 	}
 	if _, err := f.Write(data); err != nil {
 		return fail(err)

@@ -5,7 +5,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestWriteReplacesWithPrivateFile(t *testing.T) {
@@ -74,7 +77,7 @@ func assertNoTemps(t *testing.T, dir string, want int) {
 func TestWriteModeSetsModeDespiteUmask(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "lmntd.prom")
-	if err := WriteMode(path, []byte("x 1\n"), 0o644); err != nil {
+	if err := WriteWith(path, []byte("x 1\n"), Mode(0o644)); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(path)
@@ -83,6 +86,37 @@ func TestWriteModeSetsModeDespiteUmask(t *testing.T) {
 	}
 	if fi.Mode().Perm() != 0o644 {
 		t.Fatalf("mode = %v, want 0644", fi.Mode().Perm())
+	}
+	assertNoTemps(t, dir, 1)
+}
+
+func TestWriteWithOwnerAndXattr(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "printer.cfg")
+	// Chown to one's own ids is allowed without privilege; a user xattr
+	// stands in for the ACL setup copies (system.* needs root).
+	uid, gid := os.Getuid(), os.Getgid()
+	err := WriteWith(path, []byte("[printer]\n"), Mode(0o640), Owner(uid, gid), Xattr("user.lmntd.test", []byte("kept")))
+	if errors.Is(err, unix.ENOTSUP) {
+		// The temp directory's filesystem has no user xattrs: check the rest.
+		err = WriteWith(path, []byte("[printer]\n"), Mode(0o640), Owner(uid, gid))
+	} else if err == nil {
+		buf := make([]byte, 16)
+		n, err := unix.Getxattr(path, "user.lmntd.test", buf)
+		if err != nil || string(buf[:n]) != "kept" {
+			t.Fatalf("xattr = %q, %v; want kept", buf[:n], err)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o640 || int(st.Uid) != uid || int(st.Gid) != gid {
+		t.Fatalf("mode %v owner %d:%d, want 0640 %d:%d", fi.Mode().Perm(), st.Uid, st.Gid, uid, gid)
 	}
 	assertNoTemps(t, dir, 1)
 }

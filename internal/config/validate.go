@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // sunPathMax is the longest unix socket path Linux accepts (sun_path minus NUL).
@@ -262,13 +264,13 @@ func (c *Config) urlProblem(raw string) (problem string, class error, allowed st
 	const allowedURL = "an https:// URL (http:// only for loopback hosts or with development_mode = true), without user, query or fragment"
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || u.Opaque != "" {
-		return fmt.Sprintf("%q is not an absolute URL", redactURL(raw)), ErrInvalidValue, allowedURL
+		return fmt.Sprintf("%q is not an absolute URL", redact.URLString(raw)), ErrInvalidValue, allowedURL
 	}
 	if u.User != nil {
 		return "credentials in URLs are not allowed (they would end up in logs)", ErrSecretInConfig, secretHint
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Sprintf("%q has a query or fragment", redactURL(raw)), ErrInvalidValue, allowedURL
+		return fmt.Sprintf("%q has a query or fragment", redact.URLString(raw)), ErrInvalidValue, allowedURL
 	}
 	switch u.Scheme {
 	case "https":
@@ -280,19 +282,6 @@ func (c *Config) urlProblem(raw string) (problem string, class error, allowed st
 		return fmt.Sprintf("plain http to %s is not allowed outside loopback", u.Host), ErrInsecureURL, allowedURL
 	}
 	return fmt.Sprintf("scheme %q is not supported", u.Scheme), ErrInvalidValue, allowedURL
-}
-
-// redactURL drops user info and query from a URL before it goes into a message.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	u.User = nil
-	if u.RawQuery != "" {
-		u.RawQuery = "REDACTED"
-	}
-	return u.String()
 }
 
 func isLoopbackHost(host string) bool {

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/lmnt-marketplace/lmntd/internal/dirwatch"
 )
 
 // Change is one setting whose value differs between the running
@@ -65,7 +65,8 @@ func (u Update) RestartRequired() []string {
 // WatcherOptions tunes a Watcher.
 type WatcherOptions struct {
 	// Debounce is how long the file must be quiet before it is re-read
-	// (editors write in several steps); 0 means 250ms.
+	// (editors write in several steps); 0 means dirwatch.DefaultDebounce
+	// (250ms).
 	Debounce time.Duration
 	// Logger receives reload outcomes; nil discards.
 	Logger *slog.Logger
@@ -89,9 +90,6 @@ type Watcher struct {
 // NewWatcher watches the configuration loaded from opts; running is what the
 // daemon started with.
 func NewWatcher(opts Options, running *Config, wo WatcherOptions) *Watcher {
-	if wo.Debounce <= 0 {
-		wo.Debounce = 250 * time.Millisecond
-	}
 	if wo.Logger == nil {
 		wo.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -161,60 +159,31 @@ func (w *Watcher) publish(u Update) {
 	}
 }
 
-// Start watches the config file's directory (editors save by renaming a new
-// file over the old one, which a watch on the file itself would miss) and
-// reloads after changes settle. It returns once the watch is in place; the
-// watch ends with ctx (Wait waits for that).
+// Start watches the config file's directory (dirwatch: a rename over the
+// file, a deleted and recreated file or directory) and reloads after changes
+// settle. It returns once the watch is in place; the watch ends with ctx
+// (Wait waits for that).
 func (w *Watcher) Start(ctx context.Context) error {
-	fw, err := fsnotify.NewWatcher()
+	dw, err := dirwatch.New(dirwatch.Options{
+		Debounce: w.debounce,
+		Relevant: func(name string) bool { return name == w.path },
+		What:     "config file",
+		Logger:   w.log,
+	})
 	if err != nil {
-		return fmt.Errorf("config: watching %s: %w", w.path, err)
+		return fmt.Errorf("config: %s: %w", w.path, err)
 	}
-	dir := filepath.Dir(w.path)
-	if err := fw.Add(dir); err != nil {
-		fw.Close()
-		return fmt.Errorf("config: watching directory %s: %w", dir, err)
-	}
+	dw.Watch([]string{filepath.Dir(w.path)})
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		defer fw.Close()
-		w.loop(ctx, fw, dir)
+		dw.Run(ctx, func() { w.Reload() })
 	}()
 	return nil
 }
 
 // Wait blocks until the watch started by Start has ended.
 func (w *Watcher) Wait() { w.wg.Wait() }
-
-func (w *Watcher) loop(ctx context.Context, fw *fsnotify.Watcher, dir string) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-fw.Events:
-			if !ok {
-				return
-			}
-			if filepath.Clean(ev.Name) != w.path || ev.Op == fsnotify.Chmod {
-				continue
-			}
-			timer.Reset(w.debounce)
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return
-			}
-			// An overflow loses events; reload to be sure nothing was missed.
-			w.log.Warn("config file watch error; reloading", "dir", dir, "error", err)
-			timer.Reset(w.debounce)
-		case <-timer.C:
-			w.Reload()
-		}
-	}
-}
 
 // applyLive returns running with the live settings taken from next; the
 // restart-only settings keep their running values until a restart.

@@ -46,23 +46,7 @@ func savePrinterInfo(dir string, p printerInfo) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".printer-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, printerInfoFile))
+	return atomicfile.Write(filepath.Join(dir, printerInfoFile), append(data, '\n'))
 }
 
 func (d *daemon) setPrinter(p printerInfo) {

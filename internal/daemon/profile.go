@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
 	"github.com/lmnt-marketplace/lmntd/internal/config"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 )
@@ -47,9 +48,9 @@ const probeRetryMax = 5 * time.Minute
 // poll endpoint ⇒ legacy) until it answers once, then settles the profile,
 // rebuilds the client for it and lets the marketplace loops start.
 func (d *daemon) probeProfile(ctx context.Context) {
-	wait := d.o.ProfileProbeRetry
-	if wait <= 0 {
-		wait = 5 * time.Second
+	bo := backoff.Backoff{Min: d.o.ProfileProbeRetry, Max: probeRetryMax}
+	if bo.Min <= 0 {
+		bo.Min = 5 * time.Second
 	}
 	for {
 		cfg := d.cfg.Load()
@@ -69,13 +70,13 @@ func (d *daemon) probeProfile(ctx context.Context) {
 			d.log.Info("marketplace: api profile", "profile", dec.Profile, "why", dec.Reason)
 			return
 		}
+		wait := bo.Next()
 		d.log.Warn("marketplace: api profile probe failed; retrying", "retry_in", wait, "err", err)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, probeRetryMax)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
-	"github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
@@ -238,7 +238,7 @@ func TestCompatibilityCheckThroughTheDaemon(t *testing.T) {
 	}
 	d.WaitFor("the failure report", func() bool {
 		h := d.Sim.StatusHistory(id)
-		return len(h) > 0 && h[len(h)-1].Status == jobs.StatusFailure && h[len(h)-1].Message == want
+		return len(h) > 0 && h[len(h)-1].Status == jobstatus.Failure && h[len(h)-1].Message == want
 	})
 	d.WaitFor("the console line", func() bool {
 		for _, l := range d.Standin.ConsoleLines() {

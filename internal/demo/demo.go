@@ -32,9 +32,9 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/apiclient"
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
 	"github.com/lmnt-marketplace/lmntd/internal/democube"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
-	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
@@ -226,7 +226,7 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 	var history []marketsim.StatusPost
 	if err := pollUntil(ctx, 100*time.Millisecond, func() (bool, error) {
 		history = d.sim.StatusHistory(job.ID)
-		return len(history) > 0 && history[len(history)-1].Status == marketplace.StatusSuccess, nil
+		return len(history) > 0 && history[len(history)-1].Status == jobstatus.Success, nil
 	}); err != nil {
 		return fmt.Errorf("the marketplace never received the success report: %w", err)
 	}

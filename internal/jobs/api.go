@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/textsafe"
 )
 
@@ -53,7 +54,7 @@ func (e *Engine) Offer(offers []Offer) {
 			created = e.clock.Now()
 		}
 		r := &record{ID: o.ID, Name: sanitizeName(o.Name), PurchaseID: o.PurchaseID, Created: created}
-		if err := e.transition(r, Accepted, "Queued", &Report{Status: StatusProcessing, Message: "Queued"}); err != nil {
+		if err := e.transition(r, Accepted, "Queued", &Report{Status: jobstatus.Processing, Message: "Queued"}); err != nil {
 			// Not journaled, so not accepted: the next poll offers it again.
 			continue
 		}

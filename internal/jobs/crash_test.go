@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
@@ -52,7 +53,7 @@ func runCrashChild(path string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	d, err := startDaemon(cfg.Daemon, SystemClock{}, func(o *Options) {
+	d, err := startDaemon(cfg.Daemon, clock.System{}, func(o *Options) {
 		o.AutoStart = cfg.AutoStart
 		if cfg.BlockCheck {
 			o.Check = func(ctx context.Context, _ string, _ *gcode.Metadata) error { <-ctx.Done(); return ctx.Err() }

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"syscall"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
 )
 
 // When the state directory cannot be written (a full SD card, above all),
@@ -64,16 +66,8 @@ func (e *Engine) journalFailedLocked(err error) {
 func (e *Engine) armFlushLocked() {
 	if e.diskErr != nil && e.flushTimer == nil {
 		e.flushAttempts++
-		e.flushTimer = e.clock.NewTimer(backoffNoJitter(flushRetryMin, flushRetryMax, e.flushAttempts))
+		e.flushTimer = e.clock.NewTimer(backoff.Exp(flushRetryMin, flushRetryMax, e.flushAttempts))
 	}
-}
-
-func backoffNoJitter(lo, hi time.Duration, attempt int) time.Duration {
-	d := lo
-	for i := 1; i < attempt && d < hi; i++ {
-		d *= 2
-	}
-	return min(d, hi)
 }
 
 // flushLocked retries the unsaved records, oldest change first.

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // Options configure an Engine. Zero durations take the defaults shown.
@@ -17,7 +21,7 @@ type Options struct {
 	Marketplace Marketplace // nil: local jobs only
 	Decryptor   Decryptor
 	Printer     Printer
-	Clock       Clock        // nil: SystemClock
+	Clock       clock.Clock  // nil: clock.System
 	Logger      *slog.Logger // nil: discard
 
 	// AutoStart skips the bed-clear confirmation (farms with automatic
@@ -74,7 +78,7 @@ func (o *Options) setDefaults() {
 		o.KeepFinished = 1000
 	}
 	if o.Clock == nil {
-		o.Clock = SystemClock{}
+		o.Clock = clock.System{}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -97,7 +101,7 @@ type Refetcher interface {
 type Engine struct {
 	o     Options
 	log   *slog.Logger
-	clock Clock
+	clock clock.Clock
 	st    *store
 
 	mu        sync.Mutex
@@ -126,7 +130,7 @@ type Engine struct {
 	unsaved       map[string]bool
 	bedUnsaved    bool // e.bed is not on disk yet (diskfull.go)
 	diskErr       error
-	flushTimer    Timer
+	flushTimer    clock.Timer
 	flushAttempts int
 
 	wake       chan struct{}
@@ -135,7 +139,7 @@ type Engine struct {
 	consoleQ   chan string
 
 	// Timers, used by the loop goroutine only.
-	hbTimer, graceTimer, startTimer, recoveryTimer, retryTimer Timer
+	hbTimer, graceTimer, startTimer, recoveryTimer, retryTimer clock.Timer
 }
 
 // activeJob is the one job past accepted and not yet finished.
@@ -233,14 +237,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	return nil
 }
 
-func timerC(t Timer) <-chan time.Time {
+func timerC(t clock.Timer) <-chan time.Time {
 	if t == nil {
 		return nil
 	}
 	return t.C()
 }
 
-func stopTimer(t *Timer) {
+func stopTimer(t *clock.Timer) {
 	if *t != nil {
 		(*t).Stop()
 		*t = nil
@@ -317,7 +321,7 @@ func (e *Engine) shutdown() {
 		e.releaseLocalLocked(id)
 	}
 	e.mu.Unlock()
-	for _, t := range []*Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer, &e.flushTimer} {
+	for _, t := range []*clock.Timer{&e.hbTimer, &e.graceTimer, &e.startTimer, &e.recoveryTimer, &e.retryTimer, &e.flushTimer} {
 		stopTimer(t)
 	}
 }
@@ -372,7 +376,7 @@ func (e *Engine) runConsole(ctx context.Context) {
 // write (remote jobs only). Nothing may act on the new state unless it
 // returns nil.
 func (e *Engine) transition(r *record, to State, msg string, rep *Report) error {
-	msg = redact(msg)
+	msg = redact.Message(msg)
 	r.Seq++
 	r.State = to
 	r.Message = msg
@@ -435,7 +439,7 @@ func (e *Engine) step(ctx context.Context) {
 			// the job's message, to whoever follows the job.
 			e.bedWaitSaid = true
 			e.console("waiting for LMNT_READY: is the bed clear?")
-			if err := e.transition(r, Accepted, reason, &Report{Status: StatusProcessing, Message: reason}); err != nil {
+			if err := e.transition(r, Accepted, reason, &Report{Status: jobstatus.Processing, Message: reason}); err != nil {
 				e.log.Error("journal", "err", err)
 			}
 		}
@@ -448,7 +452,7 @@ func (e *Engine) step(ctx context.Context) {
 	}
 	a := &activeJob{id: r.ID}
 	prior := snapshotRecord(r)
-	if err := e.transition(r, Downloading, prepVerb(r), &Report{Status: StatusProcessing, Message: "Downloading"}); err != nil {
+	if err := e.transition(r, Downloading, prepVerb(r), &Report{Status: jobstatus.Processing, Message: "Downloading"}); err != nil {
 		undoLocked(r, prior) // it waits for the journal (blockedLocked)
 		return
 	}
@@ -562,10 +566,10 @@ func (e *Engine) finishActiveLocked(to State, msg string, cancelPrint bool) {
 
 // endLocked journals a terminal state with its one terminal report.
 func (e *Engine) endLocked(r *record, to State, msg string) {
-	rep := &Report{Status: StatusFailure, Message: redact(msg)}
+	rep := &Report{Status: jobstatus.Failure, Message: redact.Message(msg)}
 	if to == Succeeded {
 		st := e.status
-		rep = &Report{Status: StatusSuccess, Message: msg,
+		rep = &Report{Status: jobstatus.Success, Message: msg,
 			FilamentUsed: ptr(st.FilamentUsed), PrintDuration: ptr(st.PrintDuration), TotalDuration: ptr(st.TotalDuration)}
 	}
 	if err := e.transition(r, to, msg, rep); err != nil {

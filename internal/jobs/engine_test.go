@@ -19,6 +19,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/jobcrypt"
 	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
@@ -126,7 +127,7 @@ func TestHappyPath(t *testing.T) {
 		t.Fatalf("job ended %s: %s\n%s", j.State, j.Message, d.logs.String())
 	}
 	h := w.waitHistory(id, "success", hasTerminal)
-	if got, want := compress(statuses(h)), []string{StatusProcessing, StatusPrinting, StatusSuccess}; !slices.Equal(got, want) {
+	if got, want := compress(statuses(h)), []string{jobstatus.Processing, jobstatus.Printing, jobstatus.Success}; !slices.Equal(got, want) {
 		t.Fatalf("status history %v, want %v", historyString(h), want)
 	}
 	last := h[len(h)-1]
@@ -173,13 +174,13 @@ func TestHeartbeatsPauseAndOfflineCoalescing(t *testing.T) {
 	w.waitKlipper("our print running", func(st klipper.Status) bool {
 		return st.PrintStats.Filename == VirtualName(id) && st.PrintStats.State == standin.StatePrinting
 	})
-	w.waitHistory(id, "printing", func(h []marketsim.StatusPost) bool { return slices.Contains(statuses(h), StatusPrinting) })
+	w.waitHistory(id, "printing", func(h []marketsim.StatusPost) bool { return slices.Contains(statuses(h), jobstatus.Printing) })
 
 	w.clock.Advance(30 * time.Second)
 	h := w.waitHistory(id, "a heartbeat", func(h []marketsim.StatusPost) bool {
 		n := 0
 		for _, p := range h {
-			if p.Status == StatusPrinting && strings.HasPrefix(p.Message, "Printing: ") {
+			if p.Status == jobstatus.Printing && strings.HasPrefix(p.Message, "Printing: ") {
 				n++
 			}
 		}
@@ -212,10 +213,10 @@ func TestHeartbeatsPauseAndOfflineCoalescing(t *testing.T) {
 	w.sim.ClearFaults()
 	w.clock.Advance(2 * time.Minute) // past any backoff
 	h = w.waitHistory(id, "paused and resumed", func(h []marketsim.StatusPost) bool {
-		return len(h) >= before+2 && h[len(h)-1].Status == StatusPrinting
+		return len(h) >= before+2 && h[len(h)-1].Status == jobstatus.Printing
 	})
 	tail := compress(statuses(h[before:]))
-	if !slices.Equal(tail, []string{StatusPaused, StatusPrinting}) {
+	if !slices.Equal(tail, []string{jobstatus.Paused, jobstatus.Printing}) {
 		t.Fatalf("reports after the outage %s, want paused then printing (the stale heartbeat superseded)", historyString(h[before:]))
 	}
 
@@ -228,7 +229,7 @@ func TestHeartbeatsPauseAndOfflineCoalescing(t *testing.T) {
 		t.Fatalf("job ended %s %q", j.State, j.Message)
 	}
 	h = w.waitHistory(id, "failure", hasTerminal)
-	if terminalCount(h) != 1 || h[len(h)-1].Status != StatusFailure || h[len(h)-1].Message != "Cancelled: by the owner" {
+	if terminalCount(h) != 1 || h[len(h)-1].Status != jobstatus.Failure || h[len(h)-1].Message != "Cancelled: by the owner" {
 		t.Fatalf("history %s", historyString(h))
 	}
 }
@@ -254,7 +255,7 @@ func TestMarketplaceUnreachableWhilePrintFinishes(t *testing.T) {
 	w.clock.Advance(time.Minute) // RetryMax in these tests
 	h := w.waitHistory(id, "success", hasTerminal)
 	d.waitJob(t, id, "outbox empty", func(j JobInfo) bool { return j.PendingReports == 0 })
-	if got := compress(statuses(h)); !slices.Equal(got, []string{StatusProcessing, StatusPrinting, StatusSuccess}) || terminalCount(h) != 1 {
+	if got := compress(statuses(h)); !slices.Equal(got, []string{jobstatus.Processing, jobstatus.Printing, jobstatus.Success}) || terminalCount(h) != 1 {
 		t.Fatalf("history after the outage %s", historyString(h))
 	}
 }
@@ -377,7 +378,7 @@ func expectFailureAfter(t *testing.T, w *world, d *daemon, id, reason string, pr
 		t.Fatalf("job ended %s %q, want failure naming %q", j.State, j.Message, reason)
 	}
 	h := w.waitHistory(id, "failure", hasTerminal)
-	if last := h[len(h)-1]; last.Status != StatusFailure || !strings.Contains(last.Message, reason) || terminalCount(h) != 1 {
+	if last := h[len(h)-1]; last.Status != jobstatus.Failure || !strings.Contains(last.Message, reason) || terminalCount(h) != 1 {
 		t.Fatalf("history %s", historyString(h))
 	}
 	if n := len(w.klipper.Prints()); n != printsBefore {
@@ -526,7 +527,7 @@ func TestRejectedReportIsRecordedAndTheRestFlow(t *testing.T) {
 	d.poll(t)
 	d.waitJob(t, id, "done", func(j JobInfo) bool { return j.State == Succeeded && j.PendingReports == 0 })
 	h := w.waitHistory(id, "success", hasTerminal)
-	if terminalCount(h) != 1 || h[0].Status != StatusProcessing || h[0].Message != "Downloading" {
+	if terminalCount(h) != 1 || h[0].Status != jobstatus.Processing || h[0].Message != "Downloading" {
 		t.Fatalf("history %s (the refused first report must not be retried)", historyString(h))
 	}
 	r, ok := journaled(t, w.stateDir, id)

@@ -5,15 +5,13 @@ package jobs
 // jobs/adapters), which import this package.
 
 type (
-	FakeClock = fakeClock
-	Record    = record
-	BedState  = bedState
+	Record   = record
+	BedState = bedState
 )
 
 var (
-	NewFakeClock = newFakeClock
-	DisplayName  = displayName
-	SaveBed      = saveBed
+	DisplayName = displayName
+	SaveBed     = saveBed
 )
 
 const (

@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
+	"github.com/lmnt-marketplace/lmntd/internal/clock/clocktest"
 	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
@@ -44,7 +47,7 @@ type world struct {
 	priv      *ecdh.PrivateKey
 	klipper   *standin.Standin
 	stopK     func()
-	clock     *FakeClock
+	clock     *clocktest.Fake
 }
 
 func newWorld(t *testing.T) *world {
@@ -56,7 +59,7 @@ func newWorld(t *testing.T) *world {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	w := &world{t: t, dir: dir, stateDir: filepath.Join(dir, "state"), sock: filepath.Join(dir, "k.sock"),
-		caFile: filepath.Join(dir, "ca.pem"), keyFile: filepath.Join(dir, "printer.key"), clock: NewFakeClock()}
+		caFile: filepath.Join(dir, "ca.pem"), keyFile: filepath.Join(dir, "printer.key"), clock: clocktest.NewFake()}
 	if err := os.MkdirAll(w.stateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +181,7 @@ type daemonConfig struct {
 }
 
 // startDaemon wires the engine to the real parts the way lmntd does.
-func startDaemon(cfg daemonConfig, clock Clock, opts ...daemonOption) (*daemon, error) {
+func startDaemon(cfg daemonConfig, clock clock.Clock, opts ...daemonOption) (*daemon, error) {
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := klipper.NewServer(klipper.Options{StatusInterval: time.Second, Logger: log})
@@ -331,7 +334,7 @@ func statuses(h []marketsim.StatusPost) []string {
 func terminalCount(h []marketsim.StatusPost) int {
 	n := 0
 	for _, p := range h {
-		if p.Status == StatusSuccess || p.Status == StatusFailure {
+		if p.Status == jobstatus.Success || p.Status == jobstatus.Failure {
 			n++
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 )
 
 func TestIndexRepairsAndIgnoresTornLines(t *testing.T) {
@@ -16,7 +18,7 @@ func TestIndexRepairsAndIgnoresTornLines(t *testing.T) {
 	for _, r := range []*record{
 		{ID: "job-1", State: Accepted},
 		{ID: "job-2", State: Succeeded},
-		{ID: "job-3", State: Failed, Pending: []pendingReport{{Seq: 1, Report: Report{Status: StatusFailure}}}},
+		{ID: "job-3", State: Failed, Pending: []pendingReport{{Seq: 1, Report: Report{Status: jobstatus.Failure}}}},
 	} {
 		if err := s.save(r); err != nil {
 			t.Fatal(err)

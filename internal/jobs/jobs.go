@@ -24,11 +24,11 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // State is where a job is in its life.
@@ -72,15 +72,6 @@ type Transition struct {
 	At    time.Time
 }
 
-// Status values of the marketplace's job-status call.
-const (
-	StatusProcessing = "processing"
-	StatusPrinting   = "printing"
-	StatusPaused     = "paused"
-	StatusSuccess    = "success"
-	StatusFailure    = "failure"
-)
-
 // Report is one job-status report for the marketplace.
 type Report struct {
 	Status  string `json:"status"`
@@ -111,7 +102,7 @@ type KeyMaterial struct {
 	FernetKey  string // URL-safe Base64, local jobs only
 }
 
-func (k KeyMaterial) String() string { return "[key material redacted]" }
+func (k KeyMaterial) String() string { return "key material " + redact.Marker }
 
 // Offer is a job as a marketplace poll announced it. Everything in it stays
 // in memory; only ID, PurchaseID, Name and CreatedAt reach the journal.
@@ -256,19 +247,3 @@ func checkID(id string) error {
 
 // VirtualName is the file name Klipper shows for a job.
 func VirtualName(jobID string) string { return "virtual_" + jobID + ".gcode" }
-
-// urlQuery matches the query string of a URL, which for a signed download
-// URL is a credential.
-var urlQuery = regexp.MustCompile(`(https?://[^\s?"']*)\?[^\s"']*`)
-
-// redact removes URL query strings from a message that may quote an error
-// from the HTTP client, and bounds its length.
-func redact(msg string) string {
-	msg = urlQuery.ReplaceAllString(msg, "$1?[redacted]")
-	msg = strings.ToValidUTF8(msg, "?")
-	const maxLen = 500
-	if len(msg) > maxLen {
-		msg = strings.ToValidUTF8(msg[:maxLen], "") + "…"
-	}
-	return msg
-}

@@ -3,6 +3,8 @@ package jobs
 import (
 	"context"
 	"fmt"
+
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 )
 
 // Following Klipper: the active print's progress and end, heartbeats, and
@@ -138,7 +140,7 @@ func (e *Engine) monitorLocked(st PrinterStatus) {
 		a.started = true
 		stopTimer(&e.startTimer)
 		if r.State == Paused {
-			_ = e.transition(r, Printing, "Resumed", &Report{Status: StatusPrinting, Message: progressMessage(st.Progress)})
+			_ = e.transition(r, Printing, "Resumed", &Report{Status: jobstatus.Printing, Message: progressMessage(st.Progress)})
 		}
 	case "paused":
 		a.started = true
@@ -148,7 +150,7 @@ func (e *Engine) monitorLocked(st PrinterStatus) {
 			if st.PrintMessage != "" {
 				msg += ": " + firstLine(st.PrintMessage)
 			}
-			_ = e.transition(r, Paused, msg, &Report{Status: StatusPaused, Message: msg})
+			_ = e.transition(r, Paused, msg, &Report{Status: jobstatus.Paused, Message: msg})
 		}
 	case "cancelled":
 		msg := "Cancelled on the printer"
@@ -197,7 +199,7 @@ func (e *Engine) onHeartbeat() {
 	}
 	r := e.recs[a.id]
 	if r.State == Printing && !a.lostConn {
-		e.progressLocked(r, StatusPrinting, progressMessage(r.Progress))
+		e.progressLocked(r, jobstatus.Printing, progressMessage(r.Progress))
 	}
 	e.hbTimer = e.clock.NewTimer(e.o.HeartbeatInterval)
 }

@@ -2,10 +2,12 @@ package jobs
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // The outbox is the set of pending reports in the job records. One sender
@@ -81,7 +83,7 @@ func (e *Engine) nextDueLocked(now time.Time) (id string, p pendingReport, wait 
 }
 
 func (e *Engine) runOutbox(ctx context.Context) {
-	var timer Timer
+	var timer clock.Timer
 	defer func() {
 		if timer != nil {
 			timer.Stop()
@@ -137,8 +139,8 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 		e.log.Debug("status report delivered", "job", id, "status", p.Report.Status)
 	case Rejected:
 		r.Pending = r.Pending[1:]
-		r.Rejected = append(r.Rejected, rejectedReport{Report: p.Report, Answer: redact(answer), At: e.clock.Now()})
-		e.log.Warn("marketplace refused a status report for good", "job", id, "status", p.Report.Status, "answer", redact(answer))
+		r.Rejected = append(r.Rejected, rejectedReport{Report: p.Report, Answer: redact.Message(answer), At: e.clock.Now()})
+		e.log.Warn("marketplace refused a status report for good", "job", id, "status", p.Report.Status, "answer", redact.Message(answer))
 	default:
 		h := &r.Pending[0]
 		h.Attempts++
@@ -150,10 +152,10 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 		}
 		var errText string
 		if err != nil {
-			errText = redact(err.Error())
+			errText = redact.Message(err.Error())
 		}
 		level("status report not delivered; will retry", "job", id, "status", p.Report.Status,
-			"attempt", h.Attempts, "retry_in", delay, "err", errText, "answer", redact(answer))
+			"attempt", h.Attempts, "retry_in", delay, "err", errText, "answer", redact.Message(answer))
 		e.broadcastLocked()
 		return // nothing to persist: retries restart promptly after a restart
 	}
@@ -170,12 +172,12 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 // server's Retry-After wins over both (capped by the client, with jitter).
 func (e *Engine) retryDelay(heartbeat bool, attempt int, err error) time.Duration {
 	if heartbeat {
-		return marketplace.AfterRetryAfter(err, backoff(e.o.RetryMin, e.o.RetryMax, attempt))
+		// ±20 % jitter so a fleet does not retry in lockstep.
+		return marketplace.AfterRetryAfter(err, backoff.Jitter(backoff.Exp(e.o.RetryMin, e.o.RetryMax, attempt), 0.2))
 	}
 	ceiling := min(e.o.RetryMin*8/5, e.o.RetryMax)
-	d := min(e.o.RetryMin<<min(attempt-1, 8), ceiling)
 	// Jitter over the upper half: a fleet spreads, none waits past d.
-	d = d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
+	d := backoff.Below(backoff.Exp(e.o.RetryMin, ceiling, attempt), 0.5)
 	return marketplace.AfterRetryAfter(err, d)
 }
 
@@ -204,18 +206,4 @@ func (e *Engine) MarketplaceBack() {
 	if due {
 		e.kickOutbox()
 	}
-}
-
-// backoff is min·2^(attempt-1), capped at max, with ±20 % jitter so a fleet
-// does not retry in lockstep.
-func backoff(min, max time.Duration, attempt int) time.Duration {
-	d := min
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	jitter := time.Duration(rand.Int64N(int64(d)/5*2+1)) - d/5
-	return d + jitter
 }

@@ -3,6 +3,8 @@ package jobs
 import (
 	"testing"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 )
 
 // Heartbeats back off to RetryMax; a report that changes the job's state
@@ -28,7 +30,7 @@ func TestRetryDelay(t *testing.T) {
 // the short cadence of state reports.
 func TestMarketplaceBackAndSupersededHeartbeat(t *testing.T) {
 	now := time.Now()
-	e := &Engine{o: Options{RetryMin: 5 * time.Second, RetryMax: 5 * time.Minute}, clock: SystemClock{},
+	e := &Engine{o: Options{RetryMin: 5 * time.Second, RetryMax: 5 * time.Minute}, clock: clock.System{},
 		outboxWake: make(chan struct{}, 1), recs: map[string]*record{}}
 	r := &record{}
 	r.ID = "job-1"

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
 )
 
@@ -111,7 +112,7 @@ func (e *Engine) downloadProgress(id string, percent int) {
 	if a == nil || a.id != id || r == nil || r.State != Downloading {
 		return
 	}
-	e.progressLocked(r, StatusProcessing, fmt.Sprintf("%s: %d%%", prepVerb(r), percent))
+	e.progressLocked(r, jobstatus.Processing, fmt.Sprintf("%s: %d%%", prepVerb(r), percent))
 	e.console(fmt.Sprintf("%s %s: %d%%", strings.ToLower(prepVerb(r)), displayName(r), percent))
 }
 
@@ -217,7 +218,7 @@ func (e *Engine) beginHandOff(a *activeJob, r *record, p *Prepared, stub []byte,
 	}
 	prior := snapshotRecord(r)
 	e.reserveStubLocked(r, stub)
-	if err := e.transition(r, Printing, "Printing: 0.0%", &Report{Status: StatusPrinting, Message: "Printing: 0.0%"}); err != nil {
+	if err := e.transition(r, Printing, "Printing: 0.0%", &Report{Status: jobstatus.Printing, Message: "Printing: 0.0%"}); err != nil {
 		e.requeueUnjournaledLocked(a, r, prior)
 		return h, false
 	}

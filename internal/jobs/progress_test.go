@@ -6,6 +6,7 @@ import (
 	"time"
 
 	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
 
@@ -55,6 +56,6 @@ func TestPrintSurvivesAReconnect(t *testing.T) {
 	before := len(w.sim.StatusHistory(id))
 	w.clock.Advance(time.Minute) // past the heartbeat interval
 	w.waitHistory(id, "a heartbeat after the reconnect", func(h []marketsim.StatusPost) bool {
-		return len(h) > before && h[len(h)-1].Status == StatusPrinting
+		return len(h) > before && h[len(h)-1].Status == jobstatus.Printing
 	})
 }

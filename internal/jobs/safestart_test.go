@@ -15,6 +15,7 @@ import (
 
 	. "github.com/lmnt-marketplace/lmntd/internal/jobs"
 	"github.com/lmnt-marketplace/lmntd/internal/jobs/adapters"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/klippercfg"
@@ -368,7 +369,7 @@ func TestDownloadProgressOnTheConsoleAndToTheMarketplace(t *testing.T) {
 		return len(h) > 0 && strings.HasPrefix(h[len(h)-1].Message, "Downloading: ") && h[len(h)-1].Message != "Downloading"
 	})
 	last := h[len(h)-1]
-	if last.Status != StatusProcessing {
+	if last.Status != jobstatus.Processing {
 		t.Fatalf("progress report %+v", last)
 	}
 	if pct, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(last.Message, "Downloading: "), "%")); err != nil || pct < 10 || pct > 50 {

@@ -1,7 +1,7 @@
 package jobs
 
 import (
-	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock/clocktest"
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
 
@@ -23,7 +25,7 @@ func TestStoreRoundTripAndCorruptRecord(t *testing.T) {
 		t.Fatalf("fresh store has %d records", len(recs))
 	}
 	r := &record{ID: "job-1", State: Printing, Seq: 3, Created: time.Unix(100, 0).UTC(),
-		Pending: []pendingReport{{Seq: 3, Report: Report{Status: StatusPrinting, Message: "Printing: 0.0%"}}}}
+		Pending: []pendingReport{{Seq: 3, Report: Report{Status: jobstatus.Printing, Message: "Printing: 0.0%"}}}}
 	if err := s.save(r); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func TestPruneKeepsNewestFinishedAndAllWithPendingReports(t *testing.T) {
 	for i, id := range []string{"a", "b", "c", "d"} {
 		r := &record{ID: id, State: Succeeded, Updated: base.Add(time.Duration(i) * time.Minute)}
 		if id == "a" {
-			r.Pending = []pendingReport{{Report: Report{Status: StatusSuccess}}}
+			r.Pending = []pendingReport{{Report: Report{Status: jobstatus.Success}}}
 		}
 		recs[id] = r
 		if err := s.save(r); err != nil {
@@ -90,45 +92,35 @@ func TestPruneKeepsNewestFinishedAndAllWithPendingReports(t *testing.T) {
 }
 
 func TestQueueReportCoalescesHeartbeats(t *testing.T) {
-	e := &Engine{clock: newFakeClock()}
+	e := &Engine{clock: clocktest.NewFake()}
 	r := &record{ID: "j", Seq: 1}
-	e.queueReportLocked(r, Report{Status: StatusPrinting, Message: "Printing: 0.0%"}, false)
+	e.queueReportLocked(r, Report{Status: jobstatus.Printing, Message: "Printing: 0.0%"}, false)
 	for i := 0; i < 20; i++ { // ten minutes offline
-		e.queueReportLocked(r, Report{Status: StatusPrinting, Message: "Printing: " + strings.Repeat("x", i)}, true)
+		e.queueReportLocked(r, Report{Status: jobstatus.Printing, Message: "Printing: " + strings.Repeat("x", i)}, true)
 	}
 	if len(r.Pending) != 2 || !r.Pending[1].Heartbeat || r.Pending[1].Report.Message != "Printing: "+strings.Repeat("x", 19) {
 		t.Fatalf("pending after heartbeats = %+v", r.Pending)
 	}
-	e.queueReportLocked(r, Report{Status: StatusSuccess}, false)
-	if len(r.Pending) != 2 || r.Pending[0].Report.Message != "Printing: 0.0%" || r.Pending[1].Report.Status != StatusSuccess {
+	e.queueReportLocked(r, Report{Status: jobstatus.Success}, false)
+	if len(r.Pending) != 2 || r.Pending[0].Report.Message != "Printing: 0.0%" || r.Pending[1].Report.Status != jobstatus.Success {
 		t.Fatalf("a final report must supersede pending heartbeats, got %+v", r.Pending)
 	}
 }
 
 func TestBackoffBounds(t *testing.T) {
 	min, max := 5*time.Second, 5*time.Minute
+	e := &Engine{o: Options{RetryMin: min, RetryMax: max}}
 	for attempt := 1; attempt <= 20; attempt++ {
 		want := min << (attempt - 1)
 		if attempt > 7 || want > max {
 			want = max
 		}
 		for i := 0; i < 50; i++ {
-			d := backoff(min, max, attempt)
+			d := e.retryDelay(true, attempt, nil)
 			if d < want*8/10 || d > want*12/10 {
 				t.Fatalf("attempt %d: backoff %v outside %v ±20%%", attempt, d, want)
 			}
 		}
-	}
-}
-
-func TestRedactRemovesURLQueries(t *testing.T) {
-	in := `Get "https://storage.example/bucket/f.bin?X-Goog-Signature=abc&X-Goog-Credential=x": EOF`
-	out := redact(in)
-	if strings.Contains(out, "Signature") || strings.Contains(out, "Credential") || !strings.Contains(out, "https://storage.example/bucket/f.bin?[redacted]") {
-		t.Fatalf("redact(%q) = %q", in, out)
-	}
-	if got := redact(string(bytes.Repeat([]byte("é"), 400))); len(got) > 510 || !strings.HasSuffix(got, "…") {
-		t.Fatalf("long message not bounded: %d bytes", len(got))
 	}
 }
 
@@ -159,3 +151,5 @@ func TestRunLowPriorityLowersThreadPriority(t *testing.T) {
 		t.Errorf("the calling thread was lowered too")
 	}
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
 	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/internal/testhook"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
@@ -286,7 +287,7 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 
 	var wg sync.WaitGroup
 	var serveErr error
-	backoff := 5 * time.Millisecond
+	acceptRetry := backoff.Backoff{Min: 5 * time.Millisecond, Max: time.Second}
 	for {
 		uc, err := l.AcceptUnix()
 		if err != nil {
@@ -295,18 +296,18 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			}
 			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) {
 				// Out of descriptors or memory: wait, do not spin.
-				s.log.Warn("bridge accept failed, retrying", "err", err, "backoff", backoff)
+				wait := acceptRetry.Next()
+				s.log.Warn("bridge accept failed, retrying", "err", err, "backoff", wait)
 				select {
-				case <-time.After(backoff):
+				case <-time.After(wait):
 				case <-ctx.Done():
 				}
-				backoff = min(2*backoff, time.Second)
 				continue
 			}
 			serveErr = fmt.Errorf("klipper: accept: %w", err)
 			break
 		}
-		backoff = 5 * time.Millisecond
+		acceptRetry.Reset()
 		c := &conn{s: s, uc: uc, pending: make(map[string]*pendingRequest), done: make(chan struct{})}
 		s.mu.Lock()
 		s.conns[c] = struct{}{}

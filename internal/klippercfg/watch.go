@@ -3,22 +3,23 @@ package klippercfg
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/lmnt-marketplace/lmntd/internal/dirwatch"
 )
 
 // WatchOptions tunes Watch.
 type WatchOptions struct {
 	Check CheckOptions
 	// Debounce is how long the tree must be quiet before it is re-read
-	// (editors and SAVE_CONFIG write in several steps); 0 means 250ms.
+	// (editors and SAVE_CONFIG write in several steps); 0 means
+	// dirwatch.DefaultDebounce (250ms).
 	Debounce time.Duration
 	// Logger receives watch problems; nil discards.
 	Logger *slog.Logger
@@ -28,13 +29,11 @@ type WatchOptions struct {
 // files is written in place, replaced by rename, or deleted and recreated,
 // and whenever a file appears that an include glob would match.
 type Watcher struct {
-	path     string
-	opts     WatchOptions
-	log      *slog.Logger
-	fw       *fsnotify.Watcher
-	reports  chan *Report
-	done     chan struct{}
-	watching map[string]bool
+	path    string
+	opts    WatchOptions
+	dw      *dirwatch.Watcher
+	reports chan *Report
+	done    chan struct{}
 
 	mu     sync.Mutex
 	latest *Report
@@ -42,7 +41,6 @@ type Watcher struct {
 	// relevant names and patterns of the current tree
 	files    map[string]bool
 	patterns []string
-	missing  []string
 }
 
 // Watch checks path at once and then on every change until ctx ends. The
@@ -51,23 +49,18 @@ func Watch(ctx context.Context, path string, opts WatchOptions) (*Watcher, error
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
-	if opts.Debounce <= 0 {
-		opts.Debounce = 250 * time.Millisecond
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	fw, err := fsnotify.NewWatcher()
+	w := &Watcher{path: path, opts: opts, reports: make(chan *Report, 1), done: make(chan struct{})}
+	dw, err := dirwatch.New(dirwatch.Options{Debounce: opts.Debounce, Relevant: w.relevant, What: "Klipper config", Logger: opts.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("klippercfg: watching %s: %w", path, err)
+		return nil, fmt.Errorf("klippercfg: %w", err)
 	}
-	w := &Watcher{
-		path: path, opts: opts, log: log, fw: fw,
-		reports: make(chan *Report, 1), done: make(chan struct{}), watching: map[string]bool{},
-	}
+	w.dw = dw
 	w.evaluate(true)
-	go w.loop(ctx)
+	go func() {
+		defer close(w.done)
+		defer close(w.reports)
+		dw.Run(ctx, func() { w.evaluate(false) })
+	}()
 	return w, nil
 }
 
@@ -85,44 +78,9 @@ func (w *Watcher) Latest() *Report {
 // Wait blocks until the watch has ended (after ctx was cancelled).
 func (w *Watcher) Wait() { <-w.done }
 
-func (w *Watcher) loop(ctx context.Context) {
-	defer close(w.done)
-	defer close(w.reports)
-	defer w.fw.Close()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-w.fw.Events:
-			if !ok {
-				return
-			}
-			if ev.Op != fsnotify.Chmod && w.relevant(filepath.Clean(ev.Name)) {
-				timer.Reset(w.opts.Debounce)
-			}
-		case err, ok := <-w.fw.Errors:
-			if !ok {
-				return
-			}
-			w.log.Warn("printer.cfg watch error; re-reading", "error", err)
-			timer.Reset(w.opts.Debounce)
-		case <-timer.C:
-			if w.evaluate(false) {
-				// Files in a newly watched directory may have changed
-				// between reading them and adding the watch: look again.
-				timer.Reset(w.opts.Debounce)
-			}
-		}
-	}
-}
-
 // evaluate re-reads the tree, delivers the report if anything changed and
-// moves the watches to the directories of the new tree. It reports whether a
-// directory was newly watched.
-func (w *Watcher) evaluate(first bool) (addedDirs bool) {
+// moves the watches to the directories of the new tree.
+func (w *Watcher) evaluate(first bool) {
 	cfg := Parse(w.path)
 	report := Check(cfg, w.opts.Check)
 	fp := cfg.fingerprint()
@@ -143,46 +101,12 @@ func (w *Watcher) evaluate(first bool) (addedDirs bool) {
 			}
 		}
 	}
-	// A directory that does not exist yet is watched through its nearest
-	// existing ancestor, so its creation is noticed.
-	var missing []string
-	want := map[string]bool{}
-	for d := range dirs {
-		existing := d
-		for {
-			if st, err := os.Stat(existing); err == nil && st.IsDir() {
-				break
-			}
-			parent := filepath.Dir(existing)
-			if parent == existing {
-				break
-			}
-			existing = parent
-		}
-		if existing != d {
-			missing = append(missing, d)
-		}
-		want[existing] = true
-	}
-	for d := range want {
-		if err := w.fw.Add(d); err != nil {
-			w.log.Warn("cannot watch directory of the Klipper config", "dir", d, "error", err)
-			continue
-		}
-		if !w.watching[d] {
-			w.watching[d] = true
-			addedDirs = !first
-		}
-	}
-	for d := range w.watching {
-		if !want[d] {
-			_ = w.fw.Remove(d) // already gone if the directory was deleted
-			delete(w.watching, d)
-		}
-	}
+	w.mu.Lock()
+	w.files, w.patterns = files, patterns
+	w.mu.Unlock()
+	w.dw.Watch(slices.Collect(maps.Keys(dirs)))
 
 	w.mu.Lock()
-	w.files, w.patterns, w.missing = files, patterns, missing
 	changed := first || fp != w.last
 	w.last = fp
 	if changed {
@@ -196,10 +120,10 @@ func (w *Watcher) evaluate(first bool) (addedDirs bool) {
 		}
 		w.reports <- report
 	}
-	return addedDirs
 }
 
-// relevant reports whether an event on name can change the result.
+// relevant reports whether an event on name can change the result (dirwatch
+// adds the directories on the way to a missing one).
 func (w *Watcher) relevant(name string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -212,11 +136,6 @@ func (w *Watcher) relevant(name string) bool {
 		}
 		// A directory on the way to an include pattern (e.g. macros/ created).
 		if strings.HasPrefix(p, name+string(filepath.Separator)) {
-			return true
-		}
-	}
-	for _, m := range w.missing {
-		if m == name || strings.HasPrefix(m, name+string(filepath.Separator)) {
 			return true
 		}
 	}

@@ -8,6 +8,10 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // Token returns the current printer token and whether there is one.
@@ -208,7 +212,7 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 	if o.RetryMax <= 0 {
 		o.RetryMax = time.Hour
 	}
-	bo := backoff{min: o.RetryMin, max: o.RetryMax}
+	bo := backoff.Backoff{Min: o.RetryMin, Max: o.RetryMax}
 	justRefreshed := false
 	for {
 		tok, err := c.currentToken()
@@ -225,7 +229,7 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 		}
 		if !due {
 			justRefreshed = false
-			if err := sleep(ctx, c.clock, wait); err != nil {
+			if err := clock.Sleep(ctx, c.clock, wait); err != nil {
 				return err
 			}
 			continue
@@ -234,14 +238,14 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 			if errors.Is(err, ErrPairingLost) || ctx.Err() != nil {
 				return err
 			}
-			d := AfterRetryAfter(err, jitter(bo.next(), 0.2))
+			d := AfterRetryAfter(err, backoff.Jitter(bo.Next(), 0.2))
 			c.log.Warn("marketplace: token refresh failed, retrying", "in", d, "err", err)
-			if err := sleep(ctx, c.clock, d); err != nil {
+			if err := clock.Sleep(ctx, c.clock, d); err != nil {
 				return err
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		justRefreshed = true
 	}
 }
@@ -266,7 +270,7 @@ func (c *Client) authedDo(ctx context.Context, client *http.Client, build func(t
 				c.noteUnreachable()
 			}
 			c.transportFailed(ctx, err)
-			return nil, fmt.Errorf("marketplace: %s %s: %w", req.Method, redactURL(req.URL), redactErr(err))
+			return nil, fmt.Errorf("marketplace: %s %s: %w", req.Method, redact.URL(req.URL), redact.Error(err))
 		}
 		c.noteAnswer(resp.StatusCode)
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {

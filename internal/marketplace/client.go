@@ -27,6 +27,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // Profile selects the era of the marketplace API the client speaks.
@@ -86,7 +89,7 @@ type Options struct {
 	UserAgent        string // "" ⇒ "lmntd"
 
 	Logger *slog.Logger // nil ⇒ discard
-	Clock  Clock        // nil ⇒ the real clock
+	Clock  clock.Clock  // nil ⇒ the real clock
 
 	// Transport replaces the default transport (tests). Its TLS settings
 	// must verify: an InsecureSkipVerify transport is refused.
@@ -127,7 +130,7 @@ var RequestErrorClasses = []string{ErrorNetwork, ErrorTimeout, ErrorAuth, ErrorR
 type Client struct {
 	opts      Options
 	log       *slog.Logger
-	clock     Clock
+	clock     clock.Clock
 	base      *url.URL
 	cws       *url.URL
 	pushBase  *url.URL
@@ -235,7 +238,7 @@ func New(opts Options) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if c.clock == nil {
-		c.clock = realClock{}
+		c.clock = clock.System{}
 	}
 	var err error
 	if c.base, err = c.parseOrigin("base_url", opts.BaseURL); err != nil {
@@ -288,10 +291,10 @@ func (c *Client) BaseURL() string { return c.base.String() }
 func (c *Client) parseOrigin(what, raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimRight(raw, "/"))
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("marketplace: %s %q is not an absolute URL", what, redactURLString(raw))
+		return nil, fmt.Errorf("marketplace: %s %q is not an absolute URL", what, redact.URLString(raw))
 	}
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("marketplace: %s %q must not carry credentials, a query or a fragment", what, redactURLString(raw))
+		return nil, fmt.Errorf("marketplace: %s %q must not carry credentials, a query or a fragment", what, redact.URLString(raw))
 	}
 	if err := c.checkScheme(u); err != nil {
 		return nil, fmt.Errorf("marketplace: %s: %w", what, err)
@@ -464,11 +467,11 @@ func (c *Client) do(req *http.Request, out any) error {
 			c.noteUnreachable()
 		}
 		c.transportFailed(req.Context(), err)
-		c.log.Debug("marketplace request failed", "method", req.Method, "url", redactURL(req.URL), "err", redactErr(err))
-		return fmt.Errorf("marketplace: %s %s: %w", req.Method, redactURL(req.URL), redactErr(err))
+		c.log.Debug("marketplace request failed", "method", req.Method, "url", redact.URL(req.URL), "err", redact.Error(err))
+		return fmt.Errorf("marketplace: %s %s: %w", req.Method, redact.URL(req.URL), redact.Error(err))
 	}
 	defer drainAndClose(resp.Body)
-	c.log.Debug("marketplace request", "method", req.Method, "url", redactURL(req.URL), "status", resp.StatusCode, "took", c.clock.Now().Sub(start))
+	c.log.Debug("marketplace request", "method", req.Method, "url", redact.URL(req.URL), "status", resp.StatusCode, "took", c.clock.Now().Sub(start))
 	if req.URL.Host == c.base.Host {
 		c.noteAnswer(resp.StatusCode)
 	}
@@ -529,7 +532,7 @@ func decodeJSON(req *http.Request, resp *http.Response, out any) error {
 	}
 	dec := json.NewDecoder(io.LimitReader(resp.Body, maxJSONBody))
 	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("%w: %s %s: decoding JSON: %v", ErrBadResponse, req.Method, redactURL(req.URL), err)
+		return fmt.Errorf("%w: %s %s: decoding JSON: %v", ErrBadResponse, req.Method, redact.URL(req.URL), err)
 	}
 	return nil
 }
@@ -550,7 +553,7 @@ const maxDrain = 256 << 10
 // 429 and 503.
 func (c *Client) readHTTPError(req *http.Request, resp *http.Response) *HTTPError {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	he := &HTTPError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+	he := &HTTPError{Method: req.Method, URL: redact.URL(req.URL), StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(b))}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), c.clock.Now()); ok {
 			he.RetryAfter = min(d, c.opts.MaxRetryAfter)

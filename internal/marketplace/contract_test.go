@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/testutil"
@@ -225,9 +226,9 @@ func TestPollDownloadDecryptStatusBothProfiles(t *testing.T) {
 			id := jobs[0].ID
 			filament, printDur, total := 1234.5, 3600.0, 3700.0
 			for _, r := range []marketplace.StatusReport{
-				{Status: marketplace.StatusProcessing},
-				{Status: marketplace.StatusPrinting, Message: "Printing: 42.0%"},
-				{Status: marketplace.StatusSuccess, FilamentUsed: &filament, PrintDuration: &printDur, TotalDuration: &total},
+				{Status: jobstatus.Processing},
+				{Status: jobstatus.Printing, Message: "Printing: 42.0%"},
+				{Status: jobstatus.Success, FilamentUsed: &filament, PrintDuration: &printDur, TotalDuration: &total},
 			} {
 				if res := e.client.PostJobStatus(ctx, id, r); res.Outcome != marketplace.Accepted {
 					t.Fatalf("%s: %v %v", r.Status, res.Outcome, res.Err)

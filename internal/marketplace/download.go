@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // Download errors. Every failure of the body surfaces as an error from
@@ -315,7 +317,7 @@ func (c *Client) downloadOnce(ctx context.Context, jobID, downloadURL string) (*
 		return fail(fmt.Errorf("%w (job %s)", ErrUnframedBody, jobID))
 	}
 	idle.disarm()
-	c.log.Info("marketplace: download started", "job", jobID, "url", redactURL(target), "via_proxy", viaProxy, "size", resp.ContentLength)
+	c.log.Info("marketplace: download started", "job", jobID, "url", redact.URL(target), "via_proxy", viaProxy, "size", resp.ContentLength)
 	body := &guardedBody{
 		body: resp.Body, want: resp.ContentLength, limit: c.opts.MaxDownloadBytes,
 		idle: idle, cancel: cancel, ctx: dctx, jobID: jobID, closeIdle: closeIdle,
@@ -366,7 +368,7 @@ func (c *Client) fetch(ctx context.Context, hc *http.Client, target *url.URL) (*
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, req, fmt.Errorf("marketplace: GET %s: %w", redactURL(target), redactErr(err))
+		return nil, req, fmt.Errorf("marketplace: GET %s: %w", redact.URL(target), redact.Error(err))
 	}
 	return resp, req, nil
 }
@@ -432,7 +434,7 @@ func (g *guardedBody) Read(p []byte) (int, error) {
 	case errors.Is(g.ctx.Err(), context.DeadlineExceeded):
 		g.err = fmt.Errorf("%w: job %s: total download timeout after %d bytes", ErrTruncated, g.jobID, g.n)
 	default:
-		g.err = fmt.Errorf("%w: job %s after %d bytes: %v", ErrTruncated, g.jobID, g.n, redactErr(err))
+		g.err = fmt.Errorf("%w: job %s after %d bytes: %v", ErrTruncated, g.jobID, g.n, redact.Error(err))
 	}
 	return n, g.err
 }

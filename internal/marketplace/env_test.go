@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
@@ -238,11 +239,11 @@ type scaledClock struct {
 
 func (c *scaledClock) Now() time.Time { return time.Now() }
 
-func (c *scaledClock) After(d time.Duration) <-chan time.Time {
+func (c *scaledClock) NewTimer(d time.Duration) clock.Timer {
 	c.mu.Lock()
 	c.waits = append(c.waits, d)
 	c.mu.Unlock()
-	return time.After(time.Duration(float64(d) / c.scale))
+	return clock.System{}.NewTimer(time.Duration(float64(d) / c.scale))
 }
 
 func (c *scaledClock) recorded() []time.Duration {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 )
@@ -360,7 +361,7 @@ func TestJobStatusOutcomes(t *testing.T) {
 	e.pair()
 	id := e.createJob([]byte("G28\n"), marketsim.DownloadGCS)
 	post := func() marketplace.StatusResult {
-		return e.client.PostJobStatus(ctxT(t), id, marketplace.StatusReport{Status: marketplace.StatusProcessing})
+		return e.client.PostJobStatus(ctxT(t), id, marketplace.StatusReport{Status: jobstatus.Processing})
 	}
 	for _, c := range []struct {
 		fault marketsim.Fault

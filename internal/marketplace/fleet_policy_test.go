@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 )
 
@@ -265,7 +266,7 @@ func TestCallsReuseOneConnection(t *testing.T) {
 	}
 }
 
-// manualClock has a settable Now (After is real time).
+// manualClock has a settable Now (its timers run in real time).
 type manualClock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -276,7 +277,7 @@ func (m *manualClock) Now() time.Time {
 	defer m.mu.Unlock()
 	return m.now
 }
-func (m *manualClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+func (m *manualClock) NewTimer(d time.Duration) clock.Timer { return clock.System{}.NewTimer(d) }
 func (m *manualClock) advance(d time.Duration) {
 	m.mu.Lock()
 	m.now = m.now.Add(d)

@@ -6,26 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"testing"
 )
-
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"https://storage.example/b/o.enc?X-Goog-Signature=abc": "https://storage.example/b/o.enc?REDACTED",
-		"https://user:pw@api.example/x":                        "https://api.example/x",
-		"https://api.example/api/poll":                         "https://api.example/api/poll",
-		"::bad?sig=1":                                          "::bad?REDACTED",
-	} {
-		if got := redactURLString(in); got != want {
-			t.Errorf("%s ⇒ %s, want %s", in, got, want)
-		}
-	}
-	err := redactErr(&url.Error{Op: "Get", URL: "https://s.example/o?sig=secret", Err: errors.New("boom")})
-	if strings.Contains(err.Error(), "secret") {
-		t.Fatalf("error leaks the query: %v", err)
-	}
-}
 
 // Go forwards Authorization on redirects to subdomains; the client forwards
 // it only to the exact marketplace origin.
@@ -56,20 +38,6 @@ func TestRedirectKeepsTokenOnOriginOnly(t *testing.T) {
 	}
 	if err := c.checkRedirect(req, make([]*http.Request, 5)); err == nil {
 		t.Fatal("sixth redirect followed")
-	}
-}
-
-func TestBackoffDoublesToCap(t *testing.T) {
-	b := backoff{min: 5, max: 300}
-	var got []int
-	for i := 0; i < 8; i++ {
-		got = append(got, int(b.next()))
-	}
-	want := []int{5, 10, 20, 40, 80, 160, 300, 300}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("%v, want %v", got, want)
-		}
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 )
 
 // PrinterInfo describes the printer to the marketplace.
@@ -145,7 +147,7 @@ func (c *Client) WaitForApproval(ctx context.Context, sessionID string, interval
 		case err != nil:
 			c.log.Warn("marketplace: pairing status check failed", "err", err)
 		}
-		if err := sleep(ctx, c.clock, interval); err != nil {
+		if err := clock.Sleep(ctx, c.clock, interval); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
 )
 
 // Poll timing defaults. A fleet of 10 000 printers with a healthy push
@@ -146,7 +148,7 @@ func (p *Poller) interval() time.Duration {
 
 // spread draws a wait from [(1-Jitter)·d, (1+Jitter)·d].
 func (p *Poller) spread(d time.Duration) time.Duration {
-	return time.Duration((1 - p.o.Jitter + 2*p.o.Jitter*p.o.Rand()) * float64(d))
+	return backoff.Spread(d, p.o.Jitter, p.o.Rand())
 }
 
 // PollOnce polls now and returns the jobs not present in the previous
@@ -209,9 +211,9 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 	case <-p.health: // a change before Run: interval() reads the state anyway
 	default:
 	}
-	clock := p.c.clock
-	bo := backoff{min: 5 * time.Second, max: p.o.MaxBackoff}
-	now := clock.Now()
+	clk := p.c.clock
+	bo := backoff.Backoff{Min: 5 * time.Second, Max: p.o.MaxBackoff}
+	now := clk.Now()
 	tokens := bucket{tokens: float64(p.o.Burst), at: now, burst: float64(p.o.Burst), refill: p.o.Refill}
 	// The first poll: anywhere within the interval.
 	next := now.Add(time.Duration(p.o.Rand() * float64(p.o.Interval)))
@@ -227,7 +229,7 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 		// Wait for next, a trigger, a change of push health or the
 		// marketplace coming back.
 		for {
-			now = clock.Now()
+			now = clk.Now()
 			at := next
 			if pending && !failing {
 				t := tokens.readyAt(now)
@@ -244,15 +246,17 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 				break
 			}
 			fired := false
+			timer := clk.NewTimer(at.Sub(now))
 			select {
 			case <-ctx.Done():
+				timer.Stop()
 				return ctx.Err()
-			case <-clock.After(at.Sub(now)):
+			case <-timer.C():
 				fired = true
 			case <-p.trigger:
 				pending = true
 			case <-p.health:
-				now = clock.Now()
+				now = clk.Now()
 				switch {
 				case failing && p.pushHealthy():
 					// A working push stream ends the error backoff.
@@ -264,14 +268,15 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 			case <-recovered:
 				recovered = p.c.Recovered()
 				if failing {
-					next, failing = later(clock.Now(), notBefore), false
+					next, failing = later(clk.Now(), notBefore), false
 				}
 			}
+			timer.Stop()
 			if fired {
 				break
 			}
 		}
-		now = clock.Now()
+		now = clk.Now()
 		if triggered {
 			tokens.fill(now)
 			tokens.tokens--
@@ -283,22 +288,21 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 		// the backoff.
 		recovered = p.c.Recovered()
 		jobs, err := p.PollOnce(ctx)
-		now = clock.Now()
+		now = clk.Now()
 		switch {
 		case errors.Is(err, ErrPairingLost), errors.Is(err, ErrNotPaired):
 			return err
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
 		case err != nil:
-			d := bo.next()
-			wait := AfterRetryAfter(err, d+time.Duration((p.o.Rand()*2-1)*0.2*float64(d)))
+			wait := AfterRetryAfter(err, backoff.Spread(bo.Next(), 0.2, p.o.Rand()))
 			if ra, ok := RetryAfter(err); ok {
 				notBefore = now.Add(ra)
 			}
 			next, failing = now.Add(wait), true
 			p.c.log.Warn("marketplace: poll failed, backing off", "retry_in", wait, "err", err)
 		default:
-			bo.reset()
+			bo.Reset()
 			next, failing, notBefore = now.Add(p.spread(p.interval())), false, time.Time{}
 			if len(jobs) > 0 {
 				p.c.log.Info("marketplace: new jobs", "count", len(jobs))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // ProbeProfile asks the marketplace once which API era it speaks, for
@@ -21,7 +23,7 @@ func (c *Client) ProbeProfile(ctx context.Context) (Profile, string, error) {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return "", "", fmt.Errorf("marketplace: probing %s: %w", redactURL(u), redactErr(err))
+		return "", "", fmt.Errorf("marketplace: probing %s: %w", redact.URL(u), redact.Error(err))
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()
@@ -29,7 +31,7 @@ func (c *Client) ProbeProfile(ctx context.Context) (Profile, string, error) {
 	case resp.StatusCode == http.StatusNotFound:
 		return ProfileLegacy, fmt.Sprintf("GET %s answered 404: no current-profile API there", u.Path), nil
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-		return "", "", fmt.Errorf("marketplace: probing %s: HTTP %d says nothing about the API era", redactURL(u), resp.StatusCode)
+		return "", "", fmt.Errorf("marketplace: probing %s: HTTP %d says nothing about the API era", redact.URL(u), resp.StatusCode)
 	}
 	return ProfileCurrent, fmt.Sprintf("GET %s answered %d: the current-profile API is there", u.Path, resp.StatusCode), nil
 }

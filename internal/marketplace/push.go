@@ -11,6 +11,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
+	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
 // PushOptions tune the push stream. Zero values take the defaults.
@@ -71,7 +75,7 @@ func (c *Client) RunPush(ctx context.Context, o PushOptions, onChange func()) er
 	if o.OnHealth != nil {
 		health = o.OnHealth
 	}
-	bo := backoff{min: o.RetryMin, max: o.RetryMax}
+	bo := backoff.Backoff{Min: o.RetryMin, Max: o.RetryMax}
 	s := pushSession{lastQueue: emptyQueue, onChange: onChange, onConnect: func() {
 		health(true)
 		// The stream's host answered: the marketplace side is back.
@@ -89,15 +93,15 @@ func (c *Client) RunPush(ctx context.Context, o PushOptions, onChange func()) er
 			return ctx.Err()
 		}
 		if c.clock.Now().Sub(start) >= o.StableAfter {
-			bo.reset() // the stream held; a fresh failure starts short
+			bo.Reset() // the stream held; a fresh failure starts short
 		}
 		if err == nil {
 			c.log.Debug("marketplace: push stream recycled")
 			continue
 		}
-		d := AfterRetryAfter(err, jitter(bo.next(), 0.2))
+		d := AfterRetryAfter(err, backoff.Jitter(bo.Next(), 0.2))
 		c.log.Info("marketplace: push stream down, reconnecting", "in", d, "err", err)
-		if err := sleep(ctx, c.clock, d); err != nil {
+		if err := clock.Sleep(ctx, c.clock, d); err != nil {
 			return err
 		}
 	}
@@ -171,7 +175,7 @@ func (c *Client) streamOnce(ctx context.Context, raw string, o PushOptions, s *p
 		if idle.fired() {
 			return ErrStreamStalled
 		}
-		return fmt.Errorf("marketplace: push stream: %w", redactErr(err))
+		return fmt.Errorf("marketplace: push stream: %w", redact.Error(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -215,7 +219,7 @@ func (c *Client) streamOnce(ctx context.Context, raw string, o PushOptions, s *p
 	case idle.fired():
 		return ErrStreamStalled
 	case sc.Err() != nil:
-		return fmt.Errorf("marketplace: push stream: %w", redactErr(sc.Err()))
+		return fmt.Errorf("marketplace: push stream: %w", redact.Error(sc.Err()))
 	}
 	return errors.New("marketplace: push stream ended by server")
 }

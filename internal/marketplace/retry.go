@@ -3,12 +3,14 @@ package marketplace
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/backoff"
+	"github.com/lmnt-marketplace/lmntd/internal/clock"
 )
 
 // DefaultMaxRetryAfter caps how long a server's Retry-After can park a
@@ -52,12 +54,12 @@ func RetryAfter(err error) (time.Duration, bool) {
 // own backoff and the server's Retry-After, the latter plus up to 10 %
 // jitter (never earlier than asked, and a fleet told the same date does
 // not come back in the same second).
-func AfterRetryAfter(err error, backoff time.Duration) time.Duration {
+func AfterRetryAfter(err error, wait time.Duration) time.Duration {
 	ra, ok := RetryAfter(err)
 	if !ok {
-		return backoff
+		return wait
 	}
-	return max(backoff, ra+time.Duration(rand.Float64()*float64(ra)/10))
+	return max(wait, backoff.Above(ra, 0.1))
 }
 
 // reachability tells whether the marketplace answered lately. Loops in
@@ -134,7 +136,7 @@ const maxDownloadBusyWait = 10 * time.Minute
 // most maxDownloadBusyWait in all: a busy marketplace delays a job, it
 // does not fail it.
 func (c *Client) Download(ctx context.Context, jobID, downloadURL string) (*Download, error) {
-	bo := backoff{min: 5 * time.Second, max: 2 * time.Minute}
+	bo := backoff.Backoff{Min: 5 * time.Second, Max: 2 * time.Minute}
 	var waited time.Duration
 	for {
 		d, err := c.downloadOnce(ctx, jobID, downloadURL)
@@ -142,13 +144,13 @@ func (c *Client) Download(ctx context.Context, jobID, downloadURL string) (*Down
 		if code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
 			return d, err
 		}
-		wait := AfterRetryAfter(err, jitter(bo.next(), 0.2))
+		wait := AfterRetryAfter(err, backoff.Jitter(bo.Next(), 0.2))
 		if waited+wait > maxDownloadBusyWait {
 			return nil, err
 		}
 		waited += wait
 		c.log.Info("marketplace: download refused for now, retrying", "job", jobID, "in", wait, "err", err)
-		if err := sleep(ctx, c.clock, wait); err != nil {
+		if err := clock.Sleep(ctx, c.clock, wait); err != nil {
 			return nil, err
 		}
 	}

@@ -8,15 +8,6 @@ import (
 	"net/url"
 )
 
-// Job status values of the contract.
-const (
-	StatusProcessing = "processing"
-	StatusPrinting   = "printing"
-	StatusPaused     = "paused"
-	StatusSuccess    = "success"
-	StatusFailure    = "failure"
-)
-
 // StatusReport is one job-status post. Stats go only with the current
 // profile (legacy accepts status and message).
 type StatusReport struct {

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 )
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -435,8 +437,6 @@ func serveBody(w http.ResponseWriter, r *http.Request, data []byte) {
 	_, _ = w.Write(data)
 }
 
-var validStatuses = []string{"processing", "printing", "paused", "success", "failure"}
-
 func (s *Server) handleJobStatus(profile string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -456,14 +456,14 @@ func (s *Server) handleJobStatus(profile string) http.HandlerFunc {
 		if !ok || !decodeBody(w, r, &req) {
 			return
 		}
-		if !slices.Contains(validStatuses, req.Status) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("status %q is not one of %v", req.Status, validStatuses))
+		if !slices.Contains(jobstatus.All(), req.Status) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("status %q is not one of %v", req.Status, jobstatus.All()))
 			return
 		}
 		j.history = append(j.history, StatusPost{Status: req.Status, Message: req.Message, FilamentUsed: req.FilamentUsed,
 			PrintDuration: req.PrintDuration, TotalDuration: req.TotalDuration, Profile: profile, At: s.o.Now().UTC()})
 		j.status = req.Status
-		if req.Status == "success" || req.Status == "failure" {
+		if jobstatus.Final(req.Status) {
 			// A finished job leaves the queue.
 			p.queue = slices.DeleteFunc(p.queue, func(id string) bool { return id == j.id })
 			s.notifyLocked(p)

@@ -72,30 +72,12 @@ func (d Dir) Write(rel string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	// The temporary name does not end in .gcode: Moonraker ignores it.
-	tmp, err := os.CreateTemp(d.Path(), ".stub-*.tmp")
-	if err != nil {
-		return fmt.Errorf("mdstub: %w", err)
-	}
-	fail := func(err error) error {
-		tmp.Close()
-		os.Remove(tmp.Name())
+	// The temporary name (.<name>.tmp-…) neither ends in .gcode nor is
+	// visible: Moonraker ignores it.
+	if err := atomicfile.WriteWith(path, data, atomicfile.Mode(0o644)); err != nil {
 		return fmt.Errorf("mdstub: writing %s: %w", rel, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fail(err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("mdstub: writing %s: %w", rel, err)
-	}
-	return atomicfile.SyncDir(d.Path())
+	return nil
 }
 
 // Remove deletes a stub; a stub already gone is no error.

@@ -188,7 +188,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) { m.set.WritePrometheus(w) }
 func (m *Metrics) WriteTextfile(path string) error {
 	var b bytes.Buffer
 	m.WritePrometheus(&b)
-	if err := atomicfile.WriteMode(path, b.Bytes(), 0o644); err != nil {
+	if err := atomicfile.WriteWith(path, b.Bytes(), atomicfile.Mode(0o644)); err != nil {
 		return fmt.Errorf("metrics.textfile %s: %w", path, err)
 	}
 	return nil

@@ -5,18 +5,18 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lmnt-marketplace/lmntd/internal/atomicfile"
 )
 
 // aclXattr holds a file's access ACL.
 const aclXattr = "system.posix_acl_access"
 
-// writeFileLike replaces path atomically (temp file in the same directory,
-// fsync, rename, directory fsync) with the mode, owner and access ACL of the
+// writeFileLike replaces path durably (atomicfile) with the mode, owner and access ACL of the
 // file like, so a printer.cfg owned by the Klipper user stays the user's,
 // and stays readable by whoever could read it. When like does not exist the
 // file is root's, mode 0644.
@@ -55,46 +55,18 @@ func getXattr(path, name string) ([]byte, error) {
 	}
 }
 
-func writeFileAtomic(path string, data []byte, mode fs.FileMode, uid, gid int, acl []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".lmntd-*")
-	if err != nil {
-		return fmt.Errorf("setup: writing %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("setup: writing %s: %w", path, err)
-	}
-	if err = tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("setup: writing %s: %w", path, err)
-	}
+// writeFileAtomic replaces path durably with data, mode, owner (uid -1:
+// root's, as lmnt setup runs) and access ACL (nil: none).
+func writeFileAtomic(path string, data []byte, mode fs.FileMode, uid, gid int, acl []byte) error {
+	opts := []atomicfile.Option{atomicfile.Mode(mode)}
 	if uid >= 0 {
-		if err = tmp.Chown(uid, gid); err != nil {
-			return fmt.Errorf("setup: writing %s: %w", path, err)
-		}
+		opts = append(opts, atomicfile.Owner(uid, gid))
 	}
 	if acl != nil {
-		if err = unix.Fsetxattr(int(tmp.Fd()), aclXattr, acl, 0); err != nil {
-			return fmt.Errorf("setup: copying the ACL to %s: %w", path, err)
-		}
+		opts = append(opts, atomicfile.Xattr(aclXattr, acl))
 	}
-	if err = tmp.Sync(); err != nil {
+	if err := atomicfile.WriteWith(path, data, opts...); err != nil {
 		return fmt.Errorf("setup: writing %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("setup: writing %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("setup: writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
