@@ -60,6 +60,14 @@ func Below(d time.Duration, frac float64) time.Duration {
 	return d - time.Duration(rand.Float64()*frac*float64(d))
 }
 
+// Honour is the wait a retry loop keeps when the server asked it to wait
+// asked (HTTP Retry-After): the larger of its own wait and asked plus up to
+// 10 % (never earlier than asked, and a fleet told the same date does not
+// come back in the same second).
+func Honour(wait, asked time.Duration) time.Duration {
+	return max(wait, Above(asked, 0.1))
+}
+
 // Above draws from [d, (1+frac)·d]: spread, but never sooner than d (a
 // server's Retry-After: earlier is refused, and a fleet told the same date
 // does not come back at the same instant).

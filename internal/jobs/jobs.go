@@ -187,6 +187,14 @@ type Marketplace interface {
 	PostStatus(ctx context.Context, jobID string, r Report) (o Outcome, answer string, err error)
 }
 
+// ServerWaiter is optionally implemented by an error of
+// Marketplace.PostStatus (anywhere in its chain) that carries how long the
+// server asked the printer to wait before trying again (HTTP Retry-After
+// on 429/503). The outbox never retries sooner.
+type ServerWaiter interface {
+	ServerWait() (time.Duration, bool)
+}
+
 // SizedBody is optionally implemented by the body Marketplace.Download (or
 // LocalJob.Open) returns: its announced length in bytes, -1 when unknown.
 // With it the engine reports download progress on Klipper's console and to
@@ -196,7 +204,9 @@ type SizedBody interface {
 }
 
 // Decryptor turns a body into a sealed memfd (the pipeline: decrypt, gate,
-// metadata). Its errors name the stage that failed.
+// metadata). A failure to read the body is marked with UnreadableBody, a
+// failure to make the memfd with NoMemory: only those texts leave the
+// process; any other error is a verification failure (verify.go).
 type Decryptor interface {
 	Prepare(ctx context.Context, jobID string, body io.Reader, keys KeyMaterial) (*Prepared, error)
 }

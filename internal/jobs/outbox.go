@@ -2,11 +2,11 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/backoff"
 	"github.com/lmnt-marketplace/lmntd/internal/clock"
-	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/redact"
 )
 
@@ -173,12 +173,24 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 func (e *Engine) retryDelay(heartbeat bool, attempt int, err error) time.Duration {
 	if heartbeat {
 		// ±20 % jitter so a fleet does not retry in lockstep.
-		return marketplace.AfterRetryAfter(err, backoff.Jitter(backoff.Exp(e.o.RetryMin, e.o.RetryMax, attempt), 0.2))
+		return afterServerWait(err, backoff.Jitter(backoff.Exp(e.o.RetryMin, e.o.RetryMax, attempt), 0.2))
 	}
 	ceiling := min(e.o.RetryMin*8/5, e.o.RetryMax)
 	// Jitter over the upper half: a fleet spreads, none waits past d.
 	d := backoff.Below(backoff.Exp(e.o.RetryMin, ceiling, attempt), 0.5)
-	return marketplace.AfterRetryAfter(err, d)
+	return afterServerWait(err, d)
+}
+
+// afterServerWait is d, or the wait the server asked for when err carries
+// one and it is longer (backoff.Honour).
+func afterServerWait(err error, d time.Duration) time.Duration {
+	var sw ServerWaiter
+	if errors.As(err, &sw) {
+		if asked, ok := sw.ServerWait(); ok {
+			return backoff.Honour(d, asked)
+		}
+	}
+	return d
 }
 
 func earliest(a, b time.Time) time.Time {

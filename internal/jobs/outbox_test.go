@@ -1,10 +1,13 @@
 package jobs
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/clock"
+	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 )
 
 // Heartbeats back off to RetryMax; a report that changes the job's state
@@ -69,5 +72,23 @@ func TestOutboxDepthAndOldest(t *testing.T) {
 	e.recs["a"], e.recs["b"] = a, b
 	if n, oldest := e.Outbox(); n != 3 || !oldest.Equal(t0) {
 		t.Fatalf("outbox: %d reports, oldest %v; want 3, %v", n, oldest, t0)
+	}
+}
+
+// The outbox finds the server's Retry-After through the ServerWaiter
+// interface, without importing the marketplace client: the client's real
+// error must satisfy it, wrapped as PostStatus returns it.
+func TestRetryDelayHonoursServerWait(t *testing.T) {
+	e := &Engine{o: Options{RetryMin: 5 * time.Second, RetryMax: time.Minute}}
+	asked := 10 * time.Minute
+	err := fmt.Errorf("posting status: %w", &marketplace.HTTPError{StatusCode: 503, RetryAfter: asked})
+	for _, heartbeat := range []bool{true, false} {
+		d := e.retryDelay(heartbeat, 1, err)
+		if d < asked || d > asked+asked/10 {
+			t.Errorf("heartbeat=%v: waits %v after a Retry-After of %v, want [%v, %v]", heartbeat, d, asked, asked, asked+asked/10)
+		}
+		if d := e.retryDelay(heartbeat, 1, errors.New("connection refused")); d > 8*time.Second {
+			t.Errorf("heartbeat=%v: waits %v without a Retry-After, want the backoff (≤ 8s)", heartbeat, d)
+		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/apitype"
-	"github.com/lmnt-marketplace/lmntd/internal/pipeline"
 )
 
 // A job whose key material, ciphertext or plaintext is refused must not tell
@@ -38,17 +37,37 @@ func verificationMessage() (msg, ref string) {
 // isVerificationFailure tells a job's message from verificationMessage.
 func isVerificationFailure(msg string) bool { return strings.HasPrefix(msg, VerificationFailed) }
 
+// The two Decryptor failures that say nothing about the plaintext. The
+// Decryptor marks its error with one (UnreadableBody, NoMemory); any other
+// error is a verification failure.
+var (
+	// ErrUnreadableBody: the body could not be read (network, cancel).
+	ErrUnreadableBody = errors.New("jobs: the job's body could not be read")
+	// ErrNoMemory: the memfd for the decrypted file could not be made.
+	ErrNoMemory = errors.New("jobs: no memory for the decrypted file")
+)
+
+// UnreadableBody marks err as ErrUnreadableBody, keeping its text.
+func UnreadableBody(err error) error { return markedError{err, ErrUnreadableBody} }
+
+// NoMemory marks err as ErrNoMemory, keeping its text.
+func NoMemory(err error) error { return markedError{err, ErrNoMemory} }
+
+type markedError struct{ err, mark error }
+
+func (m markedError) Error() string   { return m.err.Error() }
+func (m markedError) Unwrap() []error { return []error{m.err, m.mark} }
+
 // prepareFailure turns a Decryptor error into the job's message. Only
 // failures that say nothing about the plaintext keep their text: the body
 // could not be read (network, cancel), the memfd could not be made.
 // Anything else, including errors of a kind
 // this function does not know, is a verification failure.
 func (e *Engine) prepareFailure(id string, err error) string {
-	var pe *pipeline.Error
 	switch {
-	case errors.As(err, &pe) && pe.Stage == pipeline.StageRead:
+	case errors.Is(err, ErrUnreadableBody):
 		return "Could not read the file: " + err.Error()
-	case errors.As(err, &pe) && pe.Stage == pipeline.StageMemfd:
+	case errors.Is(err, ErrNoMemory):
 		e.log.Debug("memfd failure", "job", id, "err", err)
 		return "Not enough memory to hold the decrypted file"
 	}

@@ -404,6 +404,11 @@ type HTTPError struct {
 	RetryAfter time.Duration
 }
 
+// ServerWait is the server's Retry-After, if it sent one. Callers that do
+// not import this package (the job engine's outbox) find it through an
+// interface of this one method.
+func (e *HTTPError) ServerWait() (time.Duration, bool) { return e.RetryAfter, e.RetryAfter > 0 }
+
 func (e *HTTPError) Error() string {
 	msg := fmt.Sprintf("marketplace: %s %s: HTTP %d", e.Method, e.URL, e.StatusCode)
 	if e.Body != "" {

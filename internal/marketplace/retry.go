@@ -44,22 +44,20 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 // answer), already capped.
 func RetryAfter(err error) (time.Duration, bool) {
 	var he *HTTPError
-	if errors.As(err, &he) && he.RetryAfter > 0 {
-		return he.RetryAfter, true
+	if errors.As(err, &he) {
+		return he.ServerWait()
 	}
 	return 0, false
 }
 
-// AfterRetryAfter is the wait a loop keeps after err: the larger of its
-// own backoff and the server's Retry-After, the latter plus up to 10 %
-// jitter (never earlier than asked, and a fleet told the same date does
-// not come back in the same second).
+// AfterRetryAfter is the wait a loop keeps after err: its own backoff, or
+// the server's Retry-After when that is longer (backoff.Honour).
 func AfterRetryAfter(err error, wait time.Duration) time.Duration {
 	ra, ok := RetryAfter(err)
 	if !ok {
 		return wait
 	}
-	return max(wait, backoff.Above(ra, 0.1))
+	return backoff.Honour(wait, ra)
 }
 
 // reachability tells whether the marketplace answered lately. Loops in

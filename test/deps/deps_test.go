@@ -55,10 +55,22 @@ var rules = []rule{
 		Why:    "the API's types are apitype's; the daemon converts the engine's (internal/daemon/wire.go)",
 	},
 	{
+		From: []string{"internal/jobs"},
+		Forbid: []string{"internal/jobs/adapters", "internal/marketplace", "internal/pipeline", "internal/jobcrypt",
+			"internal/klipper", "internal/klippercfg", "internal/compat", "internal/config"},
+		Why: "the engine knows its ports (Marketplace, Decryptor, Printer, FitCheck) only; what plugs the real parts in lives in internal/jobs/adapters",
+	},
+	{
 		From: []string{"internal/memfd", "internal/jobcrypt", "internal/atomicfile", "internal/textsafe",
-			"internal/configparser", "internal/apitype", "internal/apiclient", "internal/version"},
+			"internal/configparser", "internal/apitype", "internal/apiclient", "internal/version",
+			"internal/clock", "internal/backoff", "internal/dirwatch", "internal/jobstatus", "internal/redact"},
 		Only: []string{},
 		Why:  "leaves: each does one small job on the standard library (and its own third-party modules) alone, so anything may use it",
+	},
+	{
+		From: []string{"internal/clock/clocktest"},
+		Only: []string{"internal/clock"},
+		Why:  "the tests' fake clock is the clock's, nothing more",
 	},
 	{
 		From: []string{"internal/gcode"},

@@ -2,6 +2,7 @@ package adapters
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,7 +58,7 @@ func (p Decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, ke
 	start := time.Now()
 	res, err := pipeline.Run(ctx, in)
 	if err != nil {
-		return nil, err
+		return nil, classify(err)
 	}
 	if p.Decrypted != nil {
 		p.Decrypted(jobID, res.Metadata, res.Size, time.Since(start))
@@ -71,4 +72,21 @@ func (p Decryptor) Prepare(ctx context.Context, jobID string, body io.Reader, ke
 		md = &m
 	}
 	return &jobs.Prepared{File: res.File, Size: res.Size, Metadata: md}, nil
+}
+
+// classify marks the pipeline's failures that say nothing about the
+// plaintext for the engine (jobs.UnreadableBody, jobs.NoMemory); every
+// other failure stays unmarked and becomes a verification failure.
+func classify(err error) error {
+	var pe *pipeline.Error
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch pe.Stage {
+	case pipeline.StageRead:
+		return jobs.UnreadableBody(err)
+	case pipeline.StageMemfd:
+		return jobs.NoMemory(err)
+	}
+	return err
 }
