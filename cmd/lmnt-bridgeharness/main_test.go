@@ -26,7 +26,7 @@ func TestHarnessInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "bridgeharness")
+	bin := filepath.Join(dir, "lmnt-bridgeharness")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
