@@ -465,20 +465,20 @@ func TestNewConnectionReplacesOld(t *testing.T) {
 	<-pong
 }
 
-func TestStagedFetch(t *testing.T) {
+func TestHeldFetch(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	ts := startServer(t, klipper.Options{StageTTL: time.Minute, Now: clock})
+	ts := startServer(t, klipper.Options{HoldTTL: time.Minute, Now: clock})
 	k := startStandin(t, ts.socket, standin.Config{})
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 
 	content := gcode(500)
-	if err := ts.srv.Stage("virtual_macro.gcode", sealedMemfdOwned(t, content), klipper.Metadata{TotalLayer: 10}); err != nil {
+	if err := ts.srv.Hold("virtual_macro.gcode", sealedMemfdOwned(t, content), klipper.Metadata{TotalLayer: 10}); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.Fetch(testCtx(t), "virtual_macro.gcode"); err != nil {
-		t.Fatalf("fetch of a staged file: %v", err)
+		t.Fatalf("fetch of a held file: %v", err)
 	}
 	if _, err := k.WaitFor(testCtx(t), func(s klipper.Status) bool { return s.PrintStats.State == "complete" }); err != nil {
 		t.Fatal(err)
@@ -509,7 +509,7 @@ func TestStagedFetch(t *testing.T) {
 	}
 
 	// Expired.
-	if err := ts.srv.Stage("virtual_late.gcode", sealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
+	if err := ts.srv.Hold("virtual_late.gcode", sealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	now.Add(int64(2 * time.Minute))
@@ -517,23 +517,23 @@ func TestStagedFetch(t *testing.T) {
 		t.Errorf("fetch after expiry: %v", err)
 	}
 
-	// Unstaged.
-	if err := ts.srv.Stage("virtual_gone.gcode", sealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
+	// Withdrawn.
+	if err := ts.srv.Hold("virtual_gone.gcode", sealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
-	if !ts.srv.Unstage("virtual_gone.gcode") || ts.srv.Unstage("virtual_gone.gcode") {
-		t.Error("Unstage should report true once, then false")
+	if !ts.srv.Withdraw("virtual_gone.gcode") || ts.srv.Withdraw("virtual_gone.gcode") {
+		t.Error("Withdraw should report true once, then false")
 	}
-	if err := ts.srv.Stage("bad name", sealedMemfdOwned(t, content), klipper.Metadata{}); !errors.Is(err, klipper.ErrInvalidName) {
-		t.Errorf("Stage with a space in the name: %v", err)
+	if err := ts.srv.Hold("bad name", sealedMemfdOwned(t, content), klipper.Metadata{}); !errors.Is(err, klipper.ErrInvalidName) {
+		t.Errorf("Hold with a space in the name: %v", err)
 	}
 }
 
 // sealedMemfdOwned is a sealed memfd whose ownership passes to the callee
-// (Stage closes it).
+// (Hold closes it).
 func sealedMemfdOwned(t *testing.T, content []byte) *memfd.File {
 	t.Helper()
-	f, err := memfd.Create("staged")
+	f, err := memfd.Create("held")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@
 //
 //	{"cmd":"print","file":PATH,"job_id":ID,"metadata":{...}}   sealed memfd of PATH, sent with `print`
 //	{"cmd":"print_unsealed", same fields}                      the same, but the memfd is NOT sealed
-//	{"cmd":"stage","file":PATH,"name":NAME}                    offer PATH for SET_GCODE_FD FILENAME=NAME
+//	{"cmd":"hold","file":PATH,"name":NAME}                     hold PATH for SET_GCODE_FD FILENAME=NAME
 //	{"cmd":"cancel","job_id":ID,"reason":TEXT}
 //	{"cmd":"console","text":TEXT}
 //	{"cmd":"state","state":{...}}                               lmntd's state for the extras' get_status
@@ -32,7 +32,7 @@
 //	{"event":"error","message":TEXT}               a command failed before reaching Klipper
 //
 // Commands run in order; print, cancel and ping wait for Klipper aside, so
-// the next command is read at once. stage and console complete before the
+// the next command is read at once. hold and console complete before the
 // next command is read, so {"cmd":"ping"} after them is a barrier whose pong
 // says they are done.
 package bridgetest
@@ -216,15 +216,15 @@ func (h *harness) run(c command) {
 				h.out.error("print %s: %v", c.JobID, err)
 			}
 		}()
-	case "stage":
+	case "hold":
 		f, err := memfdFromFile(c.File, true)
 		if err != nil {
-			h.out.error("stage: %v", err)
+			h.out.error("hold: %v", err)
 			return
 		}
-		if err := h.srv.Stage(c.Name, f, c.Metadata); err != nil {
+		if err := h.srv.Hold(c.Name, f, c.Metadata); err != nil {
 			f.Close()
-			h.out.error("stage %s: %v", c.Name, err)
+			h.out.error("hold %s: %v", c.Name, err)
 		}
 	case "cancel":
 		h.wg.Add(1)
