@@ -13,6 +13,7 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 func closeFDs(fds []int) { memfd.CloseFDs(fds) }
@@ -110,17 +111,10 @@ func FuzzBridgePacket(f *testing.F) {
 		}
 		next.send(map[string]any{"v": 1, "type": "status", "klippy": map[string]any{"state": "ready"},
 			"print_stats": map[string]any{"state": "complete", "filename": "after-fuzz.gcode"}})
-		deadline := time.Now().Add(testTimeout)
-		for {
+		testutil.Eventually(t, testTimeout, fmt.Sprintf("the server to record status after %q", pkt), func() bool {
 			st := srv.State()
-			if st.Connected && st.HaveStatus && st.Status.PrintStats.Filename == "after-fuzz.gcode" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after %q the server no longer records status: %+v", pkt, st)
-			}
-			time.Sleep(time.Millisecond)
-		}
+			return st.Connected && st.HaveStatus && st.Status.PrintStats.Filename == "after-fuzz.gcode"
+		})
 		hostile.c.Close()
 		next.c.Close()
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 func gcode(lines int) []byte {
@@ -76,7 +77,7 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 
 	content := gcode(3000)
-	f := sealedMemfd(t, content)
+	f := testutil.SealedMemfd(t, content)
 	meta := klipper.Metadata{TotalLayer: 60, Slicer: "PrusaSlicer 2.5.0", EstimatedTime: 1415}
 	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-42", Metadata: meta}, f); err != nil {
 		t.Fatalf("Print: %v", err)
@@ -110,7 +111,7 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 	}
 
 	// A caller's name is used as given.
-	f2 := sealedMemfd(t, content)
+	f2 := testutil.SealedMemfd(t, content)
 	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-43", Name: "custom.name.gcode"}, f2); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 func TestPrintRefusals(t *testing.T) {
 	ts := startServer(t, klipper.Options{})
 	content := gcode(10)
-	f := sealedMemfd(t, content)
+	f := testutil.SealedMemfd(t, content)
 
 	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "j1"}, f); !errors.Is(err, klipper.ErrNotConnected) {
 		t.Errorf("Print without Klipper: %v, want ErrNotConnected", err)
@@ -185,7 +186,7 @@ func TestPauseResumeAndDisconnectMidPrint(t *testing.T) {
 	k := startStandin(t, ts.socket, standin.Config{Speed: 2000})
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 	content := gcode(2000) // ~ 60 KB: 30 s at 2 kB/s, far longer than the test
-	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "long", Metadata: klipper.Metadata{TotalLayer: 40}}, sealedMemfd(t, content)); err != nil {
+	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "long", Metadata: klipper.Metadata{TotalLayer: 40}}, testutil.SealedMemfd(t, content)); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, ts.srv, "progressing", func(s klipper.State) bool { return s.Status.VirtualSDCard.FilePosition > 0 })
@@ -228,7 +229,7 @@ func TestPrintFailsWhenKlipperGoesAway(t *testing.T) {
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "gone"}, sealedMemfd(t, gcode(5)))
+		errc <- ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "gone"}, testutil.SealedMemfd(t, gcode(5)))
 	}()
 	pkt, fds, ok := r.recv()
 	if !ok || pkt["type"] != "print" || len(fds) != 1 {
@@ -262,7 +263,7 @@ func TestPrintFailsWhenKlipperGoesAway(t *testing.T) {
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := ts.srv.Print(ctx, klipper.PrintRequest{JobID: "slow"}, sealedMemfd(t, gcode(5))); !errors.Is(err, context.DeadlineExceeded) {
+	if err := ts.srv.Print(ctx, klipper.PrintRequest{JobID: "slow"}, testutil.SealedMemfd(t, gcode(5))); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("unanswered print: %v, want DeadlineExceeded", err)
 	}
 }
@@ -289,7 +290,7 @@ func TestProtocolErrors(t *testing.T) {
 	if pkt := r.expect("error", klipper.CodeUnknownType); pkt["id"] != "x1" {
 		t.Errorf("unknown_type answer lacks the id: %v", pkt)
 	}
-	f := sealedMemfd(t, []byte("G28\n"))
+	f := testutil.SealedMemfd(t, []byte("G28\n"))
 	before := countFDs(t)
 	if err := memfd.SendJSON(r.c, map[string]any{"v": 1, "type": "status"}, f.Fd()); err != nil {
 		t.Fatal(err)
@@ -474,7 +475,7 @@ func TestHeldFetch(t *testing.T) {
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 
 	content := gcode(500)
-	if err := ts.srv.Hold("virtual_macro.gcode", sealedMemfdOwned(t, content), klipper.Metadata{TotalLayer: 10}); err != nil {
+	if err := ts.srv.Hold("virtual_macro.gcode", testutil.SealedMemfdOwned(t, content), klipper.Metadata{TotalLayer: 10}); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.Fetch(testCtx(t), "virtual_macro.gcode"); err != nil {
@@ -509,7 +510,7 @@ func TestHeldFetch(t *testing.T) {
 	}
 
 	// Expired.
-	if err := ts.srv.Hold("virtual_late.gcode", sealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
+	if err := ts.srv.Hold("virtual_late.gcode", testutil.SealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	now.Add(int64(2 * time.Minute))
@@ -518,32 +519,15 @@ func TestHeldFetch(t *testing.T) {
 	}
 
 	// Withdrawn.
-	if err := ts.srv.Hold("virtual_gone.gcode", sealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
+	if err := ts.srv.Hold("virtual_gone.gcode", testutil.SealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	if !ts.srv.Withdraw("virtual_gone.gcode") || ts.srv.Withdraw("virtual_gone.gcode") {
 		t.Error("Withdraw should report true once, then false")
 	}
-	if err := ts.srv.Hold("bad name", sealedMemfdOwned(t, content), klipper.Metadata{}); !errors.Is(err, klipper.ErrInvalidName) {
+	if err := ts.srv.Hold("bad name", testutil.SealedMemfdOwned(t, content), klipper.Metadata{}); !errors.Is(err, klipper.ErrInvalidName) {
 		t.Errorf("Hold with a space in the name: %v", err)
 	}
-}
-
-// sealedMemfdOwned is a sealed memfd whose ownership passes to the callee
-// (Hold closes it).
-func sealedMemfdOwned(t *testing.T, content []byte) *memfd.File {
-	t.Helper()
-	f, err := memfd.Create("held")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(content); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Seal(); err != nil {
-		t.Fatal(err)
-	}
-	return f
 }
 
 func TestConsoleAndCommands(t *testing.T) {
