@@ -4,7 +4,8 @@
 // stdin and read JSON events from stdout, one object per line. It lives in
 // internal/klipper because print_unsealed flips the server's test-only seal
 // switch (internal/klipper/internal/testhook), which Go lets no package
-// outside internal/klipper reach; shipped programs never import it.
+// outside internal/klipper reach; shipped programs must not import it, as
+// they must not import the stand-in.
 //
 // Commands (stdin):
 //
