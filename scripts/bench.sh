@@ -11,16 +11,16 @@
 # measured runs write nothing to disk, which a second run under strace
 # verifies (the end-to-end part keeps the printer's token file in a
 # temporary directory, as the daemon keeps it in its state directory).
-# See internal/pipeline/cmd/pipebench for the method.
+# See cmd/lmnt-pipebench for the method.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 export LMNTD_SHARED=${LMNTD_SHARED:-$(cd .. && pwd)/shared}
 
 mkdir -p bin
-CGO_ENABLED=0 go build -trimpath -o bin/pipebench ./internal/pipeline/cmd/pipebench
+CGO_ENABLED=0 go build -trimpath -o bin/lmnt-pipebench ./cmd/lmnt-pipebench
 
-bin/pipebench -sizes "${BENCH_SIZES:-100,400}" -runs "${BENCH_RUNS:-5}" -e2e -e2e-runs "${BENCH_E2E_RUNS:-9}"
+bin/lmnt-pipebench -sizes "${BENCH_SIZES:-100,400}" -runs "${BENCH_RUNS:-5}" -e2e -e2e-runs "${BENCH_E2E_RUNS:-9}"
 
 # Verification: every open in the whole process tree (launcher, pipeline,
 # GNU time, setpriv, openssl) is read-only, and no call creates, renames,
@@ -32,7 +32,7 @@ echo "no-file check: strace -f over a 100 MB run of each input"
 exec 3>&1
 trace=$(strace -f -qq --seccomp-bpf -e signal=none \
   -e trace=open,openat,openat2,creat,truncate,mkdir,mkdirat,rename,renameat,renameat2,link,linkat,symlink,symlinkat,unlink,unlinkat,rmdir,mknod,mknodat \
-  bin/pipebench -sizes 100 -runs 1 2>&1 >/dev/null)
+  bin/lmnt-pipebench -sizes 100 -runs 1 2>&1 >/dev/null)
 opens=$(grep -cE '\bopen(at2?)?\(' <<<"$trace" || true)
 bad=$(grep -E '\bopen(at2?)?\(' <<<"$trace" | grep -E 'O_(WRONLY|RDWR|CREAT|TRUNC|APPEND)' | grep -v '"/dev/null"' || true)
 bad+=$(grep -E '\b(creat|truncate|mkdir|mkdirat|rename|renameat2?|link|linkat|symlink|symlinkat|unlink|unlinkat|rmdir|mknod|mknodat)\(' <<<"$trace" || true)

@@ -17,23 +17,12 @@ import (
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // env builds an Environ func from KEY=value pairs.
 func env(kv ...string) func() []string { return func() []string { return kv } }
-
-// writeFile writes content to dir/name and returns the path.
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // hermetic returns a TOML header that points the moonraker import at a path
 // inside dir, so no test depends on the machine's /home/pi.
@@ -72,7 +61,7 @@ func TestShippedExampleLoadsAndDocumentsEveryKey(t *testing.T) {
 	// every key of the struct, and document the real defaults.
 	keyLine := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*)$`)
 	uncommented := keyLine.ReplaceAllString(string(data), "$1")
-	p := writeFile(t, t.TempDir(), "lmntd.toml", uncommented)
+	p := testutil.WriteFile(t, t.TempDir(), "lmntd.toml", uncommented)
 	full := mustLoad(t, Options{ConfigFile: p, Environ: env()})
 	k := koanf.New(".")
 	if err := k.Load(file.Provider(p), toml.Parser()); err != nil {
@@ -104,7 +93,7 @@ func TestEnvAndFlagNamesAreUnique(t *testing.T) {
 
 func TestLayerPrecedence(t *testing.T) {
 	dir := t.TempDir()
-	mr := writeFile(t, dir, "moonraker.conf", "[lmnt_marketplace_plugin]\ncheck_interval: 30\ncws_url: https://cws.example.org\n")
+	mr := testutil.WriteFile(t, dir, "moonraker.conf", "[lmnt_marketplace_plugin]\ncheck_interval: 30\ncws_url: https://cws.example.org\n")
 	_ = mr
 	tests := []struct {
 		name       string
@@ -150,7 +139,7 @@ func TestLayerPrecedence(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			// Top-level keys must precede the first [table] in TOML.
-			p := writeFile(t, dir, "lmntd.toml", tc.file+"\n"+hermetic(dir))
+			p := testutil.WriteFile(t, dir, "lmntd.toml", tc.file+"\n"+hermetic(dir))
 			fs := pflag.NewFlagSet("lmntd", pflag.ContinueOnError)
 			RegisterFlags(fs)
 			if err := fs.Parse(tc.flags); err != nil {
@@ -169,8 +158,8 @@ func TestLayerPrecedence(t *testing.T) {
 
 func TestConfigFileSelection(t *testing.T) {
 	dir := t.TempDir()
-	a := writeFile(t, dir, "a.toml", "[log]\nlevel = \"warn\"\n"+hermetic(dir))
-	b := writeFile(t, dir, "b.toml", "[log]\nlevel = \"error\"\n"+hermetic(dir))
+	a := testutil.WriteFile(t, dir, "a.toml", "[log]\nlevel = \"warn\"\n"+hermetic(dir))
+	b := testutil.WriteFile(t, dir, "b.toml", "[log]\nlevel = \"error\"\n"+hermetic(dir))
 	fs := pflag.NewFlagSet("lmntd", pflag.ContinueOnError)
 	RegisterFlags(fs)
 	if err := fs.Parse([]string{"--config", b}); err != nil {
@@ -235,8 +224,8 @@ printer_name: Voron 2.4
 [encrypted_print]
 `
 	dir := t.TempDir()
-	mr := writeFile(t, dir, "moonraker.conf", moonrakerConf)
-	cfgFile := writeFile(t, dir, "lmntd.toml", "[push]\nfirebase_project_id = \"lmnt-prod\"\n"+hermetic(dir))
+	mr := testutil.WriteFile(t, dir, "moonraker.conf", moonrakerConf)
+	cfgFile := testutil.WriteFile(t, dir, "lmntd.toml", "[push]\nfirebase_project_id = \"lmnt-prod\"\n"+hermetic(dir))
 	cfg := mustLoad(t, Options{ConfigFile: cfgFile, Environ: env("LMNTD_LOG_LEVEL=warn")})
 
 	if cfg.Marketplace.URL != "https://api.lmnt.market" || cfg.Marketplace.CWSURL != "https://cws.lmnt.market" ||
@@ -286,19 +275,19 @@ printer_name: Voron 2.4
 
 func TestMoonrakerImportDisabledAndMissing(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, dir, "moonraker.conf", "[lmnt_marketplace_plugin]\ncheck_interval: 120\n")
-	p := writeFile(t, dir, "lmntd.toml", hermetic(dir)+"import_moonraker = false\n")
+	testutil.WriteFile(t, dir, "moonraker.conf", "[lmnt_marketplace_plugin]\ncheck_interval: 120\n")
+	p := testutil.WriteFile(t, dir, "lmntd.toml", hermetic(dir)+"import_moonraker = false\n")
 	if cfg := mustLoad(t, Options{ConfigFile: p, Environ: env()}); len(cfg.Imports()) != 0 || cfg.Marketplace.CheckInterval != time.Minute {
 		t.Errorf("import disabled but imported %v", cfg.Imports())
 	}
 	// Default location: next to klipper.config_file.
-	p = writeFile(t, dir, "lmntd2.toml", "[klipper]\nconfig_file = \""+filepath.Join(dir, "printer.cfg")+"\"\n")
+	p = testutil.WriteFile(t, dir, "lmntd2.toml", "[klipper]\nconfig_file = \""+filepath.Join(dir, "printer.cfg")+"\"\n")
 	if cfg := mustLoad(t, Options{ConfigFile: p, Environ: env()}); cfg.Marketplace.CheckInterval != 2*time.Minute {
 		t.Errorf("moonraker.conf next to printer.cfg not imported: %v", cfg.Marketplace.CheckInterval)
 	}
 	// No moonraker.conf at all is fine.
 	empty := t.TempDir()
-	p = writeFile(t, empty, "lmntd.toml", hermetic(empty))
+	p = testutil.WriteFile(t, empty, "lmntd.toml", hermetic(empty))
 	if cfg := mustLoad(t, Options{ConfigFile: p, Environ: env()}); len(cfg.Imports()) != 0 {
 		t.Errorf("imports without moonraker.conf: %v", cfg.Imports())
 	}
@@ -353,8 +342,8 @@ func TestParseMoonrakerConf(t *testing.T) {
 func TestValidationErrors(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "lmntd.toml")
-	badCA := writeFile(t, dir, "ca.pem", "not a certificate\n")
-	openKey := writeFile(t, dir, "open.key", "s3cret\n")
+	badCA := testutil.WriteFile(t, dir, "ca.pem", "not a certificate\n")
+	openKey := testutil.WriteFile(t, dir, "open.key", "s3cret\n")
 	if err := os.Chmod(openKey, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -434,10 +423,10 @@ func TestValidationErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			os.Remove(filepath.Join(dir, "moonraker.conf"))
 			if tc.mrconf != "" {
-				writeFile(t, dir, "moonraker.conf", tc.mrconf)
+				testutil.WriteFile(t, dir, "moonraker.conf", tc.mrconf)
 			}
 			// Top-level keys and sections first, migration last.
-			writeFile(t, dir, "lmntd.toml", tc.file+"\n"+hermetic(dir))
+			testutil.WriteFile(t, dir, "lmntd.toml", tc.file+"\n"+hermetic(dir))
 			_, err := Load(Options{ConfigFile: cfgPath, Environ: env(tc.env...)})
 			if err == nil {
 				t.Fatal("Load accepted the configuration")
@@ -480,7 +469,7 @@ func TestLoopbackTrustIgnoredNotFatal(t *testing.T) {
 			[]string{"::/0"}, []string{"10.0.0.0/8"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			writeFile(t, dir, "lmntd.toml", tc.file+"\n"+hermetic(dir))
+			testutil.WriteFile(t, dir, "lmntd.toml", tc.file+"\n"+hermetic(dir))
 			cfg, err := Load(Options{ConfigFile: cfgPath, Environ: env(tc.env...)})
 			if err != nil {
 				t.Fatalf("Load refused the configuration: %v", err)
@@ -509,7 +498,7 @@ func TestLoopbackTrustIgnoredNotFatal(t *testing.T) {
 
 func TestSeveralErrorsReportedAtOnce(t *testing.T) {
 	dir := t.TempDir()
-	p := writeFile(t, dir, "lmntd.toml", "api_profile = \"beta\"\n[log]\nlevel = \"loud\"\n[limits]\nrequest_timeout = 5\n"+hermetic(dir))
+	p := testutil.WriteFile(t, dir, "lmntd.toml", "api_profile = \"beta\"\n[log]\nlevel = \"loud\"\n[limits]\nrequest_timeout = 5\n"+hermetic(dir))
 	_, err := Load(Options{ConfigFile: p, Environ: env("LMNTD_KLIPPER_STATUS_INTERVAL=0s", "LMNTD_NOPE=1")})
 	lines := strings.Split(err.Error(), "\n")
 	want := []string{"LMNTD_NOPE", "limits.request_timeout", "api_profile", "log.level", "klipper.status_interval"}
@@ -536,7 +525,7 @@ func TestDevelopmentModeAndLoopbackAllowHTTP(t *testing.T) {
 		{"[marketplace]\nurl = \"http://localhost:8088\"\n"},
 		{"development_mode = true\n[marketplace]\nurl = \"http://192.168.1.215:8088\"\n"},
 	} {
-		p := writeFile(t, dir, "lmntd.toml", tc.file+hermetic(dir))
+		p := testutil.WriteFile(t, dir, "lmntd.toml", tc.file+hermetic(dir))
 		mustLoad(t, Options{ConfigFile: p, Environ: env()})
 	}
 }
@@ -582,12 +571,12 @@ func TestParseByteSize(t *testing.T) {
 // origin and every error naming the drop-in it came from.
 func TestDropInDirectory(t *testing.T) {
 	dir := t.TempDir()
-	main := writeFile(t, dir, "lmntd.toml", "[log]\nlevel = \"warn\"\n[klipper]\nuser = \"owner\"\n"+hermetic(dir))
+	main := testutil.WriteFile(t, dir, "lmntd.toml", "[log]\nlevel = \"warn\"\n[klipper]\nuser = \"owner\"\n"+hermetic(dir))
 	d := DropInDir(main)
-	image := writeFile(t, d, "10-image.toml", "[klipper]\nuser = \"pi\"\n[jobs]\nauto_start = true\n")
-	setupFile := writeFile(t, d, "50-setup.toml", "[klipper]\nuser = \"biqu\"\n")
-	writeFile(t, d, "60-ignored.toml.dpkg-old", "[log]\nlevel = \"nonsense\"\n")
-	writeFile(t, d, ".70-partial.toml", "[log]\nlevel = \"nonsense\"\n")
+	image := testutil.WriteFile(t, d, "10-image.toml", "[klipper]\nuser = \"pi\"\n[jobs]\nauto_start = true\n")
+	setupFile := testutil.WriteFile(t, d, "50-setup.toml", "[klipper]\nuser = \"biqu\"\n")
+	testutil.WriteFile(t, d, "60-ignored.toml.dpkg-old", "[log]\nlevel = \"nonsense\"\n")
+	testutil.WriteFile(t, d, ".70-partial.toml", "[log]\nlevel = \"nonsense\"\n")
 	cfg := mustLoad(t, Options{ConfigFile: main, Environ: env()})
 	for key, want := range map[string]Source{
 		"log.level":       {Kind: SourceFile, Name: main},
@@ -606,7 +595,7 @@ func TestDropInDirectory(t *testing.T) {
 		t.Errorf("LMNTD_KLIPPER_USER over the drop-ins: %q", got)
 	}
 	// A bad drop-in is reported with its own path and key.
-	bad := writeFile(t, d, "40-bad.toml", "[jobs]\nauto_sart = true\n")
+	bad := testutil.WriteFile(t, d, "40-bad.toml", "[jobs]\nauto_sart = true\n")
 	_, err := Load(Options{ConfigFile: main, Environ: env()})
 	if !errors.Is(err, ErrUnknownKey) || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "jobs.auto_sart") {
 		t.Errorf("bad drop-in: %v", err)

@@ -5,12 +5,14 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // A named instance's defaults move out of the default instance's way;
 // what the file sets still wins.
 func TestInstanceDefaults(t *testing.T) {
-	p := writeFile(t, t.TempDir(), "printer_2.toml", "instance = \"printer_2\"\n[klipper]\nuser = \"farm\"\nconfig_file = \"/srv/p2/printer.cfg\"\n")
+	p := testutil.WriteFile(t, t.TempDir(), "printer_2.toml", "instance = \"printer_2\"\n[klipper]\nuser = \"farm\"\nconfig_file = \"/srv/p2/printer.cfg\"\n")
 	cfg := mustLoad(t, Options{ConfigFile: p, Environ: env()})
 	want := map[string]string{
 		"state":   "/var/lib/lmntd/instances/printer_2",
@@ -34,7 +36,7 @@ func TestInstanceDefaults(t *testing.T) {
 	}
 
 	// The default instance keeps today's layout.
-	def := mustLoad(t, Options{ConfigFile: writeFile(t, t.TempDir(), "lmntd.toml", ""), Environ: env()})
+	def := mustLoad(t, Options{ConfigFile: testutil.WriteFile(t, t.TempDir(), "lmntd.toml", ""), Environ: env()})
 	if def.Paths.StateDirectory != "/var/lib/lmntd" || def.API.Socket != "/run/lmntd/api.sock" || def.Instance != "" {
 		t.Errorf("default instance: state %s, socket %s, instance %q", def.Paths.StateDirectory, def.API.Socket, def.Instance)
 	}
@@ -60,7 +62,7 @@ func TestInstanceFromEnvironmentPicksItsFile(t *testing.T) {
 // key, and derives no path.
 func TestInstanceNameRefused(t *testing.T) {
 	for _, name := range []string{"../etc", "a.b", "printer 1", strings.Repeat("x", 33)} {
-		p := writeFile(t, t.TempDir(), "lmntd.toml", "instance = \""+name+"\"\n")
+		p := testutil.WriteFile(t, t.TempDir(), "lmntd.toml", "instance = \""+name+"\"\n")
 		_, err := Load(Options{ConfigFile: p, Environ: env()})
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Key != "instance" {

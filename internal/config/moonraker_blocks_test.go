@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // The update_manager block the old plugin's installer appends (every
@@ -126,8 +128,8 @@ func TestEveryMoonrakerBlockTheOldPluginWrote(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			mr := writeFile(t, dir, "moonraker.conf", tc.conf)
-			cfg := mustLoad(t, Options{ConfigFile: writeFile(t, dir, "lmntd.toml", hermetic(dir)), Environ: env()})
+			mr := testutil.WriteFile(t, dir, "moonraker.conf", tc.conf)
+			cfg := mustLoad(t, Options{ConfigFile: testutil.WriteFile(t, dir, "lmntd.toml", hermetic(dir)), Environ: env()})
 			if got := cfg.Profile().Profile; got != tc.profile {
 				t.Errorf("profile %q (%s), want %q", got, cfg.Profile().Reason, tc.profile)
 			}
@@ -171,8 +173,8 @@ func TestEveryMoonrakerBlockTheOldPluginWrote(t *testing.T) {
 // permission) costs the import, never the start.
 func TestUnreadableMoonrakerConfDegrades(t *testing.T) {
 	dir := t.TempDir()
-	mr := writeFile(t, dir, "moonraker.conf", "[lmnt_marketplace_plugin]\ncheck_interval: 30\nthis is not an option\n")
-	cfg := mustLoad(t, Options{ConfigFile: writeFile(t, dir, "lmntd.toml", hermetic(dir)), Environ: env()})
+	mr := testutil.WriteFile(t, dir, "moonraker.conf", "[lmnt_marketplace_plugin]\ncheck_interval: 30\nthis is not an option\n")
+	cfg := mustLoad(t, Options{ConfigFile: testutil.WriteFile(t, dir, "lmntd.toml", hermetic(dir)), Environ: env()})
 	d := cfg.Degraded()
 	if len(d) != 1 || !errors.Is(d[0], ErrSyntax) || d[0].Source.Line != 3 ||
 		d[0].Error() != mr+`:3: moonraker.conf syntax error (nothing imported): not an option line (want "key: value"): "this is not an option" (allowed: fix the file, or migration.import_moonraker = false)` {
@@ -205,12 +207,12 @@ func TestAPIProfileAuto(t *testing.T) {
 		{"api_profile = \"legacy\"\n[marketplace]\nurl = \"https://api.lmnt.co\"\n", ProfileLegacy},
 		{"api_profile = \"current\"\n[marketplace]\nurl = \"https://marketplace.example\"\n", ProfileCurrent},
 	} {
-		cfg := mustLoad(t, Options{ConfigFile: writeFile(t, dir, "lmntd.toml", tc.toml+hermetic(dir)), Environ: env()})
+		cfg := mustLoad(t, Options{ConfigFile: testutil.WriteFile(t, dir, "lmntd.toml", tc.toml+hermetic(dir)), Environ: env()})
 		if got := cfg.Profile(); got.Profile != tc.want || got.Reason == "" {
 			t.Errorf("%q: %+v, want %q", tc.toml, got, tc.want)
 		}
 	}
-	if cfg := mustLoad(t, Options{ConfigFile: writeFile(t, dir, "lmntd.toml", "api_profile = \"legacy\"\n"+hermetic(dir)), Environ: env()}); cfg.Marketplace.URL != DefaultLegacyURL {
+	if cfg := mustLoad(t, Options{ConfigFile: testutil.WriteFile(t, dir, "lmntd.toml", "api_profile = \"legacy\"\n"+hermetic(dir)), Environ: env()}); cfg.Marketplace.URL != DefaultLegacyURL {
 		t.Errorf("legacy default URL: %s", cfg.Marketplace.URL)
 	}
 }
@@ -219,7 +221,7 @@ func TestAPIProfileAuto(t *testing.T) {
 // per 5 minutes, whatever the jitter draws.
 func TestPushOnlySafetyPoll(t *testing.T) {
 	dir := t.TempDir()
-	cfg := mustLoad(t, Options{ConfigFile: writeFile(t, dir, "lmntd.toml", "[marketplace]\ncheck_interval = \"0s\"\n"+hermetic(dir)), Environ: env()})
+	cfg := mustLoad(t, Options{ConfigFile: testutil.WriteFile(t, dir, "lmntd.toml", "[marketplace]\ncheck_interval = \"0s\"\n"+hermetic(dir)), Environ: env()})
 	every, jitter := cfg.PollSchedule()
 	if !cfg.PushOnly() || float64(every)*(1-jitter) < float64(5*time.Minute) || every > 6*time.Minute || jitter <= 0 {
 		t.Fatalf("push only %v: every %v ± %v", cfg.PushOnly(), every, jitter)

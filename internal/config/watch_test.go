@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // reloadFixture is a running Watcher on a config file in a temp directory.
@@ -17,7 +19,7 @@ type reloadFixture struct {
 func startWatcher(t *testing.T, content string) *reloadFixture {
 	t.Helper()
 	dir := t.TempDir()
-	path := writeFile(t, dir, "lmntd.toml", content+hermetic(dir))
+	path := testutil.WriteFile(t, dir, "lmntd.toml", content+hermetic(dir))
 	opts := Options{ConfigFile: path, Environ: env()}
 	cfg := mustLoad(t, opts)
 	w := NewWatcher(opts, cfg, WatcherOptions{Debounce: 20 * time.Millisecond})
@@ -52,7 +54,7 @@ func levelIs(level string) func(Update) bool {
 func TestReloadOnRenameOverSave(t *testing.T) {
 	f := startWatcher(t, "[log]\nlevel = \"info\"\n")
 	// vim/VS Code style: write a new file, rename it over the old one.
-	tmp := writeFile(t, f.dir, ".lmntd.toml.swp", "[log]\nlevel = \"debug\"\n"+hermetic(f.dir))
+	tmp := testutil.WriteFile(t, f.dir, ".lmntd.toml.swp", "[log]\nlevel = \"debug\"\n"+hermetic(f.dir))
 	if err := os.Rename(tmp, f.path); err != nil {
 		t.Fatal(err)
 	}
@@ -89,14 +91,14 @@ func TestReloadOnDeleteRecreate(t *testing.T) {
 	if err := os.Remove(f.path); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, f.dir, "lmntd.toml", "[log]\nlevel = \"error\"\n"+hermetic(f.dir))
+	testutil.WriteFile(t, f.dir, "lmntd.toml", "[log]\nlevel = \"error\"\n"+hermetic(f.dir))
 	f.waitFor(t, "log.level error", levelIs("error"))
 }
 
 func TestReloadInvalidEditKeepsRunningConfig(t *testing.T) {
 	f := startWatcher(t, "[log]\nlevel = \"warn\"\n")
 	before := f.w.Current()
-	writeFile(t, f.dir, "lmntd.toml", "[log]\nlevel = \"shout\"\n"+hermetic(f.dir))
+	testutil.WriteFile(t, f.dir, "lmntd.toml", "[log]\nlevel = \"shout\"\n"+hermetic(f.dir))
 	u := f.waitFor(t, "an error", func(u Update) bool { return u.Err != nil })
 	if !errors.Is(u.Err, ErrInvalidValue) {
 		t.Errorf("err = %v", u.Err)
@@ -105,13 +107,13 @@ func TestReloadInvalidEditKeepsRunningConfig(t *testing.T) {
 		t.Errorf("running configuration replaced by an invalid one")
 	}
 	// Fixing the file applies again.
-	writeFile(t, f.dir, "lmntd.toml", "[log]\nlevel = \"debug\"\n"+hermetic(f.dir))
+	testutil.WriteFile(t, f.dir, "lmntd.toml", "[log]\nlevel = \"debug\"\n"+hermetic(f.dir))
 	f.waitFor(t, "log.level debug", levelIs("debug"))
 }
 
 func TestReloadRestartOnlyKeyIsReportedNotApplied(t *testing.T) {
 	f := startWatcher(t, "[klipper]\nuser = \"pi\"\n[limits]\nrequest_timeout = \"30s\"\n")
-	tmp := writeFile(t, f.dir, "lmntd.toml.new", "[klipper]\nuser = \"biqu\"\n[limits]\nrequest_timeout = \"10s\"\n"+hermetic(f.dir))
+	tmp := testutil.WriteFile(t, f.dir, "lmntd.toml.new", "[klipper]\nuser = \"biqu\"\n[limits]\nrequest_timeout = \"10s\"\n"+hermetic(f.dir))
 	if err := os.Rename(tmp, f.path); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +140,7 @@ func TestReloadOnSIGHUPWithoutChange(t *testing.T) {
 		t.Errorf("published update differs from the returned one: %+v", got)
 	}
 	// SIGHUP after an edit applies it even if the file watch had not fired yet.
-	tmp := writeFile(t, f.dir, "lmntd.toml.tmp", "[log]\nlevel = \"warn\"\n"+hermetic(f.dir))
+	tmp := testutil.WriteFile(t, f.dir, "lmntd.toml.tmp", "[log]\nlevel = \"warn\"\n"+hermetic(f.dir))
 	if err := os.Rename(tmp, f.path); err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
-	"github.com/lmnt-marketplace/lmntd/hw"
 	"github.com/lmnt-marketplace/lmntd/internal/config"
+	"github.com/lmnt-marketplace/lmntd/internal/hw"
 	"github.com/lmnt-marketplace/lmntd/internal/identity"
 	"github.com/lmnt-marketplace/lmntd/internal/seal"
 )

@@ -1,6 +1,7 @@
 package gcode_test
 
 import (
+	"bytes"
 	"path/filepath"
 	"testing"
 	"unicode/utf8"
@@ -91,5 +92,36 @@ func BenchmarkInspectorFixtures(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkInspectorComments isolates the metadata pass over comments: only
+// the comment lines of every fixture and of the 101 MB bench file, where the
+// slicer dialects' rules are matched.
+func BenchmarkInspectorComments(b *testing.B) {
+	abs := testutil.Fixture{Name: "prusaslicer_vase_absolute_e_100mb",
+		Path: filepath.Join(testutil.SharedDir(b), "bench", "prusaslicer_vase_absolute_e_100mb.gcode.gz")}
+	var comments []byte
+	for _, f := range append(testutil.Fixtures(b), abs) {
+		for line := range bytes.Lines(f.Bytes(b)) {
+			if bytes.HasPrefix(bytes.TrimLeft(line, " \t"), []byte(";")) {
+				comments = append(comments, line...)
+			}
+		}
+	}
+	comments = append(comments, "G28\nM104 S200\nG1 X1\n"...) // the gate's minimum of commands
+	b.SetBytes(int64(len(comments)))
+	for b.Loop() {
+		in := gcode.NewInspector(gcode.Options{})
+		for p := comments; len(p) > 0; {
+			n := min(benchChunk, len(p))
+			if _, err := in.Write(p[:n]); err != nil {
+				b.Fatal(err)
+			}
+			p = p[n:]
+		}
+		if _, err := in.Finish(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -38,13 +38,9 @@ type thumbDecoder struct {
 	invalid bool   // over a cap, bad base64 or a truncated line: skip it at the end
 }
 
-// thumbnailBegin parses "thumbnail[_FMT] begin WxH [N]" (t has the leading
-// "; " removed). ok is false when t is not a begin line.
-func thumbnailBegin(t []byte) (d *thumbDecoder, ok bool) {
-	rest, ok := bytes.CutPrefix(t, []byte("thumbnail"))
-	if !ok {
-		return nil, false
-	}
+// thumbnailBegin parses "[_FMT] begin WxH [N]", the rest of a comment
+// "thumbnail[_FMT] begin WxH [N]". ok is false when it is not a begin line.
+func thumbnailBegin(rest []byte) (d *thumbDecoder, ok bool) {
 	format := FormatPNG
 	tag := "thumbnail"
 	if f, r, ok := bytes.Cut(rest, []byte(" begin ")); ok && len(f) > 0 && f[0] == '_' {

@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/nacl/box"
+
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 var fuzzRecipient = [32]byte{7, 7, 7}
@@ -17,7 +19,7 @@ var fuzzRecipient = [32]byte{7, 7, 7}
 // FuzzOpenDEKPackage: no input panics; success only with a well-formed
 // package whose box opens to a key of an accepted length.
 func FuzzOpenDEKPackage(f *testing.F) {
-	v := loadVectors(f)
+	v := testutil.LoadCryptoVectors(f)
 	for _, c := range v.DEKPackages {
 		f.Add(c.Package)
 	}
@@ -61,7 +63,7 @@ func publicOf(priv *[32]byte) *[32]byte {
 // FuzzDecryptCBC: the stream agrees with a one-shot reference decryption,
 // for every chunk size, on arbitrary ciphertext.
 func FuzzDecryptCBC(f *testing.F) {
-	v := loadVectors(f)
+	v := testutil.LoadCryptoVectors(f)
 	for _, c := range v.CBC {
 		f.Add(unb64(f, c.CiphertextB64), uint16(16))
 	}
@@ -103,7 +105,7 @@ func referenceCBC(key *[32]byte, iv *[16]byte, ct []byte) ([]byte, error) {
 // FuzzFernet: arbitrary tokens never panic and never succeed unless the
 // HMAC verifies; a token built from fuzzed plaintext decrypts back to it.
 func FuzzFernet(f *testing.F) {
-	v := loadVectors(f)
+	v := testutil.LoadCryptoVectors(f)
 	key, err := ParseFernetKey(v.Fernet[0].Key)
 	if err != nil {
 		f.Fatal(err)

@@ -4,82 +4,14 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"os"
 	"testing"
 	"testing/iotest"
 
 	"golang.org/x/crypto/nacl/box"
+
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
-
-// vectors mirrors testdata/vectors.json (made by testdata/make_vectors.py
-// with python3-nacl and python3-cryptography).
-type vectors struct {
-	Schema struct {
-		ID string `json:"id"`
-	} `json:"schema"`
-	DEKPackages []struct {
-		Name                string `json:"name"`
-		RecipientPrivateHex string `json:"recipient_private_hex"`
-		RecipientPublicB64  string `json:"recipient_public_b64"`
-		EphemeralPrivateHex string `json:"ephemeral_private_hex"`
-		EphemeralPublicB64  string `json:"ephemeral_public_b64"`
-		NonceB64            string `json:"nonce_b64"`
-		DEKKind             string `json:"dek_kind"`
-		DEKHex              string `json:"dek_hex"`
-		Package             string `json:"package"`
-	} `json:"dek_packages"`
-	DEKPackageErrors []struct {
-		Name                string `json:"name"`
-		RecipientPrivateHex string `json:"recipient_private_hex"`
-		Package             string `json:"package"`
-		Error               string `json:"error"`
-		Segment             string `json:"segment"`
-	} `json:"dek_package_errors"`
-	CBC []struct {
-		Name          string `json:"name"`
-		KeyHex        string `json:"key_hex"`
-		IVHex         string `json:"iv_hex"`
-		PlaintextB64  string `json:"plaintext_b64"`
-		CiphertextB64 string `json:"ciphertext_b64"`
-	} `json:"cbc"`
-	CBCErrors []struct {
-		Name          string `json:"name"`
-		KeyHex        string `json:"key_hex"`
-		IVHex         string `json:"iv_hex"`
-		CiphertextB64 string `json:"ciphertext_b64"`
-		Error         string `json:"error"`
-	} `json:"cbc_errors"`
-	Fernet []struct {
-		Name         string `json:"name"`
-		Key          string `json:"key"`
-		PlaintextB64 string `json:"plaintext_b64"`
-		Token        string `json:"token"`
-	} `json:"fernet"`
-	FernetErrors []struct {
-		Name  string `json:"name"`
-		Key   string `json:"key"`
-		Token string `json:"token"`
-		Error string `json:"error"`
-	} `json:"fernet_errors"`
-}
-
-func loadVectors(t testing.TB) *vectors {
-	t.Helper()
-	raw, err := os.ReadFile("testdata/vectors.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v vectors
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatal(err)
-	}
-	if v.Schema.ID != "lmntd-jobcrypt-vectors/1" {
-		t.Fatalf("vectors schema %q", v.Schema.ID)
-	}
-	return &v
-}
 
 func unhex(t testing.TB, s string) []byte {
 	t.Helper()
@@ -127,7 +59,7 @@ var dekErrors = map[string]error{
 }
 
 func TestDEKPackageVectors(t *testing.T) {
-	v := loadVectors(t)
+	v := testutil.LoadCryptoVectors(t)
 	for _, c := range v.DEKPackages {
 		t.Run(c.Name, func(t *testing.T) {
 			priv := key32(t, c.RecipientPrivateHex)
@@ -173,7 +105,7 @@ func TestDEKPackageVectors(t *testing.T) {
 }
 
 func TestDEKPackageErrorVectors(t *testing.T) {
-	v := loadVectors(t)
+	v := testutil.LoadCryptoVectors(t)
 	for _, c := range v.DEKPackageErrors {
 		t.Run(c.Name, func(t *testing.T) {
 			want, ok := dekErrors[c.Error]
@@ -217,7 +149,7 @@ var streamShapes = []struct {
 }
 
 func TestCBCVectors(t *testing.T) {
-	v := loadVectors(t)
+	v := testutil.LoadCryptoVectors(t)
 	for _, c := range v.CBC {
 		pt, ct := unb64(t, c.PlaintextB64), unb64(t, c.CiphertextB64)
 		for _, s := range streamShapes {
@@ -248,7 +180,7 @@ func TestCBCVectors(t *testing.T) {
 }
 
 func TestCBCErrorVectors(t *testing.T) {
-	v := loadVectors(t)
+	v := testutil.LoadCryptoVectors(t)
 	for _, c := range v.CBCErrors {
 		for _, s := range streamShapes {
 			t.Run(c.Name+"/"+s.name, func(t *testing.T) {
@@ -268,7 +200,7 @@ func TestCBCErrorVectors(t *testing.T) {
 var fernetErrors = map[string]error{"key": ErrFernetKey, "token": ErrFernetToken, "version": ErrFernetVersion, "hmac": ErrFernetHMAC}
 
 func TestFernetVectors(t *testing.T) {
-	v := loadVectors(t)
+	v := testutil.LoadCryptoVectors(t)
 	for _, c := range v.Fernet {
 		for _, s := range streamShapes[:3] {
 			t.Run(c.Name+"/"+s.name, func(t *testing.T) {
@@ -292,7 +224,7 @@ func TestFernetVectors(t *testing.T) {
 }
 
 func TestFernetErrorVectors(t *testing.T) {
-	v := loadVectors(t)
+	v := testutil.LoadCryptoVectors(t)
 	for _, c := range v.FernetErrors {
 		t.Run(c.Name, func(t *testing.T) {
 			want := fernetErrors[c.Error]

@@ -212,7 +212,7 @@ func TestOwnersPrintInKlipperOccupiesTheBed(t *testing.T) {
 	if err := f.Seal(); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.srv.Stage("virtual_owner.gcode", f, klipper.Metadata{}); err != nil {
+	if err := d.srv.Hold("virtual_owner.gcode", f, klipper.Metadata{}); err != nil {
 		f.Close()
 		t.Fatal(err)
 	}

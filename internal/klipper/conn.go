@@ -473,28 +473,29 @@ func (s *Server) serveFetch(c *conn, fp FetchPacket) {
 		s.emit(Event{Kind: EventFetch, Name: fp.Name, Served: false, Reason: err.Error()})
 		return
 	}
-	st := s.takeStaged(fp.Name)
-	if st == nil {
+	h := s.takeHeld(fp.Name)
+	if h == nil {
+		// The error packet carries this text to the extra: its wording stays.
 		msg := fmt.Sprintf("no file named %s is staged (unknown or expired)", fp.Name)
-		s.log.Info("fetch of a name that is not staged", "name", fp.Name)
+		s.log.Info("fetch of a name that is not held", "name", fp.Name)
 		c.sendError(fp.ID, CodeUnknownFile, msg)
 		s.emit(Event{Kind: EventFetch, Name: fp.Name, Served: false, Reason: msg})
 		return
 	}
 	defer func() {
-		if err := st.file.Close(); err != nil {
-			s.log.Warn("closing served staged file", "name", fp.Name, "err", err)
+		if err := h.file.Close(); err != nil {
+			s.log.Warn("closing served held file", "name", fp.Name, "err", err)
 		}
 	}()
-	pkt := st.packet
+	pkt := h.packet
 	pkt.Envelope = NewEnvelope(TypeFile, fp.ID)
 	c.register(fp.ID, TypeFile, "", fp.Name)
-	if err := c.send(pkt, st.file.Fd()); err != nil {
+	if err := c.send(pkt, h.file.Fd()); err != nil {
 		c.unregister(fp.ID)
 		s.log.Warn("sending fetched file failed", "name", fp.Name, "err", err)
 		s.emit(Event{Kind: EventFetch, Name: fp.Name, Served: false, Reason: err.Error()})
 		return
 	}
-	s.log.Info("staged file served to Klipper", "name", fp.Name, "size", pkt.Size)
+	s.log.Info("held file served to Klipper", "name", fp.Name, "size", pkt.Size)
 	s.emit(Event{Kind: EventFetch, Name: fp.Name, Served: true})
 }

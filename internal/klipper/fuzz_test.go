@@ -13,6 +13,7 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 func closeFDs(fds []int) { memfd.CloseFDs(fds) }
@@ -76,21 +77,16 @@ func FuzzBridgePacket(f *testing.F) {
 		_ = memfd.SendJSON(hostile.c, map[string]any{"v": 1, "type": "status", "klippy": map[string]any{"state": "ready"},
 			"print_stats": map[string]any{"state": "standby", "filename": marker}})
 		buf := make([]byte, klipper.MaxPacketSize+1)
-		for deadline := time.Now().Add(testTimeout); ; {
+		testutil.Eventually(t, testTimeout, fmt.Sprintf("the server to process the packet after %q or close the connection", pkt), func() bool {
 			if st := srv.State(); st.Status.PrintStats.Filename == marker {
-				break
+				return true
 			}
 			hostile.c.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
 			n, fds, err := memfd.ReceivePacket(hostile.c, buf, 1)
 			closeFDs(fds)
 			var ne net.Error
-			if err != nil && !(errors.As(err, &ne) && ne.Timeout()) || err == nil && n == 0 {
-				break // closed by the server
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the server neither processed the packet after %q nor closed the connection", pkt)
-			}
-		}
+			return err != nil && !(errors.As(err, &ne) && ne.Timeout()) || err == nil && n == 0 // closed by the server
+		})
 
 		// A new extra replaces the hostile one and is served normally.
 		next := dialRaw(t, socket)
@@ -110,17 +106,10 @@ func FuzzBridgePacket(f *testing.F) {
 		}
 		next.send(map[string]any{"v": 1, "type": "status", "klippy": map[string]any{"state": "ready"},
 			"print_stats": map[string]any{"state": "complete", "filename": "after-fuzz.gcode"}})
-		deadline := time.Now().Add(testTimeout)
-		for {
+		testutil.Eventually(t, testTimeout, fmt.Sprintf("the server to record status after %q", pkt), func() bool {
 			st := srv.State()
-			if st.Connected && st.HaveStatus && st.Status.PrintStats.Filename == "after-fuzz.gcode" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after %q the server no longer records status: %+v", pkt, st)
-			}
-			time.Sleep(time.Millisecond)
-		}
+			return st.Connected && st.HaveStatus && st.Status.PrintStats.Filename == "after-fuzz.gcode"
+		})
 		hostile.c.Close()
 		next.c.Close()
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // testTimeout bounds every wait; the tests finish in milliseconds when
@@ -163,39 +164,22 @@ func testCtx(t *testing.T) context.Context {
 // waitState waits until the server's State satisfies cond.
 func waitState(t *testing.T, srv *klipper.Server, what string, cond func(klipper.State) bool) klipper.State {
 	t.Helper()
-	ch, unsubscribe := srv.Subscribe()
-	defer unsubscribe()
-	deadline := time.After(testTimeout)
-	for {
-		st := srv.State()
-		if cond(st) {
-			return st
+	var st klipper.State
+	met := false
+	defer func() { // runs after Eventually's Fatalf too
+		if !met {
+			t.Logf("last server state: %+v", st)
 		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("server state never became %s; last %+v", what, st)
-		}
-	}
+	}()
+	testutil.Eventually(t, testTimeout, "server state "+what, func() bool {
+		st = srv.State()
+		return cond(st)
+	})
+	met = true
+	return st
 }
 
 func connectedWithStatus(st klipper.State) bool { return st.Connected && st.HaveStatus }
-
-func sealedMemfd(t *testing.T, content []byte) *memfd.File {
-	t.Helper()
-	f, err := memfd.Create("job")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	if _, err := f.Write(content); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Seal(); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
 
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)

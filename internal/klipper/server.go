@@ -46,7 +46,7 @@ var (
 	// ErrRejected: the extra answered the request with ok=false or an error
 	// packet; the RejectedError carries its message.
 	ErrRejected = errors.New("klipper: extra rejected the request")
-	// ErrUnsealed: the memfd handed to Print or Stage lacks the content seals.
+	// ErrUnsealed: the memfd handed to Print or Hold lacks the content seals.
 	ErrUnsealed = errors.New("klipper: memfd is not sealed")
 	// ErrServerStopped: Serve has returned.
 	ErrServerStopped = errors.New("klipper: bridge server stopped")
@@ -91,11 +91,11 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds one packet send. Default 5 s.
 	WriteTimeout time.Duration
-	// StageTTL is how long a staged file waits for its fetch. Default 15 min.
-	StageTTL time.Duration
+	// HoldTTL is how long a held file waits for its fetch. Default 15 min.
+	HoldTTL time.Duration
 	// DaemonVersion goes into welcome. Default version.Version.
 	DaemonVersion string
-	// Now is the clock (for staged-file expiry). Default time.Now.
+	// Now is the clock (for held-file expiry). Default time.Now.
 	Now func() time.Time
 	// OnEvent, when set, is called for every connection, rejection, status,
 	// result and fetch, from the server's goroutines. It must not block.
@@ -180,15 +180,16 @@ type Server struct {
 	active  *conn
 	conns   map[*conn]struct{}
 	subs    map[chan struct{}]struct{}
-	staged  map[string]*stagedFile
-	handing bool // a Print is between send and result
+	held    map[string]*heldFile // Hold's files, by name, until fetched
+	handing bool                 // a Print is between send and result
 	daemon  DaemonState
 	nextID  uint64
 	stopped bool
 	serving bool
 }
 
-type stagedFile struct {
+// heldFile is a file Hold keeps for the macro path's fetch.
+type heldFile struct {
 	file    *memfd.File
 	packet  FilePacket
 	expires time.Time
@@ -222,8 +223,8 @@ func NewServer(opts Options) *Server {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 5 * time.Second
 	}
-	if opts.StageTTL <= 0 {
-		opts.StageTTL = 15 * time.Minute
+	if opts.HoldTTL <= 0 {
+		opts.HoldTTL = 15 * time.Minute
 	}
 	if opts.DaemonVersion == "" {
 		opts.DaemonVersion = version.Version
@@ -237,7 +238,7 @@ func NewServer(opts Options) *Server {
 		commands: make(chan Command, 16),
 		conns:    make(map[*conn]struct{}),
 		subs:     make(map[chan struct{}]struct{}),
-		staged:   make(map[string]*stagedFile),
+		held:     make(map[string]*heldFile),
 	}
 }
 
@@ -266,7 +267,7 @@ func Listen(path string, perm os.FileMode) (*net.UnixListener, error) {
 }
 
 // Serve accepts extra connections on l until ctx ends, then closes l, every
-// connection and every staged file. It returns nil after a cancelled ctx and
+// connection and every held file. It returns nil after a cancelled ctx and
 // the accept error otherwise. A Server serves once.
 func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	s.mu.Lock()
@@ -328,8 +329,8 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	wg.Wait()
 
 	s.mu.Lock()
-	for name, st := range s.staged {
-		s.dropStagedLocked(name, st)
+	for name, h := range s.held {
+		s.dropHeldLocked(name, h)
 	}
 	s.mu.Unlock()
 	return serveErr
@@ -488,79 +489,79 @@ func describeFile(f *memfd.File, name string, meta Metadata) (FilePacket, error)
 	return FilePacket{Name: name, Size: size, SHA256: sha, Metadata: meta}, nil
 }
 
-// Stage offers f to the macro path: the extra fetches it by name when the
+// Hold keeps f for the macro path: the extra fetches it by name when the
 // owner runs SET_GCODE_FD FILENAME=<name>. The server takes ownership of f
-// on success and closes it when it is served (once), unstaged, expired
-// (Options.StageTTL) or the server stops; on error the caller keeps it.
-// Staging a name again replaces the earlier file.
-func (s *Server) Stage(name string, f *memfd.File, meta Metadata) error {
+// on success and closes it when it is served (once), withdrawn, expired
+// (Options.HoldTTL) or the server stops; on error the caller keeps it.
+// Holding a name again replaces the earlier file.
+func (s *Server) Hold(name string, f *memfd.File, meta Metadata) error {
 	if err := ValidateName(name); err != nil {
-		return fmt.Errorf("klipper: stage: %w", err)
+		return fmt.Errorf("klipper: hold: %w", err)
 	}
 	pkt, err := describeFile(f, name, meta)
 	if err != nil {
-		return fmt.Errorf("klipper: stage %s: %w", name, err)
+		return fmt.Errorf("klipper: hold %s: %w", name, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
 		return ErrServerStopped
 	}
-	if old, ok := s.staged[name]; ok {
-		s.dropStagedLocked(name, old)
+	if old, ok := s.held[name]; ok {
+		s.dropHeldLocked(name, old)
 	}
-	st := &stagedFile{file: f, packet: pkt, expires: s.opts.Now().Add(s.opts.StageTTL)}
-	st.timer = time.AfterFunc(s.opts.StageTTL, func() { s.expireStaged(name, st) })
-	s.staged[name] = st
-	s.log.Info("file staged for fetch", "name", name, "size", pkt.Size, "ttl", s.opts.StageTTL)
+	h := &heldFile{file: f, packet: pkt, expires: s.opts.Now().Add(s.opts.HoldTTL)}
+	h.timer = time.AfterFunc(s.opts.HoldTTL, func() { s.expireHeld(name, h) })
+	s.held[name] = h
+	s.log.Info("file held for fetch", "name", name, "size", pkt.Size, "ttl", s.opts.HoldTTL)
 	return nil
 }
 
-// Unstage withdraws a staged file and closes it. It reports whether name
-// was staged.
-func (s *Server) Unstage(name string) bool {
+// Withdraw drops a held file and closes it. It reports whether name was
+// held.
+func (s *Server) Withdraw(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, ok := s.staged[name]
+	h, ok := s.held[name]
 	if ok {
-		s.dropStagedLocked(name, st)
+		s.dropHeldLocked(name, h)
 	}
 	return ok
 }
 
-func (s *Server) expireStaged(name string, st *stagedFile) {
+func (s *Server) expireHeld(name string, h *heldFile) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.staged[name] == st {
-		s.log.Info("staged file expired", "name", name)
-		s.dropStagedLocked(name, st)
+	if s.held[name] == h {
+		s.log.Info("held file expired", "name", name)
+		s.dropHeldLocked(name, h)
 	}
 }
 
-func (s *Server) dropStagedLocked(name string, st *stagedFile) {
-	delete(s.staged, name)
-	st.timer.Stop()
-	if err := st.file.Close(); err != nil {
-		s.log.Warn("closing staged file", "name", name, "err", err)
+func (s *Server) dropHeldLocked(name string, h *heldFile) {
+	delete(s.held, name)
+	h.timer.Stop()
+	if err := h.file.Close(); err != nil {
+		s.log.Warn("closing held file", "name", name, "err", err)
 	}
 }
 
-// takeStaged removes and returns the staged file called name, or nil when
-// there is none or it expired.
-func (s *Server) takeStaged(name string) *stagedFile {
+// takeHeld removes and returns the held file called name, or nil when there
+// is none or it expired.
+func (s *Server) takeHeld(name string) *heldFile {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, ok := s.staged[name]
+	h, ok := s.held[name]
 	if !ok {
 		return nil
 	}
-	if !s.opts.Now().Before(st.expires) {
-		s.dropStagedLocked(name, st)
+	if !s.opts.Now().Before(h.expires) {
+		s.dropHeldLocked(name, h)
 		return nil
 	}
-	delete(s.staged, name)
-	st.timer.Stop()
-	return st
+	delete(s.held, name)
+	h.timer.Stop()
+	return h
 }
 
 // Cancel asks Klipper to cancel the print of jobID and waits for the result.

@@ -19,6 +19,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/klipper"
 	"github.com/lmnt-marketplace/lmntd/internal/klipper/standin"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 func gcode(lines int) []byte {
@@ -77,7 +78,7 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 
 	content := gcode(3000)
-	f := sealedMemfd(t, content)
+	f := testutil.SealedMemfd(t, content)
 	meta := &gcodemeta.Metadata{LayerCount: 60, SlicerName: "PrusaSlicer 2.5.0", EstimatedTime: 1415, NozzleDiameter: 0.4}
 	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-42", Metadata: meta}, f); err != nil {
 		t.Fatalf("Print: %v", err)
@@ -111,7 +112,7 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 	}
 
 	// A caller's name is used as given.
-	f2 := sealedMemfd(t, content)
+	f2 := testutil.SealedMemfd(t, content)
 	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "job-43", Name: "custom.name.gcode"}, f2); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestPrintDeliversSealedContent(t *testing.T) {
 func TestPrintRefusals(t *testing.T) {
 	ts := startServer(t, klipper.Options{})
 	content := gcode(10)
-	f := sealedMemfd(t, content)
+	f := testutil.SealedMemfd(t, content)
 
 	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "j1"}, f); !errors.Is(err, klipper.ErrNotConnected) {
 		t.Errorf("Print without Klipper: %v, want ErrNotConnected", err)
@@ -186,7 +187,7 @@ func TestPauseResumeAndDisconnectMidPrint(t *testing.T) {
 	k := startStandin(t, ts.socket, standin.Config{Speed: 2000})
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 	content := gcode(2000) // ~ 60 KB: 30 s at 2 kB/s, far longer than the test
-	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "long", Metadata: &gcodemeta.Metadata{LayerCount: 40}}, sealedMemfd(t, content)); err != nil {
+	if err := ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "long", Metadata: &gcodemeta.Metadata{LayerCount: 40}}, testutil.SealedMemfd(t, content)); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, ts.srv, "progressing", func(s klipper.State) bool { return s.Status.VirtualSDCard.FilePosition > 0 })
@@ -229,7 +230,7 @@ func TestPrintFailsWhenKlipperGoesAway(t *testing.T) {
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "gone"}, sealedMemfd(t, gcode(5)))
+		errc <- ts.srv.Print(testCtx(t), klipper.PrintRequest{JobID: "gone"}, testutil.SealedMemfd(t, gcode(5)))
 	}()
 	pkt, fds, ok := r.recv()
 	if !ok || pkt["type"] != "print" || len(fds) != 1 {
@@ -263,7 +264,7 @@ func TestPrintFailsWhenKlipperGoesAway(t *testing.T) {
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := ts.srv.Print(ctx, klipper.PrintRequest{JobID: "slow"}, sealedMemfd(t, gcode(5))); !errors.Is(err, context.DeadlineExceeded) {
+	if err := ts.srv.Print(ctx, klipper.PrintRequest{JobID: "slow"}, testutil.SealedMemfd(t, gcode(5))); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("unanswered print: %v, want DeadlineExceeded", err)
 	}
 }
@@ -290,7 +291,7 @@ func TestProtocolErrors(t *testing.T) {
 	if pkt := r.expect("error", klipper.CodeUnknownType); pkt["id"] != "x1" {
 		t.Errorf("unknown_type answer lacks the id: %v", pkt)
 	}
-	f := sealedMemfd(t, []byte("G28\n"))
+	f := testutil.SealedMemfd(t, []byte("G28\n"))
 	before := countFDs(t)
 	if err := memfd.SendJSON(r.c, map[string]any{"v": 1, "type": "status"}, f.Fd()); err != nil {
 		t.Fatal(err)
@@ -466,20 +467,20 @@ func TestNewConnectionReplacesOld(t *testing.T) {
 	<-pong
 }
 
-func TestStagedFetch(t *testing.T) {
+func TestHeldFetch(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	ts := startServer(t, klipper.Options{StageTTL: time.Minute, Now: clock})
+	ts := startServer(t, klipper.Options{HoldTTL: time.Minute, Now: clock})
 	k := startStandin(t, ts.socket, standin.Config{})
 	waitState(t, ts.srv, "connected", connectedWithStatus)
 
 	content := gcode(500)
-	if err := ts.srv.Stage("virtual_macro.gcode", sealedMemfdOwned(t, content), klipper.Metadata{TotalLayer: 10}); err != nil {
+	if err := ts.srv.Hold("virtual_macro.gcode", testutil.SealedMemfdOwned(t, content), klipper.Metadata{TotalLayer: 10}); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.Fetch(testCtx(t), "virtual_macro.gcode"); err != nil {
-		t.Fatalf("fetch of a staged file: %v", err)
+		t.Fatalf("fetch of a held file: %v", err)
 	}
 	if _, err := k.WaitFor(testCtx(t), func(s klipper.Status) bool { return s.PrintStats.State == "complete" }); err != nil {
 		t.Fatal(err)
@@ -510,7 +511,7 @@ func TestStagedFetch(t *testing.T) {
 	}
 
 	// Expired.
-	if err := ts.srv.Stage("virtual_late.gcode", sealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
+	if err := ts.srv.Hold("virtual_late.gcode", testutil.SealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	now.Add(int64(2 * time.Minute))
@@ -518,33 +519,16 @@ func TestStagedFetch(t *testing.T) {
 		t.Errorf("fetch after expiry: %v", err)
 	}
 
-	// Unstaged.
-	if err := ts.srv.Stage("virtual_gone.gcode", sealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
+	// Withdrawn.
+	if err := ts.srv.Hold("virtual_gone.gcode", testutil.SealedMemfdOwned(t, content), klipper.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
-	if !ts.srv.Unstage("virtual_gone.gcode") || ts.srv.Unstage("virtual_gone.gcode") {
-		t.Error("Unstage should report true once, then false")
+	if !ts.srv.Withdraw("virtual_gone.gcode") || ts.srv.Withdraw("virtual_gone.gcode") {
+		t.Error("Withdraw should report true once, then false")
 	}
-	if err := ts.srv.Stage("bad name", sealedMemfdOwned(t, content), klipper.Metadata{}); !errors.Is(err, klipper.ErrInvalidName) {
-		t.Errorf("Stage with a space in the name: %v", err)
+	if err := ts.srv.Hold("bad name", testutil.SealedMemfdOwned(t, content), klipper.Metadata{}); !errors.Is(err, klipper.ErrInvalidName) {
+		t.Errorf("Hold with a space in the name: %v", err)
 	}
-}
-
-// sealedMemfdOwned is a sealed memfd whose ownership passes to the callee
-// (Stage closes it).
-func sealedMemfdOwned(t *testing.T, content []byte) *memfd.File {
-	t.Helper()
-	f, err := memfd.Create("staged")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(content); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Seal(); err != nil {
-		t.Fatal(err)
-	}
-	return f
 }
 
 func TestConsoleAndCommands(t *testing.T) {

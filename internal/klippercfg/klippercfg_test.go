@@ -2,12 +2,13 @@ package klippercfg
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 const python = "/usr/bin/python3"
@@ -16,18 +17,6 @@ func testdata(t *testing.T, tree string) string {
 	t.Helper()
 	p, err := filepath.Abs(filepath.Join("testdata", tree, "printer.cfg"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func write(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -51,7 +40,7 @@ func asMap(c *Config) map[string]map[string]string {
 // sections, options and values.
 func TestParseMatchesPythonConfigparser(t *testing.T) {
 	edge := t.TempDir()
-	write(t, edge, "printer.cfg", "[include sub/*.cfg]\n[s]\n"+
+	testutil.WriteFile(t, edge, "printer.cfg", "[include sub/*.cfg]\n[s]\n"+
 		"a: one ; semicolon comment\n"+
 		"b = x;y#z\n"+
 		"c:\n  line1\n\n  line2   # comment\n  # full comment inside\n  line3\n"+
@@ -61,9 +50,9 @@ func TestParseMatchesPythonConfigparser(t *testing.T) {
 		"a: overridden\n"+
 		"[gcode_macro T]\ngcode:\n  {% if x %}\n    M117 a; b\n  {% endif %}\n"+
 		"[include sub/last.cfg]\n[after_include]\nk: v\n")
-	write(t, edge, "sub/a.cfg", "[s]\nfrom_a: 1\n")
-	write(t, edge, "sub/b.cfg", "[t]\nv: 2\n  continued\n")
-	write(t, edge, "sub/last.cfg", "[s]\nb: last\n")
+	testutil.WriteFile(t, edge, "sub/a.cfg", "[s]\nfrom_a: 1\n")
+	testutil.WriteFile(t, edge, "sub/b.cfg", "[t]\nv: 2\n  continued\n")
+	testutil.WriteFile(t, edge, "sub/last.cfg", "[s]\nb: last\n")
 	trees := map[string]string{
 		"mainsailos": testdata(t, "mainsailos"),
 		"kiauh":      testdata(t, "kiauh"),
@@ -303,7 +292,7 @@ func TestFindings(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			for name, content := range tc.files {
-				write(t, dir, name, content)
+				testutil.WriteFile(t, dir, name, content)
 			}
 			r := Inspect(filepath.Join(dir, "printer.cfg"), CheckOptions{BridgeSocket: DefaultBridgeSocket})
 			var got []Finding
@@ -342,7 +331,7 @@ func TestFindings(t *testing.T) {
 
 func TestEmptyGlobIsFine(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "printer.cfg", goodPrinter+goodLmnt+"[include macros/*.cfg]\n")
+	testutil.WriteFile(t, dir, "printer.cfg", goodPrinter+goodLmnt+"[include macros/*.cfg]\n")
 	r := Inspect(filepath.Join(dir, "printer.cfg"), CheckOptions{})
 	if len(r.Findings) != 0 {
 		t.Errorf("findings: %v", r.Findings)
@@ -351,7 +340,7 @@ func TestEmptyGlobIsFine(t *testing.T) {
 
 func TestStatusLineAndJSON(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "printer.cfg", goodPrinter+"[secure_print]\n")
+	testutil.WriteFile(t, dir, "printer.cfg", goodPrinter+"[secure_print]\n")
 	r := Inspect(filepath.Join(dir, "printer.cfg"), CheckOptions{})
 	want := "printer.cfg: 1 error, 1 warning; [encrypted_file_bridge] section missing: Klipper cannot receive lmntd's jobs"
 	if got := r.StatusLine(); got != want {

@@ -252,18 +252,6 @@ func (c *scaledClock) recorded() []time.Duration {
 	return append([]time.Duration(nil), c.waits...)
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func newKey(t *testing.T) (*[32]byte, *[32]byte) {
 	t.Helper()
 	pub, priv, err := box.GenerateKey(rand.Reader)

@@ -13,6 +13,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/jobstatus"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // runPoller runs a poller and sends every handed-out job on the channel.
@@ -110,7 +111,7 @@ func TestPollerDedupesAndCoalesces(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		before := e.sim.Calls(marketsim.CallPoll)
 		p.Trigger()
-		eventually(t, 5*time.Second, "a triggered poll", func() bool { return e.sim.Calls(marketsim.CallPoll) > before })
+		testutil.Eventually(t, 5*time.Second, "a triggered poll", func() bool { return e.sim.Calls(marketsim.CallPoll) > before })
 	}
 	second := e.createJob([]byte("G1 X1\n"), marketsim.DownloadGCS)
 	p.Trigger()
@@ -130,7 +131,7 @@ func TestPollerDedupesAndCoalesces(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		p.Trigger()
 	}
-	eventually(t, 5*time.Second, "the burst's poll", func() bool { return e.sim.Calls(marketsim.CallPoll) > before })
+	testutil.Eventually(t, 5*time.Second, "the burst's poll", func() bool { return e.sim.Calls(marketsim.CallPoll) > before })
 	var wg sync.WaitGroup
 	for i := 0; i < 4; i++ { // direct callers share the single flight too
 		wg.Add(1)
@@ -242,13 +243,13 @@ func TestTokenRefresherRetriesUntilSuccess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.client.RunTokenRefresher(ctx, marketplace.RefresherOptions{}) }()
-	eventually(t, 5*time.Second, "a successful refresh", func() bool {
+	testutil.Eventually(t, 5*time.Second, "a successful refresh", func() bool {
 		tok, _ := e.client.Token()
 		return tok.Value != old.Value
 	})
 	// After success it must not spin: the next wait is the 80 % point
 	// (4 days for a 5-day token).
-	eventually(t, 5*time.Second, "the post-refresh wait", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the post-refresh wait", func() bool {
 		w := clock.recorded()
 		return len(w) >= 5 && w[4] > 3*24*time.Hour
 	})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/clock"
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 func TestParseRetryAfter(t *testing.T) {
@@ -132,7 +133,7 @@ func TestPollHonoursRetryAfter(t *testing.T) {
 	c, _ := pairedClient(t, api, func(o *marketplace.Options) { o.Clock = clock; o.MaxRetryAfter = 10 * time.Minute })
 	p := c.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Rand: steadyRand()})
 	runPoller(t, p)
-	eventually(t, 5*time.Second, "four polls", func() bool { return len(api.pollTimes()) >= 4 })
+	testutil.Eventually(t, 5*time.Second, "four polls", func() bool { return len(api.pollTimes()) >= 4 })
 	waits := clock.recorded()
 	if len(waits) < 3 {
 		t.Fatalf("waits %v", waits)
@@ -193,8 +194,8 @@ func TestPollIntervalFollowsPushHealth(t *testing.T) {
 	p := c.NewPoller(marketplace.PollerOptions{Interval: time.Minute, PushInterval: 20 * time.Minute, Rand: steadyRand()})
 	p.SetPushHealthy(true)
 	runPoller(t, p)
-	eventually(t, 5*time.Second, "the first poll", func() bool { return len(api.pollTimes()) == 1 })
-	eventually(t, 5*time.Second, "the 20-minute wait", func() bool { return len(clock.recorded()) >= 1 })
+	testutil.Eventually(t, 5*time.Second, "the first poll", func() bool { return len(api.pollTimes()) == 1 })
+	testutil.Eventually(t, 5*time.Second, "the 20-minute wait", func() bool { return len(clock.recorded()) >= 1 })
 	if w := clock.recorded()[0]; w < 20*time.Minute-time.Second || w > 20*time.Minute {
 		t.Fatalf("wait with a healthy push: %v, want 20m", w)
 	}
@@ -202,7 +203,7 @@ func TestPollIntervalFollowsPushHealth(t *testing.T) {
 		t.Fatalf("waits before the push went down: %v", clock.recorded())
 	}
 	p.SetPushHealthy(false)
-	eventually(t, 5*time.Second, "a poll at check_interval", func() bool { return len(api.pollTimes()) >= 3 })
+	testutil.Eventually(t, 5*time.Second, "a poll at check_interval", func() bool { return len(api.pollTimes()) >= 3 })
 	for _, w := range clock.recorded()[1:] {
 		if w > time.Minute {
 			t.Fatalf("wait without push %v, want ≤ 1m (all %v)", w, clock.recorded())
@@ -227,13 +228,13 @@ func TestRecoveryEndsPollBackoff(t *testing.T) {
 	c, _ := pairedClient(t, api, nil)
 	p := c.NewPoller(marketplace.PollerOptions{Interval: time.Hour, Rand: steadyRand()})
 	runPoller(t, p)
-	eventually(t, 5*time.Second, "the failed poll", func() bool { return len(api.pollTimes()) == 1 })
-	eventually(t, 5*time.Second, "the 502 marking the marketplace unreachable", func() bool { _, down := c.Unreachable(); return down })
+	testutil.Eventually(t, 5*time.Second, "the failed poll", func() bool { return len(api.pollTimes()) == 1 })
+	testutil.Eventually(t, 5*time.Second, "the 502 marking the marketplace unreachable", func() bool { _, down := c.Unreachable(); return down })
 	sent := time.Now()
 	if res := c.PostJobStatus(ctxT(t), "job-1", marketplace.StatusReport{Status: "printing"}); res.Outcome != marketplace.Accepted {
 		t.Fatalf("status post: %v", res.Err)
 	}
-	eventually(t, 2*time.Second, "the poll after the recovery", func() bool { return len(api.pollTimes()) == 2 })
+	testutil.Eventually(t, 2*time.Second, "the poll after the recovery", func() bool { return len(api.pollTimes()) == 2 })
 	if d := api.pollTimes()[1].Sub(sent); d > time.Second {
 		t.Fatalf("poll %v after the recovery, want at once", d)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/marketplace"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // runPush runs the push stream; changes gets every onChange call, connects
@@ -142,7 +143,9 @@ func TestPushKeepAliveHoldsStream(t *testing.T) {
 	e.pair()
 	_, connects := runPush(t, e.client, marketplace.PushOptions{ReadTimeout: 200 * time.Millisecond})
 	waitEvent(t, connects, 5*time.Second, "the put on connect")
-	time.Sleep(600 * time.Millisecond) // three read timeouts of keep-alives only
+	// Twelve keep-alives are three read timeouts of keep-alives only; a
+	// stream the client dropped would take no more of them.
+	testutil.Eventually(t, 5*time.Second, "twelve keep-alives", func() bool { return e.sim.PushKeepAlives(e.printerID()) >= 12 })
 	if n := e.sim.PushConnections(e.printerID()); n != 1 {
 		t.Fatalf("%d connections: keep-alives did not keep the stream", n)
 	}

@@ -6,57 +6,13 @@ import (
 	"crypto/cipher"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/nacl/box"
+
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
-
-// vectors is the part of internal/jobcrypt/testdata/vectors.json (made by
-// python3-nacl and python3-cryptography) that the marketplace side produces.
-type vectors struct {
-	Schema struct {
-		ID string `json:"id"`
-	} `json:"schema"`
-	DEKPackages []struct {
-		Name                string `json:"name"`
-		RecipientPrivateHex string `json:"recipient_private_hex"`
-		RecipientPublicB64  string `json:"recipient_public_b64"`
-		EphemeralPrivateHex string `json:"ephemeral_private_hex"`
-		NonceB64            string `json:"nonce_b64"`
-		DEKHex              string `json:"dek_hex"`
-		Package             string `json:"package"`
-	} `json:"dek_packages"`
-	CBC []struct {
-		Name          string `json:"name"`
-		KeyHex        string `json:"key_hex"`
-		IVHex         string `json:"iv_hex"`
-		PlaintextB64  string `json:"plaintext_b64"`
-		CiphertextB64 string `json:"ciphertext_b64"`
-	} `json:"cbc"`
-}
-
-func loadVectors(t *testing.T) vectors {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "jobcrypt", "testdata", "vectors.json"))
-	if err != nil {
-		t.Fatalf("the independent Python vectors are part of this test: %v", err)
-	}
-	var v vectors
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(v.Schema.ID, "lmntd-jobcrypt-vectors/1") {
-		t.Fatalf("vectors schema %q, this test reads lmntd-jobcrypt-vectors/1", v.Schema.ID)
-	}
-	if len(v.DEKPackages) == 0 || len(v.CBC) == 0 {
-		t.Fatalf("vectors hold %d DEK packages and %d CBC cases; want both", len(v.DEKPackages), len(v.CBC))
-	}
-	return v
-}
 
 func mustHex(t *testing.T, s string) []byte {
 	t.Helper()
@@ -78,7 +34,11 @@ func mustB64(t *testing.T, s string) []byte {
 
 // The simulator wraps DEKs byte for byte as PyNaCl does.
 func TestDEKPackageMatchesPythonVectors(t *testing.T) {
-	for _, c := range loadVectors(t).DEKPackages {
+	v := testutil.LoadCryptoVectors(t)
+	if len(v.DEKPackages) == 0 {
+		t.Fatal("the vectors hold no DEK packages")
+	}
+	for _, c := range v.DEKPackages {
 		t.Run(c.Name, func(t *testing.T) {
 			var pub, eph [32]byte
 			var nonce [24]byte
@@ -98,7 +58,11 @@ func TestDEKPackageMatchesPythonVectors(t *testing.T) {
 
 // The simulator's AES-256-CBC/PKCS#7 matches python3-cryptography.
 func TestCBCMatchesPythonVectors(t *testing.T) {
-	for _, c := range loadVectors(t).CBC {
+	v := testutil.LoadCryptoVectors(t)
+	if len(v.CBC) == 0 {
+		t.Fatal("the vectors hold no CBC cases")
+	}
+	for _, c := range v.CBC {
 		t.Run(c.Name, func(t *testing.T) {
 			got, err := cbcEncrypt(mustHex(t, c.KeyHex), mustHex(t, c.IVHex), mustB64(t, c.PlaintextB64))
 			if err != nil {

@@ -136,6 +136,9 @@ func (s *Server) pushHandler() http.Handler {
 				if _, err := fmt.Fprint(w, "event: keep-alive\ndata: null\n\n"); err != nil || rc.Flush() != nil {
 					return
 				}
+				s.mu.Lock()
+				p.pushKeepAlives++
+				s.mu.Unlock()
 			}
 		}
 	})

@@ -118,6 +118,7 @@ type printer struct {
 	queue                     []string
 	watchers                  map[chan struct{}]struct{}
 	pushConnections           int
+	pushKeepAlives            int // written and flushed on its push streams
 }
 
 type session struct {

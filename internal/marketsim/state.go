@@ -209,6 +209,17 @@ func cmpString(a, b string) int {
 	return 0
 }
 
+// PushKeepAlives is how many keep-alives the printer's push streams have
+// carried (written and flushed; a closed stream takes no more).
+func (s *Server) PushKeepAlives(printerID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.printers[printerID]; ok {
+		return p.pushKeepAlives
+	}
+	return 0
+}
+
 // PushConnections is how many push streams the printer has opened.
 func (s *Server) PushConnections(printerID string) int {
 	s.mu.Lock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lmnt-marketplace/lmntd/internal/gcode"
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
 
@@ -17,14 +18,7 @@ import (
 // fails the very Write whose chunk it refused, named StageMemfd, and every
 // later one.
 func TestSinkReportsMemfdRefusal(t *testing.T) {
-	f, err := memfd.Create("refusing")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Seal(); err != nil {
-		t.Fatal(err)
-	}
+	f := testutil.SealedMemfd(t, nil)
 	s := newSink(context.Background(), f, gcode.Options{}, threadprio.Go)
 	defer s.close()
 	chunk := gcodeSample(t)[:64<<10]

@@ -21,12 +21,12 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
-	"github.com/lmnt-marketplace/lmntd/hw"
+	"github.com/lmnt-marketplace/lmntd/internal/hw"
 )
 
 // board is a fixture board tree from the hw package.
 func board(name string) hw.Paths {
-	return hw.Paths{Root: filepath.Join("..", "..", "hw", "testdata", name)}
+	return hw.Paths{Root: filepath.Join("..", "..", "hw", "boards", name)}
 }
 
 // logBuffer captures slog output (JSON, debug level) safely.

@@ -13,8 +13,8 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/lmnt-marketplace/lmntd/hw"
 	"github.com/lmnt-marketplace/lmntd/internal/atomicfile"
+	"github.com/lmnt-marketplace/lmntd/internal/hw"
 )
 
 // SoftwareOptions configure the software backend.

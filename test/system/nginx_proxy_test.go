@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // The test LAN: the printer's side of a veth pair and two browsers in a
@@ -303,18 +304,22 @@ func startProcess(t *testing.T, cmd *exec.Cmd, name string) {
 
 func waitTCP(t *testing.T, addr string, log fmt.Stringer) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
+	var err error
+	listening := false
+	defer func() { // runs after Eventually's Fatalf too
+		if !listening {
+			t.Logf("last dial: %v\n%s", err, log.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s: %v\n%s", addr, err, log.String())
+	}()
+	testutil.Eventually(t, 30*time.Second, "a listener on "+addr, func() bool {
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr, time.Second); err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		c.Close()
+		return true
+	})
+	listening = true
 }
 
 // curl runs curl under prefix (namespace, uid) and returns the HTTP status

@@ -723,7 +723,7 @@ func (k *Standin) SendReady(args map[string]any) error {
 		Command: klipper.Command{Name: "LMNT_READY", Args: raw}})
 }
 
-// Fetch runs SET_GCODE_FD FILENAME=name: it asks the daemon for the staged
+// Fetch runs SET_GCODE_FD FILENAME=name: it asks the daemon for the held
 // file and prints it. An unknown or expired name is an error, also shown on
 // the console like the extra does.
 func (k *Standin) Fetch(ctx context.Context, name string) error {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -61,22 +62,6 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
-func sealed(t *testing.T, content []byte) *memfd.File {
-	t.Helper()
-	f, err := memfd.Create("fixture")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	if _, err := f.Write(content); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Seal(); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
 type expectation struct {
 	Summary struct {
 		FilamentUsedMM *struct{ Value float64 } `json:"filament_used_mm"`
@@ -99,7 +84,7 @@ func TestPrintsEveryFixture(t *testing.T) {
 		}
 		sum := sha256.Sum256(content)
 		jobID := "fx" + string(rune('a'+i))
-		if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: jobID}, sealed(t, content)); err != nil {
+		if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: jobID}, testutil.SealedMemfd(t, content)); err != nil {
 			t.Fatalf("%s: %v", fx.Name, err)
 		}
 		// Only a bound: the 30 MB fixture, read line by line, takes about
@@ -150,20 +135,10 @@ func waitServerHeardDone(t *testing.T, srv *klipper.Server, name string) {
 // in state (complete, error, cancelled).
 func waitServerHeardEnd(t *testing.T, srv *klipper.Server, name, state string) {
 	t.Helper()
-	ch, unsubscribe := srv.Subscribe()
-	defer unsubscribe()
-	ctx := ctxFor(t)
-	for {
+	testutil.Eventually(t, testTimeout, fmt.Sprintf("the server to hear %s end in %s", name, state), func() bool {
 		st := srv.State().Status
-		if st.PrintStats.Filename == name && st.PrintStats.State == state && !st.VirtualSDCard.IsActive {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatalf("server never heard %s end in %s: %+v", name, state, st.PrintStats)
-		}
-	}
+		return st.PrintStats.Filename == name && st.PrintStats.State == state && !st.VirtualSDCard.IsActive
+	})
 }
 
 func TestSpeedAndDurations(t *testing.T) {
@@ -174,7 +149,7 @@ func TestSpeedAndDurations(t *testing.T) {
 		content = append(content, "G1 X1 Y1 E0.01\n"...)
 	}
 	start := time.Now()
-	if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: "paced"}, sealed(t, content)); err != nil {
+	if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: "paced"}, testutil.SealedMemfd(t, content)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.WaitFor(ctxFor(t), func(s klipper.Status) bool { return s.VirtualSDCard.FilePosition > 0 }); err != nil {
@@ -222,7 +197,7 @@ func TestInjectedErrorAndUnsealedFile(t *testing.T) {
 	for len(content) < 5000 {
 		content = append(content, "G1 X1\n"...)
 	}
-	if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: "err"}, sealed(t, content)); err != nil {
+	if err := srv.Print(ctxFor(t), klipper.PrintRequest{JobID: "err"}, testutil.SealedMemfd(t, content)); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.InjectError("Move out of range: 300.000 0.000 0.200 [0.000]"); err != nil {

@@ -1,4 +1,4 @@
-"""Drives the real lmntd bridge server (Go, internal/klipper/bridgeharness)
+"""Drives the real lmntd bridge server (Go, cmd/lmnt-bridgeharness)
 from the Python tests: JSON command lines on its stdin, JSON event lines on
 its stdout. Waiting for an event keeps pumping the fake Klipper's reactor,
 so the extra under test keeps running while the daemon acts."""
@@ -35,13 +35,13 @@ def build_harness(out_dir):
     """go build the harness into out_dir; returns the binary's path."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(GO_PATHS + [env.get("PATH", "")])
-    binary = os.path.join(out_dir, "bridgeharness")
+    binary = os.path.join(out_dir, "lmnt-bridgeharness")
     proc = subprocess.run(
-        ["go", "build", "-o", binary, "./internal/klipper/bridgeharness"],
+        ["go", "build", "-o", binary, "./cmd/lmnt-bridgeharness"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, timeout=300)
     if proc.returncode != 0:
-        raise AssertionError("building bridgeharness failed:\n"
+        raise AssertionError("building lmnt-bridgeharness failed:\n"
                              + proc.stdout.decode(errors="replace"))
     return binary
 
@@ -101,7 +101,7 @@ class BridgeHarness:
                 time.sleep(0.01)
             if time.monotonic() > deadline:
                 self.proc.kill()
-                raise AssertionError("bridgeharness did not quit")
+                raise AssertionError("lmnt-bridgeharness did not quit")
         self.proc.wait()
         self.stderr_file.close()
         self.proc = None

@@ -1,6 +1,6 @@
-"""A test case base: the real lmntd bridge server (bridgeharness) on a
-private socket, and a fake Klipper of one modelled version that loads the
-real extras and connects to it."""
+"""A test case base: the real lmntd bridge server
+(cmd/lmnt-bridgeharness) on a private socket, and a fake Klipper of one
+modelled version that loads the real extras and connects to it."""
 import logging
 import os
 import tempfile

@@ -173,12 +173,12 @@ class Refusals(RigTestCase):
 class MacroPath(RigTestCase):
     MODEL = "kalico"
 
-    def test_staged_file_prints_through_the_readme_macro(self):
+    def test_held_file_prints_through_the_readme_macro(self):
         self.connect()
-        self.daemon.send(cmd="stage", file=fixture(CUBE),
+        self.daemon.send(cmd="hold", file=fixture(CUBE),
                          name="virtual_s1.gcode")
-        # The harness reports nothing for a stage; a ping answered after
-        # it proves the file is staged before the macro asks for it.
+        # The harness reports nothing for a hold; a ping answered after
+        # it proves lmntd holds the file before the macro asks for it.
         self.daemon.send(cmd="ping")
         self.daemon.wait("pong", self.pump)
         self.printer.gcode.run_script(

@@ -4,7 +4,7 @@
 // SoC SID, DMI product UUID, /etc/machine-id) and whether a TPM 2.0 is wired.
 //
 // Everything is read below Paths.Root, so tests run on fixture trees
-// (hw/testdata/<board>/) laid out like the real /proc and /sys. Nothing here
+// (the top-level hw/boards/<board>/) laid out like the real /proc and /sys. Nothing here
 // needs privileges; sources the caller may not read are reported as such.
 package hw
 

@@ -1,4 +1,4 @@
-// Command pipebench measures the job pipeline against openssl on the same
+// Command lmnt-pipebench measures the job pipeline against openssl on the same
 // ciphertext, for make bench (scripts/bench.sh).
 //
 // Inputs are real slicer G-code of both kinds the gate treats differently:
@@ -9,7 +9,7 @@
 // processes so that each one's peak RSS is its own, alternately (so that
 // the machine's other load falls on both alike):
 //
-//	pipebench run                 pipeline.Run: fd 3 ciphertext → memfd
+//	lmnt-pipebench run            pipeline.Run: fd 3 ciphertext → memfd
 //	openssl enc -d -aes-256-cbc   stdin ciphertext → stdout memfd
 //
 // Both read a fresh read-only open of the ciphertext memfd and write into a
@@ -22,7 +22,7 @@
 // simulator (internal/marketsim) over loopback HTTPS with a paired printer
 // and one job queued, and times
 //
-//	pipebench fetch               marketplace client poll + download → pipeline.Run → sealed memfd
+//	lmnt-pipebench fetch          marketplace client poll + download → pipeline.Run → sealed memfd
 //	curl | openssl enc -d         the job's download URL → memfd
 //
 // The e2e part keeps the printer's token file in a temporary directory (as
@@ -79,13 +79,13 @@ func main() {
 		err = fetchChild(os.Args[2:])
 	default:
 		if err = parent(); err != nil {
-			fmt.Fprintln(os.Stderr, "pipebench:", err)
+			fmt.Fprintln(os.Stderr, "lmnt-pipebench:", err)
 			os.Exit(1)
 		}
 		return
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "pipebench child:", err)
+		fmt.Fprintln(os.Stderr, "lmnt-pipebench child:", err)
 		os.Exit(1)
 	}
 }
@@ -241,7 +241,7 @@ func parent() error {
 	}
 
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("pipebench: %d run(s) each, pipeline and reference alternating; medians, ratio range in brackets;\n"+
+	fmt.Printf("lmnt-pipebench: %d run(s) each, pipeline and reference alternating; medians, ratio range in brackets;\n"+
 		"%d CPUs, load average %s at start\n", *runs, runtimeProcs(), strings.Join(strings.Fields(string(load))[:3], " "))
 	fmt.Printf("%-24s %-32s %7s %8s %13s %s\n", "input", "decryptor → memfd", "MB/s", "CPU s/GB", "peak RSS MiB", "notes")
 	for _, src := range sources {

@@ -20,7 +20,11 @@ type boardWant struct {
 	tpm       *TPM
 }
 
-func fixture(name string) Paths { return Paths{Root: filepath.Join("testdata", name)} }
+// boardTrees is the top-level hw/boards: one tree per board, laid out like
+// the board's /proc, /sys and /etc (internal/seal's tests use them too).
+var boardTrees = filepath.Join("..", "..", "hw", "boards")
+
+func fixture(name string) Paths { return Paths{Root: filepath.Join(boardTrees, name)} }
 
 func TestBoards(t *testing.T) {
 	boards := map[string]boardWant{
@@ -38,7 +42,7 @@ func TestBoards(t *testing.T) {
 			sources: map[SourceName]string{SourceDeviceTreeSerial: "10000000a3b4c5d6", SourceCPUInfoSerial: "10000000a3b4c5d6"},
 			absent:  []SourceName{SourceSunxiSID, SourceDMIProductUUID},
 			tpm: &TPM{Present: true, Version: 2, Driver: "tpm_tis_spi",
-				Devices: []string{"testdata/rpi-4b/dev/tpmrm0", "testdata/rpi-4b/dev/tpm0"}}},
+				Devices: []string{filepath.Join(boardTrees, "rpi-4b/dev/tpmrm0"), filepath.Join(boardTrees, "rpi-4b/dev/tpm0")}}},
 		"rpi-400": {kind: KindRPi400, family: FamilyRaspberryPi, model: "Raspberry Pi 400 Rev 1.0", soc: "brcm,bcm2711", machine: "aarch64",
 			sources: map[SourceName]string{SourceDeviceTreeSerial: "10000000b5c6d7e8"}},
 		"rpi-5": {kind: KindRPi5, family: FamilyRaspberryPi, model: "Raspberry Pi 5 Model B Rev 1.0", soc: "brcm,bcm2712", machine: "aarch64",
@@ -64,14 +68,14 @@ func TestBoards(t *testing.T) {
 			sources: map[SourceName]string{SourceDMIProductUUID: "4c4c4544-0042-3510-8052-b4c04f4e3732", SourceMachineID: "c5d6e7f8091a2b3c4d5e6f708192a3b4"},
 			absent:  []SourceName{SourceDeviceTreeSerial, SourceCPUInfoSerial},
 			tpm: &TPM{Present: true, Version: 2, Driver: "tpm_crb",
-				Devices: []string{"testdata/generic-x86_64/dev/tpmrm0", "testdata/generic-x86_64/dev/tpm0"}}},
+				Devices: []string{filepath.Join(boardTrees, "generic-x86_64/dev/tpmrm0"), filepath.Join(boardTrees, "generic-x86_64/dev/tpm0")}}},
 	}
-	entries, err := os.ReadDir("testdata")
+	entries, err := os.ReadDir(boardTrees)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(entries) != len(boards) {
-		t.Errorf("testdata has %d board trees, the test covers %d: add the new tree to the table", len(entries), len(boards))
+		t.Errorf("hw/boards has %d board trees, the test covers %d: add the new tree to the table", len(entries), len(boards))
 	}
 	for name, want := range boards {
 		t.Run(name, func(t *testing.T) {

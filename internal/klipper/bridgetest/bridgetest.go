@@ -1,13 +1,17 @@
-// Command bridgeharness runs the real lmntd bridge server (package klipper)
-// under the control of a test: the Python tests of the Klipper extras start
-// it, drive it with JSON commands on stdin and read JSON events from stdout,
-// one object per line. It is a test tool and is not installed.
+// Package bridgetest runs the real lmntd bridge server (package klipper)
+// under the control of a test, for cmd/lmnt-bridgeharness: the Python tests
+// of the Klipper extras start that program, drive it with JSON commands on
+// stdin and read JSON events from stdout, one object per line. It lives in
+// internal/klipper because print_unsealed flips the server's test-only seal
+// switch (internal/klipper/internal/testhook), which Go lets no package
+// outside internal/klipper reach; shipped programs must not import it, as
+// they must not import the stand-in.
 //
 // Commands (stdin):
 //
 //	{"cmd":"print","file":PATH,"job_id":ID,"metadata":{...}}   sealed memfd of PATH, sent with `print`
 //	{"cmd":"print_unsealed", same fields}                      the same, but the memfd is NOT sealed
-//	{"cmd":"stage","file":PATH,"name":NAME}                    offer PATH for SET_GCODE_FD FILENAME=NAME
+//	{"cmd":"hold","file":PATH,"name":NAME}                     hold PATH for SET_GCODE_FD FILENAME=NAME
 //	{"cmd":"cancel","job_id":ID,"reason":TEXT}
 //	{"cmd":"console","text":TEXT}
 //	{"cmd":"state","state":{...}}                               lmntd's state for the extras' get_status
@@ -29,22 +33,20 @@
 //	{"event":"error","message":TEXT}               a command failed before reaching Klipper
 //
 // Commands run in order; print, cancel and ping wait for Klipper aside, so
-// the next command is read at once. stage and console complete before the
+// the next command is read at once. hold and console complete before the
 // next command is read, so {"cmd":"ping"} after them is a barrier whose pong
 // says they are done.
-package main
+package bridgetest
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -54,16 +56,13 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/memfd"
 )
 
-type uidList []uint32
-
-func (u *uidList) String() string { return fmt.Sprint(*u) }
-func (u *uidList) Set(v string) error {
-	n, err := strconv.ParseUint(v, 10, 32)
-	if err != nil {
-		return fmt.Errorf("uid %q: %w", v, err)
-	}
-	*u = append(*u, uint32(n))
-	return nil
+// Config is the harness's command line.
+type Config struct {
+	Socket         string        // the bridge socket to listen on
+	AllowedUIDs    []uint32      // uids allowed to connect
+	RequestTimeout time.Duration // how long a print, cancel or ping waits for its result
+	StatusInterval time.Duration // announced in welcome
+	Logger         *slog.Logger  // the server's log
 }
 
 type command struct {
@@ -79,9 +78,12 @@ type command struct {
 	State    klipper.DaemonState `json:"state"`
 }
 
-// emitter writes one JSON event per line; os.Stdout is unbuffered, so each
-// line reaches the reader as soon as it is written.
-type emitter struct{ mu sync.Mutex }
+// emitter writes one JSON event per line, each in one Write, so that an
+// unbuffered out (os.Stdout) hands every line to the reader at once.
+type emitter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
 
 func (e *emitter) emit(fields map[string]any) {
 	line, err := json.Marshal(fields)
@@ -90,65 +92,49 @@ func (e *emitter) emit(fields map[string]any) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	os.Stdout.Write(append(line, '\n'))
+	e.w.Write(append(line, '\n'))
 }
 
 func (e *emitter) error(format string, args ...any) {
 	e.emit(map[string]any{"event": "error", "message": fmt.Sprintf(format, args...)})
 }
 
-func main() {
-	socket := flag.String("socket", "", "path of the bridge socket to listen on (required)")
-	var uids uidList
-	flag.Var(&uids, "allow-uid", "uid allowed to connect (repeatable; default: own uid)")
-	requestTimeout := flag.Duration("timeout", 30*time.Second, "how long a print or cancel waits for its result")
-	statusInterval := flag.Duration("status-interval", 5*time.Second, "status interval announced in welcome")
-	verbose := flag.Bool("v", false, "log the server's debug log to stderr")
-	flag.Parse()
-	if *socket == "" {
-		fmt.Fprintln(os.Stderr, "bridgeharness: -socket is required")
-		os.Exit(2)
-	}
-	if len(uids) == 0 {
-		uids = uidList{uint32(os.Getuid())}
-	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	out := &emitter{}
+// Run serves the bridge socket and runs the commands read from in until
+// "quit" or EOF, writing events to out. A failure to listen or serve is
+// also an error event.
+func Run(cfg Config, in io.Reader, out io.Writer) error {
+	emit := &emitter{w: out}
 	srv := klipper.NewServer(klipper.Options{
-		AllowedUIDs:    uids,
-		Logger:         logger,
-		StatusInterval: *statusInterval,
-		OnEvent:        func(ev klipper.Event) { out.emit(eventFields(ev)) },
+		AllowedUIDs:    cfg.AllowedUIDs,
+		Logger:         cfg.Logger,
+		StatusInterval: cfg.StatusInterval,
+		OnEvent:        func(ev klipper.Event) { emit.emit(eventFields(ev)) },
 	})
-	l, err := klipper.Listen(*socket, 0o666)
+	l, err := klipper.Listen(cfg.Socket, 0o666)
 	if err != nil {
-		out.error("%v", err)
-		os.Exit(1)
+		emit.error("%v", err)
+		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, l) }()
-	out.emit(map[string]any{"event": "listening", "socket": *socket})
+	emit.emit(map[string]any{"event": "listening", "socket": cfg.Socket})
 
 	go func() {
 		for c := range srv.Commands() {
-			out.emit(map[string]any{"event": "command", "name": c.Name, "args": c.Args})
+			emit.emit(map[string]any{"event": "command", "name": c.Name, "args": c.Args})
 		}
 	}()
 
-	h := &harness{srv: srv, out: out, timeout: *requestTimeout}
-	h.readCommands(os.Stdin)
+	h := &harness{srv: srv, out: emit, timeout: cfg.RequestTimeout}
+	h.readCommands(in)
 	cancel()
 	h.wg.Wait()
 	if err := <-served; err != nil {
-		out.error("%v", err)
-		os.Exit(1)
+		emit.error("%v", err)
+		return err
 	}
+	return nil
 }
 
 func eventFields(ev klipper.Event) map[string]any {
@@ -184,7 +170,7 @@ type harness struct {
 	wg      sync.WaitGroup
 }
 
-func (h *harness) readCommands(in *os.File) {
+func (h *harness) readCommands(in io.Reader) {
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -232,15 +218,15 @@ func (h *harness) run(c command) {
 				h.out.error("print %s: %v", c.JobID, err)
 			}
 		}()
-	case "stage":
+	case "hold":
 		f, err := memfdFromFile(c.File, true)
 		if err != nil {
-			h.out.error("stage: %v", err)
+			h.out.error("hold: %v", err)
 			return
 		}
-		if err := h.srv.Stage(c.Name, f, c.Metadata); err != nil {
+		if err := h.srv.Hold(c.Name, f, c.Metadata); err != nil {
 			f.Close()
-			h.out.error("stage %s: %v", c.Name, err)
+			h.out.error("hold %s: %v", c.Name, err)
 		}
 	case "cancel":
 		h.wg.Add(1)

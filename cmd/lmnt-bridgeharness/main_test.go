@@ -26,7 +26,7 @@ func TestHarnessInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "bridgeharness")
+	bin := filepath.Join(dir, "lmnt-bridgeharness")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -129,8 +129,8 @@ func TestHarnessInterface(t *testing.T) {
 		t.Errorf("unsealed print result %v", ev)
 	}
 
-	send(map[string]any{"cmd": "stage", "file": gcodePath, "name": "virtual_m.gcode"})
-	send(map[string]any{"cmd": "ping"}) // barrier: stage is done when pong arrives
+	send(map[string]any{"cmd": "hold", "file": gcodePath, "name": "virtual_m.gcode"})
+	send(map[string]any{"cmd": "ping"}) // barrier: hold is done when pong arrives
 	next("pong")
 	if err := k.Fetch(ctx, "virtual_m.gcode"); err != nil {
 		t.Fatal(err)
