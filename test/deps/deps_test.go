@@ -40,8 +40,8 @@ type rule struct {
 var rules = []rule{
 	{
 		From:   []string{"cmd/lmnt", "cmd/lmntd"},
-		Forbid: []string{"internal/marketsim", "internal/klipper/standin", "internal/democube", "internal/demo"},
-		Why:    "a printer's binaries carry no simulator, stand-in or demo: those are development tools (cmd/lmnt-demo)",
+		Forbid: []string{"internal/marketsim", "internal/klipper/standin", "internal/democube", "internal/demo", "internal/klipper/bridgetest"},
+		Why:    "a printer's binaries carry no simulator, stand-in, demo or test harness: those are development tools (cmd/lmnt-demo, cmd/lmnt-bridgeharness)",
 	},
 	{
 		From: []string{"cmd/lmnt"},
@@ -63,7 +63,8 @@ var rules = []rule{
 	{
 		From: []string{"internal/memfd", "internal/jobcrypt", "internal/atomicfile", "internal/textsafe",
 			"internal/configparser", "internal/apitype", "internal/apiclient", "internal/version",
-			"internal/clock", "internal/backoff", "internal/dirwatch", "internal/jobstatus", "internal/redact"},
+			"internal/clock", "internal/backoff", "internal/dirwatch", "internal/jobstatus", "internal/redact",
+			"internal/hw"},
 		Only: []string{},
 		Why:  "leaves: each does one small job on the standard library (and its own third-party modules) alone, so anything may use it",
 	},
