@@ -193,19 +193,7 @@ func runFetch(self string, j *e2eJob) (measurement, error) {
 	}
 	_, werr := c.secrets.Write(j.priv[:])
 	c.secrets.Close()
-	rep, out, rss, err := c.finish()
-	wall := time.Since(start)
-	if err != nil {
-		return measurement{}, err
-	}
-	defer out.Close()
-	if werr != nil {
-		return measurement{}, werr
-	}
-	if err := checkOutput(out, rep, j.size, j.sha); err != nil {
-		return measurement{}, err
-	}
-	return measurement{wall: wall, cpu: c.cpu, maxRSS: rss, report: rep}, nil
+	return c.measured(start, werr, j.size, j.sha)
 }
 
 // fetchChild is the printer side of a job, as the daemon runs it: poll the

@@ -616,6 +616,13 @@ func runPipeline(self string, in *input) (measurement, error) {
 	_, werr := c.secrets.Write(secrets)
 	c.secrets.Close()
 	clear(secrets)
+	return c.measured(start, werr, in.size, in.sha)
+}
+
+// measured waits for the child started at start, checks the memfd it sent
+// against the input's size and digest, and returns the measurement. werr
+// is the error of writing the child its secrets.
+func (c *measuredChild) measured(start time.Time, werr error, size int64, sum [32]byte) (measurement, error) {
 	rep, out, rss, err := c.finish()
 	wall := time.Since(start)
 	if err != nil {
@@ -625,7 +632,7 @@ func runPipeline(self string, in *input) (measurement, error) {
 	if werr != nil {
 		return measurement{}, werr
 	}
-	if err := checkOutput(out, rep, in.size, in.sha); err != nil {
+	if err := checkOutput(out, rep, size, sum); err != nil {
 		return measurement{}, err
 	}
 	return measurement{wall: wall, cpu: c.cpu, maxRSS: rss, report: rep}, nil

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// LmntdConfig describes an lmntd that talks to this simulator: `lmnt demo`
+// LmntdConfig describes an lmntd that talks to this simulator: `make demo`
 // and the daemon's tests run the real lmntd with the file LmntdTOML makes.
 type LmntdConfig struct {
 	Legacy       bool   // api_profile = "legacy" (with cws_url on the simulator)
