@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -88,7 +89,23 @@ func newBrowser(t *testing.T) *browser {
 			}
 		}
 	})
-	if err := chromedp.Run(ctx, cdplog.Enable(), runtime.Enable()); err != nil {
+	// chromedp starts Chromium with Pdeathsig=SIGKILL, which the kernel
+	// sends when the thread that forked it ends. The job engine running in
+	// this process lowers a thread's priority for each job and lets the Go
+	// runtime end that thread afterwards (internal/jobs/priority.go): when
+	// it was the thread that had forked Chromium, Chromium died mid-test
+	// and every call failed with "context canceled" (6 of 12 runs beside
+	// other tests; 0 of 10 since). So Chromium is forked from a thread that stays
+	// locked to a goroutine for as long as the browser lives.
+	started, release := make(chan error), make(chan struct{})
+	go func() {
+		goruntime.LockOSThread()
+		started <- chromedp.Run(ctx, cdplog.Enable(), runtime.Enable())
+		<-release
+		goruntime.UnlockOSThread()
+	}()
+	t.Cleanup(func() { close(release) })
+	if err := <-started; err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
 	return b
