@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 func errorOf(t *testing.T, r daemontest.Response) (code, message string) {
@@ -110,7 +111,7 @@ func TestErrorAnswers(t *testing.T) {
 // trusted_clients nor presents the API key cannot pair; the key admits; a
 // trusted network admits; X-Forwarded-For never counts on TCP.
 func TestTCPAccess(t *testing.T) {
-	addr := daemontest.FreePort(t)
+	addr := testutil.FreePort(t)
 	d := daemontest.Start(t, daemontest.Options{NoStandin: true, HTTPListen: addr, APIKey: "k3y-for-the-lan",
 		TrustedClients: []string{"192.168.7.0/24"}})
 	hc := &http.Client{Timeout: 10 * time.Second}

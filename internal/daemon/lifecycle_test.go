@@ -14,6 +14,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
 	"github.com/lmnt-marketplace/lmntd/internal/seal"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // TestRestartWhenIdleWaitsForThePrint: a restart request during a print
@@ -152,7 +153,7 @@ func TestLegacyRegistration(t *testing.T) {
 // restart; an edit putting loopback into trusted_clients is reported and
 // the loopback entry never honoured.
 func TestLiveReload(t *testing.T) {
-	addr := daemontest.FreePort(t)
+	addr := testutil.FreePort(t)
 	d := daemontest.Start(t, daemontest.Options{NoStandin: true, HTTPListen: addr, APIKey: "k3y"})
 	hc := &http.Client{Timeout: 5 * time.Second}
 	status := func() int {

@@ -27,6 +27,7 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
 	"github.com/lmnt-marketplace/lmntd/internal/democube"
 	"github.com/lmnt-marketplace/lmntd/internal/marketsim"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // browser is Debian's headless Chromium driven over CDP, recording what
@@ -344,7 +345,7 @@ func TestStatusPage(t *testing.T) {
 // clients keep the JSON error, and a loopback caller is never told to
 // allow loopback.
 func TestRefusedBrowserGetsAPage(t *testing.T) {
-	addr := daemontest.FreePort(t)
+	addr := testutil.FreePort(t)
 	d := daemontest.Start(t, daemontest.Options{HTTPListen: addr, ProxyGroup: "root", TrustedClients: []string{"10.99.0.0/16"}, NoStandin: true})
 	front := lanFront(t, d, "192.168.5.9")
 	get := func(base, accept string) (*http.Response, string) {

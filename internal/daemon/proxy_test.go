@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lmnt-marketplace/lmntd/internal/daemon/daemontest"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 )
 
 // curlAs runs curl as another uid (setpriv, no supplementary groups) and
@@ -54,7 +55,7 @@ func TestForwardedHeaderAttack(t *testing.T) {
 		t.Fatal("this test runs clients as other uids (setpriv) and needs root: run it through make test, which runs as root")
 	}
 	const nginxUID = 33 // www-data on Debian
-	addr := daemontest.FreePort(t)
+	addr := testutil.FreePort(t)
 	d := daemontest.Start(t, daemontest.Options{NoStandin: true, HTTPListen: addr, APIKey: "k3y-for-the-lan",
 		TrustedClients: []string{"192.168.7.0/24"}, ProxyGroup: "www-data"})
 	openPath(t, d.ProxySocket)

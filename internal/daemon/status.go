@@ -187,10 +187,13 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 	last, lastLogged := "", ""
 	var lastPing time.Time
 	// The change channels are taken before each snapshot, never after: a
-	// change between the snapshot and the next wait must wake it.
+	// change between the snapshot and the next wait must wake it. The
+	// first pass does not wait: a change made before this loop took its
+	// channels (a state disk already full, say) closed none of them, and
+	// STATUS= must say it without waiting for another.
 	client := d.mkt.Load()
 	updated, authChanged := d.engine.Updated(), client.AuthChanged()
-	for {
+	for first := true; ; first = false {
 		// The summary changes by itself when the token expires.
 		expiry.Stop()
 		expires := (<-chan time.Time)(nil)
@@ -198,15 +201,17 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 			expiry.Reset(time.Until(tok.Expiry) + time.Second)
 			expires = expiry.C
 		}
-		select {
-		case <-ctxDone.Done():
-			return
-		case <-tick:
-		case <-expires:
-		case <-authChanged:
-		case <-updated:
-		case <-changes:
-		case <-d.statusWake:
+		if !first {
+			select {
+			case <-ctxDone.Done():
+				return
+			case <-tick:
+			case <-expires:
+			case <-authChanged:
+			case <-updated:
+			case <-changes:
+			case <-d.statusWake:
+			}
 		}
 		client = d.mkt.Load()
 		updated, authChanged = d.engine.Updated(), client.AuthChanged()

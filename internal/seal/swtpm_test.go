@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/tcp"
+	"github.com/lmnt-marketplace/lmntd/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +51,7 @@ func startSWTPM(t testing.TB, stateDir string) *swtpm {
 		t.Fatalf("swtpm not installed (scripts/install-deps.sh installs it): %v", err)
 	}
 	var lastErr error
-	// The free ports are found by binding :0 and releasing them, so another
+	// The free ports are found by binding and releasing them, so another
 	// process can take one in between; swtpm then fails to bind and we retry.
 	for attempt := 0; attempt < 5; attempt++ {
 		cmdPort, ctrlPort := freePort(t), freePort(t)
@@ -89,12 +90,10 @@ func startSWTPM(t testing.TB, stateDir string) *swtpm {
 }
 
 func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Helper()
+	_, port, _ := net.SplitHostPort(testutil.FreePort(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // open is TPMOptions.Open for this instance.

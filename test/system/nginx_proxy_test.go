@@ -91,7 +91,7 @@ func TestNginxProxy(t *testing.T) {
 	// lmntd: the proxy socket as systemd would pass it, the rest its own.
 	proxySock := filepath.Join(dir, "lmntd-proxy", "api.sock")
 	proxyFile := activatedSocket(t, proxySock, unit)
-	tcpAddr := freeLoopbackPort(t)
+	tcpAddr := testutil.FreePort(t)
 	cfg := filepath.Join(dir, "lmntd.toml")
 	writeFile(t, filepath.Join(dir, "printer.cfg"), "[virtual_sdcard]\npath: /tmp\n", 0o644)
 	writeFile(t, cfg, fmt.Sprintf(`[marketplace]
@@ -126,7 +126,7 @@ trusted_clients = [%[7]q]
 	// nginx: Debian's binary, the shipped snippet inside a server block as
 	// on MainsailOS, its workers as www-data.
 	writeFile(t, filepath.Join(dir, "lmntd.conf"), strings.Replace(string(snippet), shippedPath, proxySock, 1), 0o644)
-	nginxPort := strings.Split(freeLoopbackPort(t), ":")[1]
+	nginxPort := strings.Split(testutil.FreePort(t), ":")[1]
 	for _, d := range []string{"body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		if err := os.MkdirAll(filepath.Join(dir, "nginx", d), 0o755); err != nil {
 			t.Fatal(err)
@@ -271,16 +271,6 @@ func activatedSocket(t *testing.T, path string, unit map[string]string) *os.File
 	l.SetUnlinkOnClose(false) // the socket stays for lmntd, as systemd's does
 	l.Close()
 	return f
-}
-
-func freeLoopbackPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startProcess starts cmd and stops it (SIGTERM, then SIGKILL) at cleanup.

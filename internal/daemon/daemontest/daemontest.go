@@ -122,17 +122,6 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
-// FreePort returns a loopback TCP address that was free a moment ago.
-func FreePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // Start runs a daemon in-process and waits until its API answers (and the
 // stand-in is connected, unless NoStandin). Cleanup stops it.
 func Start(t testing.TB, o Options) *Daemon {
