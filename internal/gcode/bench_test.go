@@ -28,6 +28,21 @@ func largestFixture(b *testing.B) []byte {
 	return data
 }
 
+// inspectChunked runs one inspector over data in pipeline-sized writes
+// (metadata_test.go's inspect).
+func inspectChunked(b *testing.B, data []byte) {
+	if _, err := inspect(data, gcode.Options{}, fixed(benchChunk)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// benchFile is the 101 MB absolute-extrusion PrusaSlicer file of
+// shared/bench.
+func benchFile(b *testing.B) testutil.Fixture {
+	return testutil.Fixture{Name: "prusaslicer_vase_absolute_e_100mb",
+		Path: filepath.Join(testutil.SharedDir(b), "bench", "prusaslicer_vase_absolute_e_100mb.gcode.gz")}
+}
+
 // BenchmarkInspector measures the gate and metadata extraction over the 30 MB
 // fixture in pipeline-sized writes. Compare it with BenchmarkUTF8Valid, the
 // floor any UTF-8 gate has to pay, from the same run.
@@ -36,17 +51,7 @@ func BenchmarkInspector(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		in := gcode.NewInspector(gcode.Options{})
-		for p := data; len(p) > 0; {
-			n := min(benchChunk, len(p))
-			if _, err := in.Write(p[:n]); err != nil {
-				b.Fatal(err)
-			}
-			p = p[n:]
-		}
-		if _, err := in.Finish(); err != nil {
-			b.Fatal(err)
-		}
+		inspectChunked(b, data)
 	}
 }
 
@@ -72,24 +77,12 @@ func BenchmarkUTF8Valid(b *testing.B) {
 // fixture) and spiral vases (a Z word on every line) take other paths than
 // the relative-extrusion (M83) PrusaSlicer fixtures.
 func BenchmarkInspectorFixtures(b *testing.B) {
-	abs := testutil.Fixture{Name: "prusaslicer_vase_absolute_e_100mb",
-		Path: filepath.Join(testutil.SharedDir(b), "bench", "prusaslicer_vase_absolute_e_100mb.gcode.gz")}
-	for _, f := range append(testutil.Fixtures(b), abs) {
+	for _, f := range append(testutil.Fixtures(b), benchFile(b)) {
 		data := f.Bytes(b)
 		b.Run(f.Name, func(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
-				in := gcode.NewInspector(gcode.Options{})
-				for p := data; len(p) > 0; {
-					n := min(benchChunk, len(p))
-					if _, err := in.Write(p[:n]); err != nil {
-						b.Fatal(err)
-					}
-					p = p[n:]
-				}
-				if _, err := in.Finish(); err != nil {
-					b.Fatal(err)
-				}
+				inspectChunked(b, data)
 			}
 		})
 	}
@@ -99,10 +92,8 @@ func BenchmarkInspectorFixtures(b *testing.B) {
 // the comment lines of every fixture and of the 101 MB bench file, where the
 // slicer dialects' rules are matched.
 func BenchmarkInspectorComments(b *testing.B) {
-	abs := testutil.Fixture{Name: "prusaslicer_vase_absolute_e_100mb",
-		Path: filepath.Join(testutil.SharedDir(b), "bench", "prusaslicer_vase_absolute_e_100mb.gcode.gz")}
 	var comments []byte
-	for _, f := range append(testutil.Fixtures(b), abs) {
+	for _, f := range append(testutil.Fixtures(b), benchFile(b)) {
 		for line := range bytes.Lines(f.Bytes(b)) {
 			if bytes.HasPrefix(bytes.TrimLeft(line, " \t"), []byte(";")) {
 				comments = append(comments, line...)
@@ -112,16 +103,6 @@ func BenchmarkInspectorComments(b *testing.B) {
 	comments = append(comments, "G28\nM104 S200\nG1 X1\n"...) // the gate's minimum of commands
 	b.SetBytes(int64(len(comments)))
 	for b.Loop() {
-		in := gcode.NewInspector(gcode.Options{})
-		for p := comments; len(p) > 0; {
-			n := min(benchChunk, len(p))
-			if _, err := in.Write(p[:n]); err != nil {
-				b.Fatal(err)
-			}
-			p = p[n:]
-		}
-		if _, err := in.Finish(); err != nil {
-			b.Fatal(err)
-		}
+		inspectChunked(b, comments)
 	}
 }
