@@ -35,6 +35,21 @@ type fleet struct {
 	started []time.Time // when each daemon's current run began
 }
 
+// createJobs buys gcode for every printer of the fleet; the job ids are in
+// the printers' order.
+func (f *fleet) createJobs(gcode []byte) []string {
+	f.t.Helper()
+	var ids []string
+	for _, id := range f.ids {
+		j, err := f.sim.CreateJob(id, gcode, marketsim.JobOptions{})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	return ids
+}
+
 // simDur converts simulated time to real time.
 func (f *fleet) simDur(d time.Duration) time.Duration { return time.Duration(float64(d) / f.scale) }
 
@@ -175,14 +190,7 @@ func TestFleetIdleFlappingAndRefreshBurst(t *testing.T) {
 	}
 	f.sim.SetFaultFor(marketsim.CallRefresh, marketsim.Fault{Status: http.StatusUnauthorized}, f.simDur(time.Minute))
 	burst := time.Now()
-	var jobIDs []string
-	for _, id := range f.ids {
-		j, err := f.sim.CreateJob(id, gcode, marketsim.JobOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		jobIDs = append(jobIDs, j.ID)
-	}
+	jobIDs := f.createJobs(gcode)
 	f.waitAll("the job printed after the burst", f.simDur(15*time.Minute), func(i int) bool {
 		p, ok := finalStatus(f.sim, jobIDs[i])
 		return ok && p.Status == "success"
@@ -214,14 +222,7 @@ func TestFleetOutageDeliversFinalStatuses(t *testing.T) {
 	// A print of about 1.5 simulated minutes.
 	speed := int64(float64(len(gcode)) * scale / 90)
 	f := newFleet(t, scale, daemontest.Options{StandinSpeed: speed})
-	var jobIDs []string
-	for _, id := range f.ids {
-		j, err := f.sim.CreateJob(id, gcode, marketsim.JobOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		jobIDs = append(jobIDs, j.ID)
-	}
+	jobIDs := f.createJobs(gcode)
 	f.waitAll("every print started", f.simDur(time.Minute), func(i int) bool {
 		return slices.ContainsFunc(f.sim.StatusHistory(jobIDs[i]), func(p marketsim.StatusPost) bool { return p.Status == "printing" })
 	})

@@ -1,10 +1,8 @@
 package daemon_test
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"mime/multipart"
 	"net/http"
 	"os"
 	"testing"
@@ -80,15 +78,8 @@ func TestTwoInstancesStayApart(t *testing.T) {
 
 	// Printer 1's sealed job handed to printer 2 directly: refused by its key.
 	dek, iv, ct := dekEncrypt(t, k1.PublicKey, gcode)
-	var mp bytes.Buffer
-	mw := multipart.NewWriter(&mp)
-	_ = mw.WriteField("gcode_dek_package", dek)
-	_ = mw.WriteField("gcode_iv_hex", iv)
-	fw, _ := mw.CreateFormFile("file", "cube.gcode.enc")
-	fw.Write(ct)
-	mw.Close()
-	resp := daemontest.Do(t, d2.Client, http.MethodPost, "http://lmntd/machine/encrypted_print/start_print", mp.Bytes(),
-		http.Header{"Content-Type": {mw.FormDataContentType()}})
+	body, hdr := multipartUpload(t, "cube.gcode.enc", ct, "gcode_dek_package", dek, "gcode_iv_hex", iv)
+	resp := daemontest.Do(t, d2.Client, http.MethodPost, "http://lmntd/machine/encrypted_print/start_print", body, hdr)
 	var sp struct {
 		JobID string `json:"job_id"`
 	}

@@ -8,8 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"mime/multipart"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,14 +92,8 @@ func TestImportLegacyKeyAndToken(t *testing.T) {
 	rand.Read(iv)
 	block, _ := aes.NewCipher(dek)
 	ct := cbcEncrypt(block, iv, gcode)
-	var mp bytes.Buffer
-	mw := multipart.NewWriter(&mp)
-	mw.WriteField("dek_package", want.DEKPackage)
-	mw.WriteField("iv", hex.EncodeToString(iv))
-	fw, _ := mw.CreateFormFile("file", "old.gcode.enc")
-	fw.Write(ct)
-	mw.Close()
-	resp := daemontest.Do(t, d.Client, "POST", "http://lmntd/machine/encrypted_print/start_print", mp.Bytes(), http.Header{"Content-Type": {mw.FormDataContentType()}})
+	body, hdr := multipartUpload(t, "old.gcode.enc", ct, "dek_package", want.DEKPackage, "iv", hex.EncodeToString(iv))
+	resp := daemontest.Do(t, d.Client, "POST", "http://lmntd/machine/encrypted_print/start_print", body, hdr)
 	var sp struct {
 		JobID string `json:"job_id"`
 	}

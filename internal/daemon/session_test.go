@@ -286,15 +286,8 @@ func TestSessionEndpointsAndNoSecrets(t *testing.T) {
 	var keys apitype.KeysInfo
 	rec.must(http.MethodGet, "/lmnt/v1/keys", nil, 200).JSON(t, &keys)
 	localDEK, localIV, ct := dekEncrypt(t, keys.PublicKey, gcode)
-	var mp bytes.Buffer
-	mw := multipart.NewWriter(&mp)
-	_ = mw.WriteField("gcode_dek_package", localDEK)
-	_ = mw.WriteField("gcode_iv_hex", localIV)
-	fw, _ := mw.CreateFormFile("file", "cube.gcode.enc")
-	fw.Write(ct)
-	mw.Close()
-	resp = daemontest.Do(t, d.Client, http.MethodPost, "http://lmntd/machine/encrypted_print/start_print", mp.Bytes(),
-		http.Header{"Content-Type": {mw.FormDataContentType()}})
+	body, hdr := multipartUpload(t, "cube.gcode.enc", ct, "gcode_dek_package", localDEK, "gcode_iv_hex", localIV)
+	resp = daemontest.Do(t, d.Client, http.MethodPost, "http://lmntd/machine/encrypted_print/start_print", body, hdr)
 	rec.note("/machine/encrypted_print/start_print", resp)
 	resp.JSON(t, &sp)
 	if resp.Status != 200 {
@@ -392,6 +385,30 @@ func fernetEncrypt(t *testing.T, plain []byte) (key, token string) {
 	mac.Write(msg)
 	msg = mac.Sum(msg)
 	return base64.URLEncoding.EncodeToString(k), base64.URLEncoding.EncodeToString(msg)
+}
+
+// multipartUpload is a start_print form: fields (name, value, name,
+// value …) in order, then the file.
+func multipartUpload(t *testing.T, file string, content []byte, fields ...string) ([]byte, http.Header) {
+	t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for i := 0; i+1 < len(fields); i += 2 {
+		if err := mw.WriteField(fields[i], fields[i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fw, err := mw.CreateFormFile("file", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fw.Write(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return body.Bytes(), http.Header{"Content-Type": {mw.FormDataContentType()}}
 }
 
 // dekEncrypt encrypts plain for the printer as the marketplace does: a

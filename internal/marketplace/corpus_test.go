@@ -74,10 +74,7 @@ func TestCorpusPoll(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			jobs, skipped, err := decodePollAnswer(corpus(t, "poll", tc.file))
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err %v, want %q", err, tc.err)
-				}
+			if failsAs(t, err, tc.err) {
 				return
 			}
 			if err != nil {
@@ -146,10 +143,30 @@ func corpusClient(t *testing.T, base string, profile Profile, log *bytes.Buffer)
 	return c
 }
 
+// failsAs reports whether the case expects an error (want != ""), failing t
+// unless err contains want.
+func failsAs(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want == "" {
+		return false
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err %v, want %q", err, want)
+	}
+	return true
+}
+
+// corpusAnswering is a client of a server that answers every request with
+// the corpus file endpoint/file, and the client's log.
+func corpusAnswering(t *testing.T, endpoint, file string, profile Profile) (*Client, *bytes.Buffer) {
+	t.Helper()
+	var log bytes.Buffer
+	return corpusClient(t, corpusServer(t, corpus(t, endpoint, file)), profile, &log), &log
+}
+
 // The log line of a skipped entry names its id and the field at fault.
 func TestCorpusPollLogsSkippedEntries(t *testing.T) {
-	var log bytes.Buffer
-	c := corpusClient(t, corpusServer(t, corpus(t, "poll", "odd_entries.json")), ProfileCurrent, &log)
+	c, log := corpusAnswering(t, "poll", "odd_entries.json", ProfileCurrent)
 	if _, err := c.ImportToken(corpusJWT1, "prn-1", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
@@ -191,13 +208,9 @@ func TestCorpusPairStart(t *testing.T) {
 		{file: "no_code.json", err: "lacks session_id or pairing_code"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			var log bytes.Buffer
-			c := corpusClient(t, corpusServer(t, corpus(t, "pair_start", tc.file)), ProfileCurrent, &log)
+			c, log := corpusAnswering(t, "pair_start", tc.file, ProfileCurrent)
 			s, err := c.PairStart(context.Background(), corpusPub, PrinterInfo{Name: "p"})
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err %v, want %q", err, tc.err)
-				}
+			if failsAs(t, err, tc.err) {
 				return
 			}
 			if err != nil {
@@ -234,13 +247,9 @@ func TestCorpusPairComplete(t *testing.T) {
 		{file: "no_token.json", err: "empty token"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			var log bytes.Buffer
-			c := corpusClient(t, corpusServer(t, corpus(t, "pair_complete", tc.file)), ProfileCurrent, &log)
+			c, _ := corpusAnswering(t, "pair_complete", tc.file, ProfileCurrent)
 			tok, err := c.PairComplete(context.Background(), "sess_1", nil)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err %v, want %q", err, tc.err)
-				}
+			if failsAs(t, err, tc.err) {
 				return
 			}
 			if err != nil {
@@ -263,8 +272,7 @@ func TestCorpusPairComplete(t *testing.T) {
 func TestCorpusRegisterRefreshJobDetails(t *testing.T) {
 	ctx := context.Background()
 	t.Run("register/seed_readme", func(t *testing.T) {
-		var log bytes.Buffer
-		c := corpusClient(t, corpusServer(t, corpus(t, "register", "seed_readme.json")), ProfileLegacy, &log)
+		c, _ := corpusAnswering(t, "register", "seed_readme.json", ProfileLegacy)
 		reg, err := c.RegisterPrinter(ctx, "user-jwt", corpusPub, PrinterInfo{Name: "My Printer"})
 		if err != nil {
 			t.Fatal(err)
@@ -275,8 +283,7 @@ func TestCorpusRegisterRefreshJobDetails(t *testing.T) {
 		}
 	})
 	t.Run("register/numeric_ids_no_expiry", func(t *testing.T) {
-		var log bytes.Buffer
-		c := corpusClient(t, corpusServer(t, corpus(t, "register", "numeric_ids_no_expiry.json")), ProfileLegacy, &log)
+		c, _ := corpusAnswering(t, "register", "numeric_ids_no_expiry.json", ProfileLegacy)
 		reg, err := c.RegisterPrinter(ctx, "user-jwt", corpusPub, PrinterInfo{Name: "p"})
 		if err != nil {
 			t.Fatal(err)
@@ -290,8 +297,7 @@ func TestCorpusRegisterRefreshJobDetails(t *testing.T) {
 		profile Profile
 	}{{"current.json", ProfileCurrent}, {"legacy_alt_names.json", ProfileLegacy}, {"date_only.json", ProfileCurrent}} {
 		t.Run("refresh/"+tc.file, func(t *testing.T) {
-			var log bytes.Buffer
-			c := corpusClient(t, corpusServer(t, corpus(t, "refresh", tc.file)), tc.profile, &log)
+			c, _ := corpusAnswering(t, "refresh", tc.file, tc.profile)
 			if _, err := c.ImportToken(corpusJWT1, "prn-1", time.Time{}); err != nil {
 				t.Fatal(err)
 			}
@@ -306,16 +312,13 @@ func TestCorpusRegisterRefreshJobDetails(t *testing.T) {
 	}
 	for file, want := range map[string]string{"gcode_file_url.json": "https://storage.googleapis.com/lmnt/pj_1.enc?sig=1", "null_url.json": ""} {
 		t.Run("job_details/"+file, func(t *testing.T) {
-			var log bytes.Buffer
-			c := corpusClient(t, corpusServer(t, corpus(t, "job_details", file)), ProfileCurrent, &log)
+			c, _ := corpusAnswering(t, "job_details", file, ProfileCurrent)
 			if _, err := c.ImportToken(corpusJWT1, "prn-1", time.Time{}); err != nil {
 				t.Fatal(err)
 			}
 			got, err := c.JobFileURL(ctx, "pj_1")
 			if want == "" {
-				if err == nil || !strings.Contains(err.Error(), "lacks gcode_file_url") {
-					t.Fatalf("err %v", err)
-				}
+				failsAs(t, err, "lacks gcode_file_url")
 				return
 			}
 			if err != nil || got != want {
@@ -340,13 +343,9 @@ func TestCorpusPairStatusAndLogin(t *testing.T) {
 		"no_status.json":        {err: "lacks status"},
 	} {
 		t.Run("pair_status/"+file, func(t *testing.T) {
-			var log bytes.Buffer
-			c := corpusClient(t, corpusServer(t, corpus(t, "pair_status", file)), ProfileCurrent, &log)
+			c, _ := corpusAnswering(t, "pair_status", file, ProfileCurrent)
 			st, ok, err := c.PairStatus(ctx, "sess_1")
-			if want.err != "" {
-				if err == nil || !strings.Contains(err.Error(), want.err) {
-					t.Fatalf("err %v, want %q", err, want.err)
-				}
+			if failsAs(t, err, want.err) {
 				return
 			}
 			if err != nil || st != want.status || ok != want.approved {
@@ -356,13 +355,10 @@ func TestCorpusPairStatusAndLogin(t *testing.T) {
 	}
 	for file, want := range map[string]string{"seed_readme.json": "eyJ.user.jwt", "nested_user.json": "eyJ.user.jwt", "no_token.json": ""} {
 		t.Run("user_login/"+file, func(t *testing.T) {
-			var log bytes.Buffer
-			c := corpusClient(t, corpusServer(t, corpus(t, "user_login", file)), ProfileLegacy, &log)
+			c, _ := corpusAnswering(t, "user_login", file, ProfileLegacy)
 			tok, err := c.UserLogin(ctx, "user@example.com", "pw")
 			if want == "" {
-				if err == nil || !strings.Contains(err.Error(), "lacks token") {
-					t.Fatalf("err %v", err)
-				}
+				failsAs(t, err, "lacks token")
 				return
 			}
 			if err != nil || tok != want {
@@ -398,8 +394,7 @@ func TestProbeProfile(t *testing.T) {
 
 // A bad entry that stays in the queue warns once, not at every poll.
 func TestSkippedEntryWarnsOnce(t *testing.T) {
-	var log bytes.Buffer
-	c := corpusClient(t, corpusServer(t, corpus(t, "poll", "odd_entries.json")), ProfileCurrent, &log)
+	c, log := corpusAnswering(t, "poll", "odd_entries.json", ProfileCurrent)
 	if _, err := c.ImportToken(corpusJWT1, "prn-1", time.Time{}); err != nil {
 		t.Fatal(err)
 	}

@@ -61,9 +61,10 @@ func TestDebianContainer(t *testing.T) {
 	doneBoot()
 }
 
-// prepareSystest lays the test script (test/system/container/SCRIPT), the
-// cube fixture and a boot that runs only the script (systest.service, no
-// consoles or logind, a persistent journal) into root.
+// prepareSystest lays the test script (test/system/container/SCRIPT) with
+// its shared prelude (lib.sh), the cube fixture and a boot that runs only
+// the script (systest.service, no consoles or logind, a persistent
+// journal) into root.
 func prepareSystest(t *testing.T, root, script string) {
 	t.Helper()
 	shared := os.Getenv("LMNTD_SHARED")
@@ -72,6 +73,7 @@ func prepareSystest(t *testing.T, root, script string) {
 	}
 	copyFile(t, filepath.Join(shared, "fixtures", "prusaslicer_cube20_pla_0.20mm.gcode"), filepath.Join(root, "systest/cube.gcode"), 0o644)
 	copyFile(t, filepath.Join(repoRoot, "test/system/container", script), filepath.Join(root, "systest/systest.sh"), 0o755)
+	copyFile(t, filepath.Join(repoRoot, "test/system/container/lib.sh"), filepath.Join(root, "systest/lib.sh"), 0o644)
 	units := filepath.Join(root, "etc/systemd/system")
 	writeFile(t, filepath.Join(units, "systest.service"), systestUnit, 0o644)
 	for link, target := range map[string]string{

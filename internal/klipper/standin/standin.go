@@ -672,6 +672,12 @@ func (k *Standin) Disconnect() {
 	k.mu.Lock()
 	c := k.conn
 	k.mu.Unlock()
+	k.reconnect(c)
+}
+
+// reconnect closes the bridge connection c (if any) and has the run loop
+// connect again at once.
+func (k *Standin) reconnect(c *net.UnixConn) {
 	if c != nil {
 		c.Close()
 	}
@@ -693,13 +699,7 @@ func (k *Standin) FirmwareRestart() {
 	c := k.conn
 	k.changedLocked()
 	k.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
-	select {
-	case k.restart <- struct{}{}:
-	default:
-	}
+	k.reconnect(c)
 }
 
 // SendReady runs LMNT_READY: the owner confirms the bed is clear.

@@ -7,22 +7,7 @@
 # installed lmntd, lmnt, the units, sysusers and tmpfiles files, the Klipper
 # extras, the simulator and the stand-in, and /systest/cube.gcode.
 set -euo pipefail
-lmnt() { timeout 60 /usr/bin/lmnt "$@"; }
-out=/systest/out
-mkdir -p "$out"
-exec > >(tee -a "$out/log") 2>&1
-trap 'rc=$?; echo "$rc" >"$out/rc"; [ "$rc" = 0 ] && echo "== PASS" || echo "== FAIL (status $rc)"; systemctl start --no-block --job-mode=replace-irreversibly poweroff.target' EXIT
-step() { echo "== $*"; }
-fail() { echo "FAIL: $*"; exit 1; }
-wait_for() {
-    local limit=$1 what=$2 deadline
-    shift 2
-    deadline=$(($(date +%s) + limit))
-    until "$@" >/dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$deadline" ] || fail "timed out after ${limit}s waiting for $what"
-        sleep 0.2
-    done
-}
+. /systest/lib.sh
 field() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" | head -n1; }
 
 step "the package's users and run-time directory"

@@ -11,26 +11,7 @@
 #   /systest/env                   V1, V2 (the package versions)
 set -euo pipefail
 . /systest/env
-# Every lmnt call is bounded: a daemon that never answers fails the step.
-lmnt() { timeout 60 /usr/bin/lmnt "$@"; }
-out=/systest/out
-mkdir -p "$out"
-exec > >(tee -a "$out/log") 2>&1
-trap 'rc=$?; echo "$rc" >"$out/rc"; [ "$rc" = 0 ] && echo "== PASS" || echo "== FAIL (status $rc)"; systemctl start --no-block --job-mode=replace-irreversibly poweroff.target' EXIT
-
-t0=${EPOCHREALTIME/./}
-step() { local ms=$(((${EPOCHREALTIME/./} - t0) / 1000)); printf '== [%4d.%03ds] %s\n' $((ms / 1000)) $((ms % 1000)) "$*"; }
-fail() { echo "FAIL: $*"; exit 1; }
-# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
-wait_for() {
-    local limit=$1 what=$2 deadline
-    shift 2
-    deadline=$(($(date +%s) + limit))
-    until "$@" >/dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$deadline" ] || fail "timed out after ${limit}s waiting for $what"
-        sleep 0.2
-    done
-}
+. /systest/lib.sh
 
 # The file list and /etc contents: what the package may create must be gone
 # after the purge. Directories apt and systemd keep for themselves are left
