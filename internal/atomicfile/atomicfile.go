@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -73,12 +74,22 @@ func Create(path string, data []byte) error {
 	return SyncDir(filepath.Dir(path))
 }
 
+// tempMark is in the name of every temporary file (".NAME.tmp-RANDOM").
+const tempMark = ".tmp-"
+
+// IsTemp reports whether name (a base name) is one of this package's
+// temporary files: a write a crash interrupted leaves one behind, which a
+// directory's owner may sweep.
+func IsTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, tempMark)
+}
+
 func writeTemp(path string, data []byte, opts []Option) (string, error) {
 	o := options{perm: 0o600, uid: -1, gid: -1}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+tempMark+"*")
 	if err != nil {
 		return "", err
 	}

@@ -108,7 +108,8 @@ func (d Dir) Clean(keep map[string]bool) ([]string, error) {
 	for _, e := range entries {
 		n := e.Name()
 		stub := strings.HasSuffix(n, Ext) && !strings.HasPrefix(n, ".")
-		temp := strings.HasPrefix(n, ".stub-") && strings.HasSuffix(n, ".tmp")
+		// atomicfile's temporaries, and those of versions before it wrote stubs.
+		temp := atomicfile.IsTemp(n) || strings.HasPrefix(n, ".stub-") && strings.HasSuffix(n, ".tmp")
 		if !e.Type().IsRegular() || !stub && !temp || keep[Folder+"/"+n] {
 			continue // Moonraker's .thumbs, or a stub still in use
 		}
