@@ -45,7 +45,7 @@ While it runs, type a command and Enter (or send SIGUSR1 for "ready"):
   error TEXT       fail the print with a Klipper error
   shutdown TEXT    put Klipper in the shutdown state
   restart          FIRMWARE_RESTART: drop the connection, come back fresh
-  fetch NAME       SET_GCODE_FD FILENAME=NAME (print a file lmntd staged)
+  fetch NAME       SET_GCODE_FD FILENAME=NAME (print a file lmntd holds)
   status           show the current status
 `
 

@@ -14,14 +14,14 @@
 //
 // /lmnt/v1 endpoints (all JSON):
 //
-//	GET  /lmnt/v1/status               daemon status (Status)
+//	GET  /lmnt/v1/status               daemon status (apitype.Status)
 //	GET  /lmnt/v1/jobs                 job engine snapshot
 //	POST /lmnt/v1/jobs/cancel          {"id","reason"}
 //	POST /lmnt/v1/ready                the bed is clear (LMNT_READY)
 //	GET  /lmnt/v1/keys                 public key, key id, sealing state
 //	POST /lmnt/v1/keys/import-legacy   {"dir","remove_source","replace"}
 //	POST /lmnt/v1/keys/reseal          {"to":"tpm"|"software"}
-//	GET  /lmnt/v1/doctor[?offline=1]   health checks (DoctorReport)
+//	GET  /lmnt/v1/doctor[?offline=1]   health checks (apitype.DoctorReport)
 //	POST /lmnt/v1/restart              {"when_idle":true}: exit 75 when idle
 //
 // GET /metrics answers the instance's metrics in the Prometheus text format

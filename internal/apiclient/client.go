@@ -155,23 +155,5 @@ func (c *Client) Post(ctx context.Context, path string, in, out any) error {
 	return c.Do(ctx, http.MethodPost, path, body, "application/json", out)
 }
 
-// WaitForSocket waits until the daemon answers (the demo starts it).
-func (c *Client) WaitForSocket(ctx context.Context, every time.Duration) error {
-	for {
-		err := c.Get(ctx, "/lmnt/v1/status", nil)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("lmntd did not answer on %s: %w", c.socket, err)
-		case <-time.After(every):
-		}
-	}
-}
-
-// Socket is the socket path the client talks to.
-func (c *Client) Socket() string { return c.socket }
-
 // Timeout is the client's answer timeout.
 func (c *Client) Timeout() time.Duration { return c.timeout }

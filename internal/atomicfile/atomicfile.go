@@ -1,6 +1,7 @@
-// Package atomicfile writes small state files (the sealed key, the token,
-// the job journal) so that a crash or power cut leaves either the old or the
-// new content, never a mix, and never a file others can read.
+// Package atomicfile writes small files (the sealed key, the token, the job
+// journal, metadata stubs, the files lmnt setup edits) so that a crash or
+// power cut leaves either the old or the new content, never a mix. Files
+// are 0600 unless Mode or Owner say otherwise.
 package atomicfile
 
 import (
@@ -32,7 +33,8 @@ type xattr struct {
 func Mode(perm os.FileMode) Option { return func(o *options) { o.perm = perm } }
 
 // Owner gives the file to uid:gid (root only), so a file replaced for
-// another user (printer.cfg of the Klipper user) stays theirs.
+// another user (printer.cfg of the Klipper user) stays theirs. A uid of
+// -1 keeps the writer's.
 func Owner(uid, gid int) Option { return func(o *options) { o.uid, o.gid = uid, gid } }
 
 // Xattr sets an extended attribute before the file appears, e.g. the

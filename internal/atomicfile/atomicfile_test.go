@@ -74,7 +74,7 @@ func assertNoTemps(t *testing.T, dir string, want int) {
 	}
 }
 
-func TestWriteModeSetsModeDespiteUmask(t *testing.T) {
+func TestWriteWithModeDespiteUmask(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "lmntd.prom")
 	if err := WriteWith(path, []byte("x 1\n"), Mode(0o644)); err != nil {

@@ -5,6 +5,7 @@
 package backoff
 
 import (
+	"errors"
 	"math/rand/v2"
 	"time"
 )
@@ -60,11 +61,26 @@ func Below(d time.Duration, frac float64) time.Duration {
 	return d - time.Duration(rand.Float64()*frac*float64(d))
 }
 
-// Honour is the wait a retry loop keeps when the server asked it to wait
-// asked (HTTP Retry-After): the larger of its own wait and asked plus up to
-// 10 % (never earlier than asked, and a fleet told the same date does not
-// come back in the same second).
-func Honour(wait, asked time.Duration) time.Duration {
+// ServerWaiter is implemented by an error that carries how long the
+// server asked the caller to wait before trying again (HTTP Retry-After
+// on 429/503); the marketplace client's HTTPError is one.
+type ServerWaiter interface {
+	ServerWait() (time.Duration, bool)
+}
+
+// AfterServerWait is the wait a retry loop keeps after err: its own wait,
+// or, when err (anywhere in its chain) is a ServerWaiter that asked for
+// longer, that plus up to 10 % (never earlier than asked, and a fleet told
+// the same date does not come back in the same second).
+func AfterServerWait(err error, wait time.Duration) time.Duration {
+	var sw ServerWaiter
+	if !errors.As(err, &sw) {
+		return wait
+	}
+	asked, ok := sw.ServerWait()
+	if !ok {
+		return wait
+	}
 	return max(wait, Above(asked, 0.1))
 }
 

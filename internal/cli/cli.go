@@ -121,7 +121,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{ctx: ctx, c: apiclient.New(*socket, *timeout), socket: *socket, stdin: stdin, stdout: stdout, stderr: stderr,
+	e := &env{ctx: ctx, c: apiclient.New(*socket, *timeout), stdin: stdin, stdout: stdout, stderr: stderr,
 		runDir: *runDir, instanceChosen: *instance != "" || socketSet, socketSet: socketSet}
 	name, cargs := rest[0], rest[1:]
 	var run func(*env, []string) (int, error)
@@ -183,7 +183,6 @@ func ownerWords(name string, err error) string {
 type env struct {
 	ctx            context.Context
 	c              *apiclient.Client
-	socket         string
 	runDir         string
 	instanceChosen bool // --instance or --socket: one lmntd, not all
 	socketSet      bool // --socket or LMNT_SOCKET

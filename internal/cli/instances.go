@@ -61,8 +61,7 @@ func (f instanceFlag) Set(name string) error {
 	if f.e.socketSet {
 		return fmt.Errorf("--socket (or LMNT_SOCKET) already names the socket")
 	}
-	f.e.socket = instanceSocket(f.e.runDir, name)
-	f.e.c = apiclient.New(f.e.socket, f.e.c.Timeout())
+	f.e.c = apiclient.New(instanceSocket(f.e.runDir, name), f.e.c.Timeout())
 	f.e.instanceChosen = true
 	return nil
 }
@@ -80,8 +79,7 @@ func (e *env) statusAll(names []string, asJSON bool) (int, error) {
 	var all []entry
 	for i, name := range names {
 		sub := *e
-		sub.socket = instanceSocket(e.runDir, name)
-		sub.c = apiclient.New(sub.socket, e.c.Timeout())
+		sub.c = apiclient.New(instanceSocket(e.runDir, name), e.c.Timeout())
 		if asJSON {
 			var raw json.RawMessage
 			en := entry{Instance: name}

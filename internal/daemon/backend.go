@@ -361,10 +361,7 @@ func shortID(id string) string {
 func (b backend) RestartWhenIdle() apitype.RestartResult {
 	d := b.d
 	d.restartIdle.Store(true)
-	select {
-	case d.statusWake <- struct{}{}:
-	default:
-	}
+	d.wakeStatus()
 	snap, _ := d.snapshot(5 * time.Second)
 	if snap.Active != nil {
 		d.log.Info("restart requested: waiting for the active job to end", "job", snap.Active.ID, "state", snap.Active.State)

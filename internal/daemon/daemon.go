@@ -211,8 +211,6 @@ func (d *daemon) run(parent context.Context) (err error) {
 			Client: d.mkt.Load,
 			Track:  d.progress.track,
 		},
-		// The printer's private key is used only under the keyring's
-		// read lock, so a key import cannot wipe it mid-use.
 		Decryptor: adapters.Decryptor{
 			WithKey: func(use func(priv *[32]byte) error) error {
 				return d.keys.with(func(k *identity.Key) error { return use(k.Private()) })

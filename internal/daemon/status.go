@@ -164,6 +164,14 @@ func (d *daemon) summarizeState(snap jobs.Snapshot) string {
 // percentDigits matches a summary's "(48%)", keeping the tens.
 var percentDigits = regexp.MustCompile(`\((\d*)\d%\)`)
 
+// wakeStatus has superviseStatus look again now.
+func (d *daemon) wakeStatus() {
+	select {
+	case d.statusWake <- struct{}{}:
+	default:
+	}
+}
+
 // superviseStatus keeps STATUS= current, feeds the watchdog while the main
 // loops are healthy, and carries out a restart-when-idle request. It runs
 // on events (the engine, Klipper, the token and its refresh, a timer at
@@ -187,13 +195,14 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 	last, lastLogged := "", ""
 	var lastPing time.Time
 	// The change channels are taken before each snapshot, never after: a
-	// change between the snapshot and the next wait must wake it. The
-	// first pass does not wait: a change made before this loop took its
+	// change between the snapshot and the next wait must wake it. The loop
+	// wakes itself once at the start: a change made before it took its
 	// channels (a state disk already full, say) closed none of them, and
 	// STATUS= must say it without waiting for another.
+	d.wakeStatus()
 	client := d.mkt.Load()
 	updated, authChanged := d.engine.Updated(), client.AuthChanged()
-	for first := true; ; first = false {
+	for {
 		// The summary changes by itself when the token expires.
 		expiry.Stop()
 		expires := (<-chan time.Time)(nil)
@@ -201,17 +210,15 @@ func (d *daemon) superviseStatus(ctxDone interface{ Done() <-chan struct{} }) {
 			expiry.Reset(time.Until(tok.Expiry) + time.Second)
 			expires = expiry.C
 		}
-		if !first {
-			select {
-			case <-ctxDone.Done():
-				return
-			case <-tick:
-			case <-expires:
-			case <-authChanged:
-			case <-updated:
-			case <-changes:
-			case <-d.statusWake:
-			}
+		select {
+		case <-ctxDone.Done():
+			return
+		case <-tick:
+		case <-expires:
+		case <-authChanged:
+		case <-updated:
+		case <-changes:
+		case <-d.statusWake:
 		}
 		client = d.mkt.Load()
 		updated, authChanged = d.engine.Updated(), client.AuthChanged()

@@ -140,10 +140,14 @@ func (d *demoRun) run(ctx context.Context, gcodePath, lmntdPath string, printSec
 	}
 	c := apiclient.New(paths.apiSocket, apiclient.DefaultAnswerTimeout)
 	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-	err = c.WaitForSocket(wctx, 50*time.Millisecond)
+	var last error
+	err = pollUntil(wctx, 50*time.Millisecond, func() (bool, error) {
+		last = c.Get(wctx, "/lmnt/v1/status", nil)
+		return last == nil, nil
+	})
 	wcancel()
 	if err != nil {
-		return d.daemonErr(err)
+		return d.daemonErr(fmt.Errorf("lmntd did not answer on %s: %w", paths.apiSocket, last))
 	}
 	d.say("lmntd %s is serving on %s (software-sealed key in %s)", lmntdPath, paths.apiSocket, paths.state)
 

@@ -31,6 +31,19 @@ func start(t *testing.T, target string, dirs ...string) *atomic.Int32 {
 	return &calls
 }
 
+// rewriteUntilCalled writes dir/name until the callback runs again (the
+// watch on a new directory is set up asynchronously, so a write made
+// before it is in place goes unseen).
+func rewriteUntilCalled(t *testing.T, calls *atomic.Int32, dir, name, content, what string) {
+	t.Helper()
+	n := calls.Load()
+	testutil.Eventually(t, 5*time.Second, what, func() bool {
+		testutil.WriteFile(t, dir, name, content)
+		time.Sleep(50 * time.Millisecond)
+		return calls.Load() > n
+	})
+}
+
 func waitCalls(t *testing.T, calls *atomic.Int32, atLeast int32, what string) {
 	t.Helper()
 	testutil.Eventually(t, 5*time.Second, what, func() bool { return calls.Load() >= atLeast })
@@ -60,12 +73,7 @@ func TestMissingDirectoryIsWatchedOnceCreated(t *testing.T) {
 	testutil.WriteFile(t, dir, "printer.cfg", "[printer]\n")
 	waitCalls(t, calls, 1, "the callback after the directory and file appeared")
 	// The watch is now inside the new directory: a write in place is seen.
-	n := calls.Load()
-	testutil.Eventually(t, 5*time.Second, "a later write in the created directory", func() bool {
-		testutil.WriteFile(t, dir, "printer.cfg", "[printer]\nkinematics: none\n")
-		time.Sleep(50 * time.Millisecond)
-		return calls.Load() > n
-	})
+	rewriteUntilCalled(t, calls, dir, "printer.cfg", "[printer]\nkinematics: none\n", "a later write in the created directory")
 }
 
 func TestDeletedAndRecreatedDirectoryIsWatchedAgain(t *testing.T) {
@@ -80,12 +88,7 @@ func TestDeletedAndRecreatedDirectoryIsWatchedAgain(t *testing.T) {
 	waitCalls(t, calls, 1, "the callback after the directory was deleted")
 	testutil.WriteFile(t, root, "lmntd/lmntd.yaml", "a: 2\n")
 	waitCalls(t, calls, 2, "the callback after the directory came back")
-	n := calls.Load()
-	testutil.Eventually(t, 5*time.Second, "a later write in the recreated directory", func() bool {
-		testutil.WriteFile(t, dir, "lmntd.yaml", "a: 3\n")
-		time.Sleep(50 * time.Millisecond)
-		return calls.Load() > n
-	})
+	rewriteUntilCalled(t, calls, dir, "lmntd.yaml", "a: 3\n", "a later write in the recreated directory")
 }
 
 func TestDirectoryRenamedAwayAndBack(t *testing.T) {
@@ -100,11 +103,6 @@ func TestDirectoryRenamedAwayAndBack(t *testing.T) {
 	waitCalls(t, calls, 1, "the callback after the directory was renamed away")
 	testutil.WriteFile(t, root, "config/printer.cfg", "[printer]\nkinematics: none\n")
 	waitCalls(t, calls, 2, "the callback after a new directory took its place")
-	// Writes in the old, renamed directory no longer count.
-	n := calls.Load()
-	testutil.Eventually(t, 5*time.Second, "a later write in the new directory", func() bool {
-		testutil.WriteFile(t, dir, "printer.cfg", "[printer]\nkinematics: cartesian\n")
-		time.Sleep(50 * time.Millisecond)
-		return calls.Load() > n
-	})
+	// A write in the new directory is seen.
+	rewriteUntilCalled(t, calls, dir, "printer.cfg", "[printer]\nkinematics: cartesian\n", "a later write in the new directory")
 }

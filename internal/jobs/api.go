@@ -173,35 +173,36 @@ func (e *Engine) confirmBedLocked() error {
 	return nil
 }
 
-// JobInfo is one job as the API and CLI show it. No secrets.
+// JobInfo is one job as the engine reports it. No secrets. The API sends
+// apitype.JobInfo (daemon/wire.go converts).
 type JobInfo struct {
-	ID       string    `json:"id"`
-	Name     string    `json:"name,omitempty"`
-	Local    bool      `json:"local,omitempty"`
-	State    State     `json:"state"`
-	Message  string    `json:"message,omitempty"`
-	Progress float64   `json:"progress"`
-	Created  time.Time `json:"created"`
-	Updated  time.Time `json:"updated"`
+	ID       string
+	Name     string
+	Local    bool
+	State    State
+	Message  string
+	Progress float64
+	Created  time.Time
+	Updated  time.Time
 	// PendingReports counts status reports not yet delivered.
-	PendingReports int `json:"pending_reports,omitempty"`
+	PendingReports int
 	// ProgressUnknown: the job is in Klipper but the bridge is down (or
 	// not yet back after a restart), so Progress is only the last known.
-	ProgressUnknown bool `json:"progress_unknown,omitempty"`
+	ProgressUnknown bool
 }
 
-// Snapshot is the engine's state for the API and CLI.
+// Snapshot is the engine's state; the API sends apitype.Snapshot.
 type Snapshot struct {
-	Active   *JobInfo  `json:"active,omitempty"`
-	Queue    []JobInfo `json:"queue"`    // accepted jobs, in start order
-	Finished []JobInfo `json:"finished"` // newest first, at most 50
+	Active   *JobInfo
+	Queue    []JobInfo // accepted jobs, in start order
+	Finished []JobInfo // newest first, at most 50
 	// Waiting says why the queue is not moving ("" when it is).
-	Waiting   string `json:"waiting,omitempty"`
-	BedClear  bool   `json:"bed_clear"`
-	AutoStart bool   `json:"auto_start"`
+	Waiting   string
+	BedClear  bool
+	AutoStart bool
 	// JournalProblem says why the job journal cannot be written ("state
 	// disk full: …"), "" when it can.
-	JournalProblem string `json:"journal_problem,omitempty"`
+	JournalProblem string
 }
 
 // Snapshot returns the jobs and the queue as they are now.

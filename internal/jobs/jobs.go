@@ -183,16 +183,10 @@ type Marketplace interface {
 	// Download opens the job's ciphertext (or plaintext) body.
 	Download(ctx context.Context, job Offer) (io.ReadCloser, error)
 	// PostStatus makes one attempt to deliver a report. answer is the
-	// server's reply (status line and a short body) for the record.
+	// server's reply (status line and a short body) for the record. An
+	// error that is a backoff.ServerWaiter (the server's Retry-After) is
+	// never retried sooner.
 	PostStatus(ctx context.Context, jobID string, r Report) (o Outcome, answer string, err error)
-}
-
-// ServerWaiter is optionally implemented by an error of
-// Marketplace.PostStatus (anywhere in its chain) that carries how long the
-// server asked the printer to wait before trying again (HTTP Retry-After
-// on 429/503). The outbox never retries sooner.
-type ServerWaiter interface {
-	ServerWait() (time.Duration, bool)
 }
 
 // SizedBody is optionally implemented by the body Marketplace.Download (or

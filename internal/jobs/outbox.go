@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/lmnt-marketplace/lmntd/internal/backoff"
@@ -139,8 +138,9 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 		e.log.Debug("status report delivered", "job", id, "status", p.Report.Status)
 	case Rejected:
 		r.Pending = r.Pending[1:]
-		r.Rejected = append(r.Rejected, rejectedReport{Report: p.Report, Answer: redact.Message(answer), At: e.clock.Now()})
-		e.log.Warn("marketplace refused a status report for good", "job", id, "status", p.Report.Status, "answer", redact.Message(answer))
+		answer = redact.Message(answer)
+		r.Rejected = append(r.Rejected, rejectedReport{Report: p.Report, Answer: answer, At: e.clock.Now()})
+		e.log.Warn("marketplace refused a status report for good", "job", id, "status", p.Report.Status, "answer", answer)
 	default:
 		h := &r.Pending[0]
 		h.Attempts++
@@ -173,24 +173,12 @@ func (e *Engine) deliver(ctx context.Context, id string, p pendingReport) {
 func (e *Engine) retryDelay(heartbeat bool, attempt int, err error) time.Duration {
 	if heartbeat {
 		// ±20 % jitter so a fleet does not retry in lockstep.
-		return afterServerWait(err, backoff.Jitter(backoff.Exp(e.o.RetryMin, e.o.RetryMax, attempt), 0.2))
+		return backoff.AfterServerWait(err, backoff.Jitter(backoff.Exp(e.o.RetryMin, e.o.RetryMax, attempt), 0.2))
 	}
 	ceiling := min(e.o.RetryMin*8/5, e.o.RetryMax)
 	// Jitter over the upper half: a fleet spreads, none waits past d.
 	d := backoff.Below(backoff.Exp(e.o.RetryMin, ceiling, attempt), 0.5)
-	return afterServerWait(err, d)
-}
-
-// afterServerWait is d, or the wait the server asked for when err carries
-// one and it is longer (backoff.Honour).
-func afterServerWait(err error, d time.Duration) time.Duration {
-	var sw ServerWaiter
-	if errors.As(err, &sw) {
-		if asked, ok := sw.ServerWait(); ok {
-			return backoff.Honour(d, asked)
-		}
-	}
-	return d
+	return backoff.AfterServerWait(err, d)
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -75,7 +75,7 @@ func TestOutboxDepthAndOldest(t *testing.T) {
 	}
 }
 
-// The outbox finds the server's Retry-After through the ServerWaiter
+// The outbox finds the server's Retry-After through the backoff.ServerWaiter
 // interface, without importing the marketplace client: the client's real
 // error must satisfy it, wrapped as PostStatus returns it.
 func TestRetryDelayHonoursServerWait(t *testing.T) {

@@ -130,7 +130,7 @@ func (e *Engine) onPrepared(ctx context.Context, res prepResult) {
 		checkErr = e.o.Check(ctx, res.id, res.prepared.Metadata)
 	}
 	stub := e.buildStub(res.id, res.prepared)
-	h, ok := e.beginHandOff(a, r, res.prepared, stub, checkErr)
+	h, ok := e.beginHandOff(a, r, stub, checkErr)
 	if !ok {
 		return
 	}
@@ -197,7 +197,7 @@ type handOffPlan struct {
 // meanwhile, queues it again if the printer became unavailable, and
 // otherwise journals it printing: from then on it is never printed again.
 // ok is false when it is not to be handed over.
-func (e *Engine) beginHandOff(a *activeJob, r *record, p *Prepared, stub []byte, checkErr error) (h handOffPlan, ok bool) {
+func (e *Engine) beginHandOff(a *activeJob, r *record, stub []byte, checkErr error) (h handOffPlan, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if checkErr != nil {
@@ -229,7 +229,7 @@ func (e *Engine) beginHandOff(a *activeJob, r *record, p *Prepared, stub []byte,
 	e.startTimer = e.clock.NewTimer(e.o.StartTimeout)
 	delete(e.offers, r.ID)
 	return handOffPlan{
-		req:       PrintRequest{JobID: r.ID, Name: VirtualName(r.ID), Title: r.Name, Size: p.Size, Metadata: p.Metadata},
+		req:       PrintRequest{JobID: r.ID, Name: VirtualName(r.ID), Title: r.Name, Size: a.prepared.Size, Metadata: a.prepared.Metadata},
 		name:      displayName(r),
 		printName: r.PrintName,
 	}, true

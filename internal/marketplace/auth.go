@@ -238,7 +238,7 @@ func (c *Client) RunTokenRefresher(ctx context.Context, o RefresherOptions) erro
 			if errors.Is(err, ErrPairingLost) || ctx.Err() != nil {
 				return err
 			}
-			d := AfterRetryAfter(err, backoff.Jitter(bo.Next(), 0.2))
+			d := backoff.AfterServerWait(err, backoff.Jitter(bo.Next(), 0.2))
 			c.log.Warn("marketplace: token refresh failed, retrying", "in", d, "err", err)
 			if err := clock.Sleep(ctx, c.clock, d); err != nil {
 				return err

@@ -404,9 +404,9 @@ type HTTPError struct {
 	RetryAfter time.Duration
 }
 
-// ServerWait is the server's Retry-After, if it sent one. Callers that do
-// not import this package (the job engine's outbox) find it through an
-// interface of this one method.
+// ServerWait is the server's Retry-After, if it sent one: HTTPError is a
+// backoff.ServerWaiter, which is how loops that do not import this package
+// (the job engine's outbox) honour it.
 func (e *HTTPError) ServerWait() (time.Duration, bool) { return e.RetryAfter, e.RetryAfter > 0 }
 
 func (e *HTTPError) Error() string {

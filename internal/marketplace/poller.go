@@ -295,7 +295,7 @@ func (p *Poller) Run(ctx context.Context, handle func(context.Context, []Job)) e
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
 		case err != nil:
-			wait := AfterRetryAfter(err, backoff.Spread(bo.Next(), 0.2, p.o.Rand()))
+			wait := backoff.AfterServerWait(err, backoff.Spread(bo.Next(), 0.2, p.o.Rand()))
 			if ra, ok := RetryAfter(err); ok {
 				notBefore = now.Add(ra)
 			}

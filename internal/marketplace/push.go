@@ -99,7 +99,7 @@ func (c *Client) RunPush(ctx context.Context, o PushOptions, onChange func()) er
 			c.log.Debug("marketplace: push stream recycled")
 			continue
 		}
-		d := AfterRetryAfter(err, backoff.Jitter(bo.Next(), 0.2))
+		d := backoff.AfterServerWait(err, backoff.Jitter(bo.Next(), 0.2))
 		c.log.Info("marketplace: push stream down, reconnecting", "in", d, "err", err)
 		if err := clock.Sleep(ctx, c.clock, d); err != nil {
 			return err

@@ -50,16 +50,6 @@ func RetryAfter(err error) (time.Duration, bool) {
 	return 0, false
 }
 
-// AfterRetryAfter is the wait a loop keeps after err: its own backoff, or
-// the server's Retry-After when that is longer (backoff.Honour).
-func AfterRetryAfter(err error, wait time.Duration) time.Duration {
-	ra, ok := RetryAfter(err)
-	if !ok {
-		return wait
-	}
-	return backoff.Honour(wait, ra)
-}
-
 // reachability tells whether the marketplace answered lately. Loops in
 // error backoff wait on recovered(): the first call that gets an answer
 // again (any loop's, or a push stream that connects) ends every backoff.
@@ -142,7 +132,7 @@ func (c *Client) Download(ctx context.Context, jobID, downloadURL string) (*Down
 		if code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
 			return d, err
 		}
-		wait := AfterRetryAfter(err, backoff.Jitter(bo.Next(), 0.2))
+		wait := backoff.AfterServerWait(err, backoff.Jitter(bo.Next(), 0.2))
 		if waited+wait > maxDownloadBusyWait {
 			return nil, err
 		}

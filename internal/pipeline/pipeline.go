@@ -29,8 +29,9 @@ import (
 	"github.com/lmnt-marketplace/lmntd/internal/threadprio"
 )
 
-// Stage names where a run failed, so the job engine can tell the owner and
-// the marketplace what went wrong.
+// Stage names where a run failed. The caller (jobs/adapters) tells the
+// failures that say nothing about the plaintext (read, memfd) from the
+// rest; the stage of any other failure goes to the debug log only.
 type Stage string
 
 const (

@@ -16,10 +16,10 @@ import (
 // aclXattr holds a file's access ACL.
 const aclXattr = "system.posix_acl_access"
 
-// writeFileLike replaces path durably (atomicfile) with the mode, owner and access ACL of the
-// file like, so a printer.cfg owned by the Klipper user stays the user's,
-// and stays readable by whoever could read it. When like does not exist the
-// file is root's, mode 0644.
+// writeFileLike replaces path durably (atomicfile) with the mode, owner and
+// access ACL of the file like, so a printer.cfg owned by the Klipper user
+// stays the user's, and stays readable by whoever could read it. When like
+// does not exist the file is root's, mode 0644.
 func writeFileLike(path string, data []byte, like string) error {
 	mode, uid, gid := fs.FileMode(0o644), -1, -1
 	var acl []byte
@@ -58,10 +58,7 @@ func getXattr(path, name string) ([]byte, error) {
 // writeFileAtomic replaces path durably with data, mode, owner (uid -1:
 // root's, as lmnt setup runs) and access ACL (nil: none).
 func writeFileAtomic(path string, data []byte, mode fs.FileMode, uid, gid int, acl []byte) error {
-	opts := []atomicfile.Option{atomicfile.Mode(mode)}
-	if uid >= 0 {
-		opts = append(opts, atomicfile.Owner(uid, gid))
-	}
+	opts := []atomicfile.Option{atomicfile.Mode(mode), atomicfile.Owner(uid, gid)}
 	if acl != nil {
 		opts = append(opts, atomicfile.Xattr(aclXattr, acl))
 	}

@@ -218,7 +218,7 @@ class EncryptedFileBridge:
         self.request_status_check()
 
     def send_fetch(self, name):
-        """Ask the daemon for the staged file `name`; False if offline."""
+        """Ask the daemon for the file `name` it holds; False if offline."""
         if not self.is_connected():
             return False
         self.request_counter += 1

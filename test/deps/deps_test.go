@@ -50,7 +50,7 @@ var rules = []rule{
 		Why: "the CLI speaks the local API (apitype, apiclient): it links neither the engine, the pipeline, the bridge, the marketplace client, the API server nor the key's sealing",
 	},
 	{
-		From:   []string{"internal/api", "internal/cli", "internal/apiclient", "internal/doctor"},
+		From:   []string{"internal/api", "internal/cli", "internal/doctor"},
 		Forbid: []string{"internal/jobs"},
 		Why:    "the API's types are apitype's; the daemon converts the engine's (internal/daemon/wire.go)",
 	},

@@ -42,8 +42,8 @@ type Marketplace struct {
 	Track func(jobID string, body io.ReadCloser, size int64) io.ReadCloser
 }
 
-// Download opens the job's body. It implements jobs.SizedBody, so the
-// engine reports the download's progress.
+// Download opens the job's body. The body implements jobs.SizedBody, so
+// the engine reports the download's progress.
 func (m Marketplace) Download(ctx context.Context, o jobs.Offer) (io.ReadCloser, error) {
 	d, err := m.Client().Download(ctx, o.ID, o.DownloadURL)
 	if err != nil {
