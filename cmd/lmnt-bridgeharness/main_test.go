@@ -147,7 +147,7 @@ func TestHarnessInterface(t *testing.T) {
 
 	send(map[string]any{"cmd": "console", "text": "LMNT: hi"})
 	send(map[string]any{"cmd": "cancel", "job_id": "nope", "reason": "test"})
-	if ev := next("result"); ev["ok"] != false {
+	if ev := next("result"); ev["ok"] != false || ev["op"] != "cancel" {
 		t.Errorf("cancel of an unknown job %v", ev)
 	}
 	if lines := k.ConsoleLines(); !containsLine(lines, "LMNT: hi") {

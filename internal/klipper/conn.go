@@ -139,17 +139,31 @@ func (c *conn) answerPending(id string, a answer) *pendingRequest {
 }
 
 func (c *conn) wait(ctx context.Context, p *pendingRequest) error {
+	var gaveUp error
 	select {
 	case a := <-p.answer:
-		if a.ok {
-			return nil
-		}
-		return &RejectedError{Op: p.op, ID: p.jobID, Code: a.code, Message: a.message}
+		return p.result(a)
 	case <-c.done:
-		return ErrDisconnected
+		gaveUp = ErrDisconnected
 	case <-ctx.Done():
-		return fmt.Errorf("klipper: waiting for the answer to %s: %w", p.op, ctx.Err())
+		gaveUp = fmt.Errorf("klipper: waiting for the answer to %s: %w", p.op, ctx.Err())
 	}
+	// An answer that arrived before the connection closed or the deadline
+	// passed still counts: select picks at random among ready cases, and a
+	// waiter scheduled late would otherwise call an answered request lost.
+	select {
+	case a := <-p.answer:
+		return p.result(a)
+	default:
+		return gaveUp
+	}
+}
+
+func (p *pendingRequest) result(a answer) error {
+	if a.ok {
+		return nil
+	}
+	return &RejectedError{Op: p.op, ID: p.jobID, Code: a.code, Message: a.message}
 }
 
 // handle runs one connection from accept to close.
