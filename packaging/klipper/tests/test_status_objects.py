@@ -151,10 +151,12 @@ class IdleKeepalive(RigTestCase):
         self.daemon.wait("status", self.pump,
                          lambda ev: ev["status"]["ready_confirmed"])
 
-        # While printing: every status_interval (the harness: 1 s).
+        # While printing: every status_interval (the harness: 1 s). The
+        # moves are held before the print is sent: the reactor turns that
+        # wait for the result would otherwise run the whole cube.
+        self.vsd.hold_moves = True
         self.daemon.send(cmd="print", file=fixture(CUBE), job_id="k1")
         self.assertTrue(self.daemon.wait("result", self.pump)["ok"])
-        self.vsd.hold_moves = True  # a print that takes its time
         self.let_time_pass(1)
         before = len(self.statuses())
         self.let_time_pass(5)
