@@ -184,14 +184,22 @@ func checkInstalled(t *testing.T, root, version string, proxySocket bool) {
 	for u, dir := range enabledUnits {
 		units[u] = dir
 	}
-	link := filepath.Join(root, "etc/systemd/system/sockets.target.wants/lmntd-proxy.socket")
-	if proxySocket {
-		units["lmntd-proxy.socket"] = "sockets.target.wants"
-	} else if _, err := os.Lstat(link); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("lmntd-proxy.socket is enabled without an nginx site to use it (%v)", err)
-	}
-	if _, err := os.Lstat(filepath.Join(root, "etc/systemd/system/sockets.target.wants/lmntd-http.socket")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("lmntd-http.socket (the LAN listener) is enabled in an image (%v)", err)
+	// The optional sockets are wanted by sockets.target and by lmntd.service
+	// (so a restarted lmntd starts them): both links, or neither.
+	for _, dir := range []string{"sockets.target.wants", "lmntd.service.wants"} {
+		link := filepath.Join(root, "etc/systemd/system", dir, "lmntd-proxy.socket")
+		if proxySocket {
+			if target, err := os.Readlink(link); err != nil || filepath.Base(target) != "lmntd-proxy.socket" {
+				t.Errorf("%s/lmntd-proxy.socket: %q %v, want a link to the unit", dir, target, err)
+			} else if _, err := os.Stat(filepath.Join(root, target)); err != nil {
+				t.Errorf("%s/lmntd-proxy.socket points to %s, which does not exist in the root", dir, target)
+			}
+		} else if _, err := os.Lstat(link); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("lmntd-proxy.socket is enabled (%s) without an nginx site to use it (%v)", dir, err)
+		}
+		if _, err := os.Lstat(filepath.Join(root, "etc/systemd/system", dir, "lmntd-http.socket")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("lmntd-http.socket (the LAN listener) is enabled (%s) in an image (%v)", dir, err)
+		}
 	}
 	for u, dir := range units {
 		target, err := os.Readlink(filepath.Join(root, "etc/systemd/system", dir, u))

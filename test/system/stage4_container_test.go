@@ -106,10 +106,11 @@ func bootSystest(t *testing.T, root string, timeout time.Duration, units ...stri
 	t.Helper()
 	out, err := tryRun(t, cmdOpts{timeout: timeout, quiet: true}, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
 		"--private-network", "--console=pipe", "--system-call-filter=@memlock memfd_secret", "--directory="+root, "--boot")
-	if log, err := os.ReadFile(filepath.Join(root, "systest/out/log")); err == nil {
+	log, logErr := os.ReadFile(filepath.Join(root, "systest/out/log"))
+	if logErr == nil {
 		t.Logf("inside the container:\n%s", log)
 	} else {
-		t.Logf("no log from inside the container (%v); the console said:\n%s", err, out)
+		t.Logf("no log from inside the container (%v); the console said:\n%s", logErr, out)
 	}
 	rc, rcErr := os.ReadFile(filepath.Join(root, "systest/out/rc"))
 	if err == nil && rcErr == nil && strings.TrimSpace(string(rc)) == "0" {
@@ -124,5 +125,34 @@ func bootSystest(t *testing.T, root string, timeout time.Duration, units ...stri
 		journal = journal[len(journal)-20000:]
 	}
 	t.Logf("journal:\n%s", journal)
-	return fmt.Sprintf("nspawn %v, status %q (%v)", err, strings.TrimSpace(string(rc)), rcErr)
+	return fmt.Sprintf("nspawn %v, status %q (%v)%s", err, strings.TrimSpace(string(rc)), rcErr, lastStepAndFailure(string(log)))
+}
+
+// lastStepAndFailure picks from the script's log its last step and the
+// lines that ended it (the script's own FAIL line, or the output of the
+// command whose status stopped it under set -e), repeated in the failure so
+// that they survive a CI log cut to its tail: the journal printed after the
+// log is longer than most tails.
+func lastStepAndFailure(log string) string {
+	const lastLines = 8
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	step := -1
+	for i, line := range lines {
+		if strings.HasPrefix(line, "== [") {
+			step = i
+		}
+	}
+	if step < 0 {
+		return ""
+	}
+	const longest = 200 // apt's progress makes lines of thousands
+	var b strings.Builder
+	b.WriteString("\n  last step: " + lines[step] + "\n  it ended with:")
+	for _, line := range lines[max(step+1, len(lines)-lastLines):] {
+		if len(line) > longest {
+			line = "…" + line[len(line)-longest:]
+		}
+		b.WriteString("\n    " + line)
+	}
+	return b.String()
 }

@@ -207,15 +207,22 @@ grep -q "$job" "$out/jobs-v2.txt" ||
     fail "the job history is gone after the upgrade: $(cat "$out/jobs-v2.txt"; ls -la /var/lib/lmntd/jobs)"
 systemctl is-active lmntd.socket lmntd-klipper.socket
 
-step "remove, reinstall, enable the LAN socket: postinst unmasks what postrm masked"
+step "remove, reinstall; the LAN socket turned on as the README says, while lmntd runs: postinst unmasks what postrm masked"
 DEBIAN_FRONTEND=noninteractive apt-get remove -y -q lmntd
 [ "$(sha256sum /home/pi/printer_data/config/printer.cfg)" = "$cfg_sum" ] || fail "remove did not restore printer.cfg"
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q lmntd
-systemctl enable --now lmntd-http.socket || fail "lmntd-http.socket cannot be enabled after a reinstall"
-systemctl restart lmntd.service   # lmntd takes the listener at its next start
+# The owner's usual case: lmntd is running (systemd refuses to start a
+# socket while its service runs, so the README says enable, then restart).
+timeout 30 lmnt status >/dev/null || true
+wait_for 30 "lmntd.service active" systemctl is-active lmntd.service
+pid_running=$(systemctl show -p MainPID --value lmntd.service)
+systemctl enable lmntd-http.socket || fail "lmntd-http.socket cannot be enabled after a reinstall"
+lmnt restart --when-idle
 wait_for 30 "lmntd listening on 127.0.0.1:7130" sh -c "ss -ltnp | grep '127.0.0.1:7130' | grep -q lmntd"
 ss -ltnp | grep '127.0.0.1:7130'
-systemctl disable --now lmntd-http.socket   # the owner's choice, undone before the purge
+[ "$(systemctl show -p MainPID --value lmntd.service)" != "$pid_running" ] || fail "lmntd was not restarted"
+systemctl --quiet is-active lmntd-http.socket || fail "lmntd-http.socket is not active after lmntd's restart"
+# Left enabled: the purge must take the owner's links too.
 
 step "purge: everything the package and lmnt setup created is gone"
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -q lmntd
@@ -224,6 +231,7 @@ DEBIAN_FRONTEND=noninteractive apt-get purge -y -q lmntd
 ! getent passwd lmntd || fail "user lmntd left"
 ! getent group lmnt || fail "group lmnt left"
 [ ! -e /run/lmntd ] || fail "/run/lmntd left"
+! ss -ltn | grep -q '127.0.0.1:7130' || fail "something still listens on 127.0.0.1:7130"
 sed -i '/ beta main$/d' /etc/apt/sources.list.d/lmntd.list   # the test's own change
 ! systemctl list-unit-files 'lmntd*' | grep -q lmntd || fail "lmntd units left"
 snapshot >"$out/after.txt"
